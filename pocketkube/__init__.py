@@ -1,0 +1,3 @@
+"""pocketkube: Kubernetes in one Python process."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The object model as pure data and functions, no I/O."""

@@ -1,0 +1,75 @@
+"""Objects every cluster starts with: system namespaces, the kubernetes Service, APIServices, PriorityClasses."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pocketkube.api import defaults, managedfields, resources
+from pocketkube.apiserver import context, strategy, typeinfo
+from pocketkube.base import clock as clock_mod
+
+MANAGER = "kube-apiserver"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {}}
+
+
+def _kubernetes_service(cluster_ip: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "type": "ClusterIP",
+                 "sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                 "internalTrafficPolicy": "Cluster",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    }
+
+
+def _priority_class(name: str, value: int, description: str) -> dict[str, Any]:
+    return {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+            "value": value, "description": description, "preemptionPolicy": "PreemptLowerPriority"}
+
+
+async def _ensure(server: context.Server, res: resources.Resource | None, obj: dict[str, Any]) -> None:
+    if res is None:
+        return
+    meta = obj["metadata"]
+    if await server.objects.get_or_none(res, meta.get("namespace", ""), meta["name"]) is not None:
+        return
+    obj = copy.deepcopy(obj)
+    strategy.prepare_create(res, obj, clock=server.clock)
+    if not res.crd:
+        defaults.apply_defaults(obj, res.group, res.version, res.kind)
+    schema, resolve = typeinfo.schema_for(server, res)
+    obj["metadata"]["managedFields"] = managedfields.update(
+        None, obj, manager=MANAGER, api_version=res.api_version, now=clock_mod.rfc3339(server.clock.now()),
+        schema=schema, resolve=resolve)
+    if server.allocators is not None and res.kind == "Service":
+        server.allocators.allocate(obj, None)
+    try:
+        await server.objects.create(res, obj)
+    except Exception:  # another writer got there first (restart race): that object is as good
+        if await server.objects.get_or_none(res, meta.get("namespace", ""), meta["name"]) is None:
+            raise
+
+
+async def run(server: context.Server, *, secure_port: int) -> None:
+    reg = server.registry
+    ns = reg.get("", "v1", "namespaces")
+    for name in SYSTEM_NAMESPACES:
+        await _ensure(server, ns, _namespace(name))
+    first_ip = server.allocators.first_ip() if server.allocators is not None else "10.96.0.1"
+    await _ensure(server, reg.get("", "v1", "services"), _kubernetes_service(first_ip, secure_port))
+    pcs = reg.get("scheduling.k8s.io", "v1", "priorityclasses")
+    await _ensure(server, pcs, _priority_class("system-node-critical", 2000001000,
+                                               "Used for system critical pods that must not be moved from their current node."))
+    await _ensure(server, pcs, _priority_class("system-cluster-critical", 2000000000,
+                                               "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."))
+    api_res = reg.get("apiregistration.k8s.io", "v1", "apiservices")
+    now = clock_mod.rfc3339(server.clock.now())
+    for svc in resources.builtin_apiservices(reg, now=now):
+        await _ensure(server, api_res, svc)

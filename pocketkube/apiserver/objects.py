@@ -1,0 +1,146 @@
+"""Typed access to the store: keys, encoding, resourceVersion, and version conversion of objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pocketkube.api import errors, resources
+from pocketkube.store import base as store_base
+
+_META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+               "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+               "annotations", "ownerReferences", "finalizers", "managedFields")
+_TOP_ORDER = ("kind", "apiVersion", "metadata")
+
+
+def canonical(obj: dict[str, Any]) -> dict[str, Any]:
+    """Reorder top-level and metadata keys the way kube-apiserver serialises them."""
+    meta = obj.get("metadata") or {}
+    ordered_meta = {k: meta[k] for k in _META_ORDER if k in meta}
+    for k, v in meta.items():
+        if k not in ordered_meta:
+            ordered_meta[k] = v
+    out: dict[str, Any] = {}
+    for k in _TOP_ORDER:
+        if k == "metadata":
+            out["metadata"] = ordered_meta
+        elif k in obj:
+            out[k] = obj[k]
+    for k, v in obj.items():
+        if k not in out:
+            out[k] = v
+    return out
+
+
+def storage_prefix(res: resources.Resource) -> str:
+    group, resource = res.storage_key
+    return f"/registry/{group or 'core'}/{resource}/"
+
+
+def key(res: resources.Resource, namespace: str, name: str) -> str:
+    if res.namespaced:
+        return f"{storage_prefix(res)}{namespace}/{name}"
+    return f"{storage_prefix(res)}{name}"
+
+
+def list_prefix(res: resources.Resource, namespace: str) -> str:
+    if res.namespaced and namespace:
+        return f"{storage_prefix(res)}{namespace}/"
+    return storage_prefix(res)
+
+
+def storage_api_version(res: resources.Resource) -> str:
+    group, _ = res.storage_key
+    version = res.storage_version or res.version
+    return f"{group}/{version}" if group else version
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """Serialise for the store; resourceVersion is derived from the revision, never stored."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and meta.get("resourceVersion"):
+        # keep the key (with an empty value) so decode restores it at its canonical position
+        meta = dict(meta)
+        meta["resourceVersion"] = ""
+        obj = dict(obj)
+        obj["metadata"] = meta
+    return orjson.dumps(obj)
+
+
+def decode(value: bytes, revision: int) -> dict[str, Any]:
+    obj: dict[str, Any] = orjson.loads(value)
+    meta = obj.setdefault("metadata", {})
+    meta["resourceVersion"] = str(revision)
+    return obj
+
+
+class Objects:
+    """CRUD of API objects over a store.Store, in the storage version of each resource."""
+
+    def __init__(self, store: store_base.Store, converter: Any) -> None:
+        self.store = store
+        # converter(obj, api_version) -> obj; versions sharing storage are converted on the way
+        # in and out so every version reads and writes the same objects.
+        self._convert = converter
+
+    def to_storage(self, res: resources.Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        target = storage_api_version(res)
+        if obj.get("apiVersion") != target:
+            obj = self._convert(obj, target)
+        return obj
+
+    def from_storage(self, res: resources.Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj.get("apiVersion") != res.api_version:
+            rv = obj.get("metadata", {}).get("resourceVersion")
+            obj = self._convert(obj, res.api_version)
+            if res.crd:
+                obj["apiVersion"] = res.api_version
+            if rv is not None:
+                obj.setdefault("metadata", {})["resourceVersion"] = rv
+        return obj
+
+    async def get(self, res: resources.Resource, namespace: str, name: str, *,
+                  revision: int = 0) -> dict[str, Any]:
+        entry = await self.store.get(key(res, namespace, name), revision=revision)
+        if entry is None:
+            raise errors.NotFound.for_object(res.resource, res.group, name)
+        return self.from_storage(res, decode(entry.value, entry.mod_revision))
+
+    async def get_or_none(self, res: resources.Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        entry = await self.store.get(key(res, namespace, name))
+        if entry is None:
+            return None
+        return self.from_storage(res, decode(entry.value, entry.mod_revision))
+
+    async def create(self, res: resources.Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        stored = canonical(self.to_storage(res, obj))
+        try:
+            entry = await self.store.create(key(res, meta.get("namespace", ""), meta["name"]), encode(stored))
+        except store_base.KeyExists:
+            raise errors.AlreadyExists.for_object(res.resource, res.group, meta["name"]) from None
+        return self.from_storage(res, decode(entry.value, entry.mod_revision))
+
+    async def update(self, res: resources.Resource, obj: dict[str, Any], *, expected_revision: int) -> dict[str, Any]:
+        meta = obj["metadata"]
+        stored = canonical(self.to_storage(res, obj))
+        try:
+            entry = await self.store.update(key(res, meta.get("namespace", ""), meta["name"]), encode(stored),
+                                            expected_revision=expected_revision)
+        except store_base.RevisionMismatch:
+            raise errors.Conflict.modified(res.resource, res.group, meta["name"]) from None
+        except store_base.KeyNotFound:
+            raise errors.NotFound.for_object(res.resource, res.group, meta["name"]) from None
+        return self.from_storage(res, decode(entry.value, entry.mod_revision))
+
+    async def delete(self, res: resources.Resource, namespace: str, name: str, *,
+                     expected_revision: int) -> dict[str, Any]:
+        try:
+            entry = await self.store.delete(key(res, namespace, name), expected_revision=expected_revision)
+        except store_base.RevisionMismatch:
+            raise errors.Conflict.modified(res.resource, res.group, name) from None
+        except store_base.KeyNotFound:
+            raise errors.NotFound.for_object(res.resource, res.group, name) from None
+        return self.from_storage(res, decode(entry.value, entry.mod_revision))

@@ -1,0 +1,161 @@
+"""The aiohttp application: authentication, routing of every path, and errors as metav1.Status."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pocketkube.api import errors
+from pocketkube.apiserver import (
+    authn,
+    context,
+    create,
+    delete,
+    get,
+    listing,
+    negotiate,
+    nonresource,
+    patch,
+    requestinfo,
+    scale,
+    update,
+    watch,
+)
+
+log = logging.getLogger("pocketkube.apiserver")
+
+SERVER_KEY: web.AppKey[context.Server] = web.AppKey("server", context.Server)
+
+
+def _status_response(err: errors.APIError, fmt: str = "json") -> web.Response:
+    headers = {"Cache-Control": "no-cache, private"}
+    headers.update(err.headers)
+    return web.Response(body=orjson.dumps(err.status()), status=err.code, content_type="application/json",
+                        headers=headers)
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    audit_id = str(uuid.uuid4())
+    try:
+        response = await handler(request)
+    except errors.APIError as err:
+        response = _status_response(err)
+    except web.HTTPException:
+        raise
+    except Exception:  # a 500 is a bug: log it with the request, answer with a Status
+        log.exception("internal error serving %s %s", request.method, request.path_qs)
+        response = _status_response(errors.InternalError("an error on the server has prevented the request from succeeding"))
+    if not response.prepared:
+        response.headers["Audit-Id"] = audit_id
+    return response
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    server = request.app[SERVER_KEY]
+    user = authn.authenticate(request)
+    watch_param = request.query.get("watch", "") in ("true", "1", "True")
+    info = requestinfo.parse(request.method, request.path, watch_param=watch_param)
+    if server.authorizer is not None:
+        await server.authorizer(server, user, info, request)
+    if not info.is_resource_request:
+        return await nonresource.handle(server, request, info)
+    res = server.registry.get(info.group, info.version, info.resource)
+    if res is None:
+        raise errors.NotFound.resource()
+    if info.subresource and res.subresource(info.subresource) is None:
+        raise errors.NotFound.resource()
+    if info.namespace and not res.namespaced and res.resource != "namespaces":
+        raise errors.NotFound.resource()
+    if res.namespaced and not info.namespace and info.verb not in ("list", "watch", "deletecollection"):
+        raise errors.NotFound.resource()
+    call = context.Call(request=request, info=info, res=res, user=user, query=dict(request.query))
+    result = await _verb(server, call)
+    if isinstance(result, web.StreamResponse):
+        return result
+    body, status = result
+    fmt = negotiate.response_format(request.headers.get("Accept"))
+    response = negotiate.respond(body, status=status, fmt=fmt)
+    for w in call.warnings:
+        response.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return response
+
+
+_SUBRESOURCE_VERBS = {
+    "status": {"get", "update", "patch"},
+    "scale": {"get", "update", "patch"},
+    "finalize": {"update"},
+}
+
+
+async def _verb(server: context.Server, call: context.Call) -> Any:
+    verb = call.info.verb
+    sub = call.info.subresource
+    res = call.res
+    if sub:
+        allowed = _SUBRESOURCE_VERBS.get(sub)
+        s = res.subresource(sub)
+        if allowed is None:
+            raise errors.MethodNotAllowed(f"the server does not allow this method on the requested resource "
+                                          f"({sub} is not served by this server yet)", details={})
+        if verb not in allowed or (s is not None and verb not in s.verbs):
+            raise errors.MethodNotAllowed("the server does not allow this method on the requested resource",
+                                          details={})
+        if sub == "scale" and verb == "get":
+            return await scale.get(server, call), 200
+        if verb == "get":
+            return await get.handle(server, call)
+        if verb == "update":
+            return await update.handle(server, call)
+        return await patch.handle(server, call)
+    if verb not in res.verbs and not (verb == "watch" and "watch" in res.verbs):
+        raise errors.MethodNotAllowed("the server does not allow this method on the requested resource",
+                                      details={})
+    if verb == "get":
+        return await get.handle(server, call)
+    if verb == "list":
+        return await listing.handle(server, call)
+    if verb == "watch":
+        return await watch.handle(server, call)
+    if verb == "create":
+        if call.info.name:
+            raise errors.MethodNotAllowed("the server does not allow this method on the requested resource",
+                                          details={})
+        return await create.handle(server, call)
+    if verb == "update":
+        return await update.handle(server, call)
+    if verb == "patch":
+        return await patch.handle(server, call)
+    if verb == "delete":
+        return await delete.handle(server, call)
+    if verb == "deletecollection":
+        return await delete.handle_collection(server, call)
+    raise errors.MethodNotAllowed("the server does not allow this method on the requested resource", details={})
+
+
+def make_app(server: context.Server) -> web.Application:
+    app = web.Application(middlewares=[_middleware], client_max_size=negotiate.MAX_BODY + 1)
+    app[SERVER_KEY] = server
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    return app
+
+
+async def start(server: context.Server, *, host: str, port: int, ssl_context: ssl.SSLContext | None,
+                ) -> tuple[web.AppRunner, int]:
+    """Serve the API on host:port (0 = any free port); returns the runner and the bound port."""
+    app = make_app(server)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
+    await site.start()
+    bound = port
+    for s in runner.addresses:
+        if isinstance(s, tuple):
+            bound = s[1]
+            break
+    return runner, bound

@@ -1,0 +1,1 @@
+"""Shared foundations: clock, asyncio helpers, settings."""

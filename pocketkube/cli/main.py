@@ -1,0 +1,203 @@
+"""The `pocketkube` command: parse arguments and run up, kubeconfig or version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import os
+import sys
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+
+import pocketkube
+from pocketkube.base import kubeconfig, pki
+
+DEFAULT_PORT = 6443
+DEFAULT_HOST = "127.0.0.1"
+DATA_DIR_ENV = "POCKETKUBE_DATA_DIR"
+DEBUG_ENV = "POCKETKUBE_DEBUG"
+PROG = "pocketkube"
+
+
+class UserError(Exception):
+    """A problem the user can fix; reported as one line, exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point for the `pocketkube` script and `python -m pocketkube`; exits with the status."""
+    sys.exit(run(argv))
+
+
+def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one pocketkube command and return its exit status."""
+    started = time.monotonic()
+    stdout = out or sys.stdout
+    stderr = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            return _up(args, started=started, out=stdout, err=stderr)
+        if args.command == "kubeconfig":
+            return _kubeconfig(args, out=stdout)
+        if args.command == "version":
+            # Imported here: the schema package is slow to import and only `up` needs it.
+            from pocketkube.api import schemas
+
+            print(
+                f"pocketkube {pocketkube.__version__} (Kubernetes API v{schemas.KUBE_VERSION})", file=stdout
+            )
+            return 0
+    except KeyboardInterrupt:
+        # Ctrl+C during startup, before the cluster's own signal handling is in place.
+        print(f"{PROG}: interrupted", file=stderr)
+        return 0
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=stderr)
+        return 1
+    except OSError as e:
+        print(f"{PROG}: error: {_os_error_message(e, args)}", file=stderr)
+        return 1
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{PROG}: error: {type(e).__name__}: {e} (set {DEBUG_ENV}=1 for a traceback)", file=stderr)
+        return 1
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse only allows the ones above
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
+    """$POCKETKUBE_DATA_DIR, else ~/.pocketkube."""
+    env = os.environ if environ is None else environ
+    return env.get(DATA_DIR_ENV) or os.path.join(os.path.expanduser("~"), ".pocketkube")
+
+
+def kubeconfig_path(data_dir: str) -> str:
+    """Where `pocketkube up` writes the admin kubeconfig for a data dir."""
+    return os.path.join(data_dir, "kubeconfig")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Kubernetes in one Python process.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start a cluster and serve until Ctrl+C")
+    _add_data_dir(up)
+    up.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="API server port; 0 picks a free one (default 6443)"
+    )
+    up.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1)")
+    up.add_argument(
+        "--merge-kubeconfig",
+        action="store_true",
+        help="also merge the admin context into $KUBECONFIG or ~/.kube/config and make it current",
+    )
+
+    kc = sub.add_parser("kubeconfig", help="print the admin kubeconfig of a cluster")
+    _add_data_dir(kc)
+
+    sub.add_parser("version", help="print the pocketkube version")
+    return parser
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"where the cluster keeps its state (default ${DATA_DIR_ENV} or ~/.pocketkube)",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: must be between 0 and 65535")
+    return value
+
+
+def _data_dir(args: argparse.Namespace) -> str:
+    return os.path.abspath(os.path.expanduser(args.data_dir or default_data_dir()))
+
+
+def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -> int:
+    # Imported here so `version` and `kubeconfig` stay quick and work without the server rooms.
+    from pocketkube import cluster
+
+    data_dir = _data_dir(args)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+
+    def on_ready(info: Any) -> None:
+        elapsed = time.monotonic() - started
+        url = _client_url(info.url, port=info.port)
+        # Load rather than ensure: the running server already chose its certificates and
+        # must not have its serving cert reissued under it.
+        cfg = kubeconfig.admin_kubeconfig(url, pki.load(data_dir))
+        path = kubeconfig_path(data_dir)
+        kubeconfig.write(path, cfg)
+        merged = ""
+        if args.merge_kubeconfig:
+            target = kubeconfig.default_path()
+            kubeconfig.merge_into(target, cfg)
+            merged = f'Merged context "pocketkube" into {target} and made it current.\n'
+        print(
+            f"pocketkube is up at {url} (ready in {elapsed:.2f}s)\n"
+            f"\n"
+            f"  export KUBECONFIG={path}\n"
+            f"  kubectl get ns\n"
+            f"\n"
+            f"{merged}"
+            f"Data: {data_dir}. Press Ctrl+C to stop.",
+            file=out,
+            flush=True,
+        )
+
+    settings = cluster.Settings(data_dir=data_dir, host=args.host, port=args.port)
+    asyncio.run(cluster.run(settings, on_ready=on_ready))
+    print("pocketkube stopped", file=err, flush=True)
+    return 0
+
+
+def _kubeconfig(args: argparse.Namespace, *, out: TextIO) -> int:
+    data_dir = _data_dir(args)
+    path = kubeconfig_path(data_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise UserError(
+            f"no cluster in {data_dir}: run `pocketkube up --data-dir {data_dir}` first"
+        ) from None
+    out.write(text)
+    return 0
+
+
+def _client_url(url: str, *, port: int) -> str:
+    """The URL clients should dial: a wildcard bind address becomes loopback, the port the real one."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or DEFAULT_HOST
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "::1" if ":" in host else DEFAULT_HOST
+    except ValueError:
+        pass
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return urllib.parse.urlunsplit((parts.scheme or "https", netloc, parts.path, "", ""))
+
+
+def _os_error_message(e: OSError, args: argparse.Namespace) -> str:
+    port = getattr(args, "port", None)
+    host = getattr(args, "host", None)
+    text = str(e)
+    if e.errno == errno.EADDRINUSE or "address already in use" in text:
+        return f"port {port} on {host} is already in use (stop whatever listens there, or pass --port 0 for a free port)"
+    if e.errno == errno.EACCES and port is not None and 0 < port < 1024 and "bind" in text:
+        return f"no permission to listen on port {port} (ports below 1024 need root; try --port 6443)"
+    if e.errno == errno.EADDRNOTAVAIL or "Cannot assign requested address" in text:
+        return f"cannot listen on {host}: no such address on this machine"
+    return text

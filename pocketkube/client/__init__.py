@@ -1,0 +1,1 @@
+"""Async Kubernetes client over HTTP, informers and work queues."""

@@ -1,0 +1,129 @@
+"""Composition root: wires store, API server and controllers into one process and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+from typing import Any, Callable
+
+from pocketkube.api import conversion, resources
+from pocketkube.apiserver import admission, allocators, authz, bootstrap, context, crds, objects, server
+from pocketkube.base import clock as clock_mod
+from pocketkube.base import pki
+from pocketkube.store import sqlite
+
+log = logging.getLogger("pocketkube")
+
+
+@dataclasses.dataclass
+class Settings:
+    """How to run a cluster: where its data lives and where it listens."""
+
+    data_dir: str
+    host: str = "127.0.0.1"
+    port: int = 6443
+    controllers: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if not self.data_dir:
+            raise ValueError("data_dir is required")
+
+
+@dataclasses.dataclass
+class ReadyInfo:
+    url: str
+    port: int
+    data_dir: str
+
+
+class Cluster:
+    """A running cluster inside this event loop; stop() shuts it down cleanly."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api: context.Server | None = None
+        self._runner: Any = None
+        self._store: sqlite.SQLiteStore | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.port = 0
+        self.url = ""
+        self.pki: pki.Pki | None = None
+
+    async def start(self) -> ReadyInfo:
+        s = self.settings
+        os.makedirs(s.data_dir, exist_ok=True)
+        hosts = [s.host, socket.gethostname()]
+        self.pki = await asyncio.to_thread(pki.ensure_pki, s.data_dir, hosts=hosts)
+        self._store = sqlite.SQLiteStore(os.path.join(s.data_dir, "state.db"))
+        await self._store.start()
+        clock = clock_mod.Clock()
+        registry = resources.Registry.builtin()
+        api = context.Server(registry=registry, objects=objects.Objects(self._store, conversion.convert),
+                             store=self._store, clock=clock)
+        api.allocators = allocators.Allocators()
+        api.authorizer = authz.authorize
+        api.admission = list(admission.PLUGINS)
+        api.crds = crds.CRDs(api)
+        await api.crds.load()
+        svc_res = registry.get("", "v1", "services")
+        listed = await self._store.list(objects.list_prefix(svc_res, ""))
+        api.allocators.load([objects.decode(e.value, e.mod_revision) for e in listed.entries])
+        self.api = api
+        ssl_ctx = pki.ssl_server_context(self.pki)
+        self._runner, self.port = await server.start(api, host=s.host, port=s.port, ssl_context=ssl_ctx)
+        host = s.host if s.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        api.server_address = f"{host}:{self.port}"
+        await bootstrap.run(api, secure_port=self.port)
+        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        self.url = f"https://{netloc}"
+        if s.controllers:
+            self._tasks.extend(await _start_controllers(self))
+        return ReadyInfo(url=self.url, port=self.port, data_dir=s.data_dir)
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            self.api.shutting_down = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.api is not None and self.api.crds is not None:
+            await self.api.crds.close()
+        if self._store is not None:
+            await self._store.close()
+
+
+async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:
+    """Start the built-in controllers; they reach the API over HTTPS like any client."""
+    try:
+        from pocketkube.controllers import manager
+    except ImportError:
+        return []
+    return await manager.start(url=cluster.url, pki=cluster.pki)
+
+
+async def run(settings: Settings, *, on_ready: Callable[[ReadyInfo], None] | None = None) -> None:
+    """Run a cluster until SIGINT or SIGTERM, then stop it cleanly."""
+    cluster = Cluster(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        info = await cluster.start()
+        if on_ready is not None:
+            on_ready(info)
+        await stop.wait()
+    finally:
+        await cluster.stop()

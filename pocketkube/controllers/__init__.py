@@ -1,0 +1,1 @@
+"""Built-in controllers, one module each."""

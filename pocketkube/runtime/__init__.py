@@ -1,0 +1,1 @@
+"""Controller framework: reconcile loops over informers and keyed queues."""

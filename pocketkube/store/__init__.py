@@ -1,0 +1,1 @@
+"""Revisioned key-value log with watch (SQLite and memory backends)."""

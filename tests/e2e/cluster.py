@@ -1,0 +1,91 @@
+"""A real `pocketkube up` in a subprocess, and the real kubectl pointed at it, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def kubectl_binary(minor: int | None = None) -> str:
+    """The real kubectl: a given minor version from the Google Cloud SDK bundle, or the one on PATH."""
+    if minor is not None:
+        path = f"/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}"
+        if os.path.exists(path):
+            return path
+    found = shutil.which("kubectl")
+    if not found:
+        raise RuntimeError("kubectl is not installed: the end-to-end tests need the real kubectl")
+    return found
+
+
+class Cluster:
+    """One running server process with its own data dir and kubeconfig."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.kubeconfig = os.path.join(data_dir, "kubeconfig")
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log_path = os.path.join(data_dir, "server.log")
+
+    def start(self, *, port: int = 0, timeout: float = 30.0) -> Cluster:
+        os.makedirs(self.data_dir, exist_ok=True)
+        log = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the process
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pocketkube", "up", "--data-dir", self.data_dir, "--port", str(port)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"pocketkube up exited with {self.proc.returncode}: {self.log()}")
+                continue
+            if "is up at" in line:
+                self.url = line.split("is up at", 1)[1].split()[0]
+                return self
+        raise RuntimeError(f"pocketkube up did not become ready in {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, minor: int | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster; check=True fails the test on a non-zero exit."""
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, KUBECACHEDIR=os.path.join(self.data_dir, "kcache"))
+        cp = subprocess.run([kubectl_binary(minor), *args], input=input, capture_output=True, text=True,
+                            env=env, timeout=timeout)
+        if check and cp.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}")
+        return cp
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)

@@ -1,0 +1,18 @@
+"""Fixtures: one real pocketkube server per test module, driven by the real kubectl."""
+
+from __future__ import annotations
+
+import collections.abc
+
+import pytest
+
+from tests.e2e import cluster as cluster_mod
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[cluster_mod.Cluster]:
+    c = cluster_mod.Cluster(str(tmp_path_factory.mktemp("pk"))).start()
+    try:
+        yield c
+    finally:
+        c.stop()
