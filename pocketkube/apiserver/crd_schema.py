@@ -270,25 +270,26 @@ class _Walker:
     def _combinators(self, v: Any, s: dict[str, Any], path: str) -> None:
         any_of = [x for x in s.get("anyOf") or () if isinstance(x, dict)]
         if any_of:
-            results = [self._sub(v, x, path) for x in any_of]
+            results: list[list[FE]] = [self._sub(v, x, path) for x in any_of]
             if all(results):
                 self.errs.append(FE("Invalid", "", value="", has_value=True,
                                     detail=f'"{path}" must validate at least one schema (anyOf)'))
-                self.errs.extend(min(results, key=len))
+                best: list[FE] = min(results, key=len)
+                self.errs.extend(best)
         one_of = [x for x in s.get("oneOf") or () if isinstance(x, dict)]
         if one_of:
-            results = [self._sub(v, x, path) for x in one_of]
-            valid = sum(1 for r in results if not r)
+            one_results: list[list[FE]] = [self._sub(v, x, path) for x in one_of]
+            valid = sum(1 for r in one_results if not r)
             if valid != 1:
                 more = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
                 self.errs.append(FE("Invalid", "", value="", has_value=True,
                                     detail=f'"{path}" must validate one and only one schema (oneOf). {more}'))
                 if valid == 0:
-                    self.errs.extend(min(results, key=len))
+                    best_one: list[FE] = min(one_results, key=len)
+                    self.errs.extend(best_one)
         all_of = [x for x in s.get("allOf") or () if isinstance(x, dict)]
         if all_of:
-            results = [self._sub(v, x, path) for x in all_of]
-            failed = [r for r in results if r]
+            failed = [r for r in (self._sub(v, x, path) for x in all_of) if r]
             for r in failed:
                 self.errs.extend(r)
             if failed:

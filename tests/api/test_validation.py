@@ -178,7 +178,7 @@ CASES = [
      "data[bad key]: Invalid value: \"bad key\": a valid config key must consist of alphanumeric characters, '-', "
      "'_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"),
     ("configmap too big", _obj("ConfigMap", data={"a": "x" * (1024 * 1024 + 1)}),
-     "Too long: must have at most 1048576 bytes"),
+     ": Too long: must have at most 1048576 bytes"),
     ("tls secret keys", _obj("Secret", type="kubernetes.io/tls", data={}), "data[tls.crt]: Required value"),
     ("deployment maxSurge and maxUnavailable 0", _obj("Deployment", spec={
         "selector": {"matchLabels": {"app": "a"}}, "template": _template(),
