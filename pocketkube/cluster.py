@@ -9,7 +9,8 @@ import logging
 import os
 import signal
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pocketkube.api import conversion, resources
 from pocketkube.apiserver import admission, allocators, authz, bootstrap, context, crds, objects, server

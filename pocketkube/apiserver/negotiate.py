@@ -109,7 +109,7 @@ def decode_object(raw: bytes, content_type: str | None, *, what: str) -> dict[st
         from pocketkube.api import protobuf
         value = protobuf.decode(raw)
     else:
-        raise errors.UnsupportedMediaType(f"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor")
+        raise errors.UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor")
     if not isinstance(value, dict):
         raise errors.BadRequest(f"the object provided is unrecognized (must be of type {what}): couldn't get version/kind; json parse error: json: cannot unmarshal {_go_type(value)} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}")
     return value

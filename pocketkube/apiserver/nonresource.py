@@ -41,7 +41,7 @@ class _Cache:
             self.docs.clear()
             self.values.clear()
             self.generation = gen
-            self.last_modified = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+            self.last_modified = datetime.datetime.now(datetime.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
     def value(self, server: context.Server, key: str, build: Any) -> Any:
         """Any derived value (not serialised), rebuilt after registry changes."""
@@ -167,7 +167,7 @@ def _openapi(server: context.Server, request: web.Request, rest: list[str]) -> w
             raise web.HTTPMovedPermanently(location=f"{request.path}?hash={tag}")
         if wanted:
             headers["Cache-Control"] = "public, immutable"
-            headers["Expires"] = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=365)).strftime(
+            headers["Expires"] = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365)).strftime(
                 "%a, %d %b %Y %H:%M:%S UTC")
         else:
             headers["Cache-Control"] = "no-cache, private"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pocketkube.api import defaults, errors, fieldcheck, resources, schemas, validation
-from pocketkube.apiserver import context
+from pocketkube.api import defaults, errors, fieldcheck, names, resources, schemas, validation
+from pocketkube.apiserver import context, crds
 
 
 def schema_for(server: context.Server, res: resources.Resource) -> tuple[dict[str, Any] | None, Any]:
@@ -20,7 +20,15 @@ def _identity(node: dict[str, Any] | None) -> dict[str, Any] | None:
     return node
 
 
-def apply_defaults(server: context.Server, res: resources.Resource, obj: dict[str, Any]) -> None:
+_CRD_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
+
+
+def apply_defaults(server: context.Server, res: resources.Resource, obj: dict[str, Any],
+                   old: dict[str, Any] | None = None) -> None:
+    if (res.group, res.kind) == _CRD_KIND:
+        defaults.apply_defaults(obj, res.group, res.version, res.kind)
+        crds.default_crd(obj, old)
+        return
     if res.crd:
         if server.crds is not None:
             server.crds.apply_defaults(res, obj)
@@ -37,9 +45,11 @@ def unknown_fields(server: context.Server, res: resources.Resource, obj: dict[st
 def validate(server: context.Server, res: resources.Resource, obj: dict[str, Any],
              old: dict[str, Any] | None) -> None:
     """Raise errors.Invalid (422) listing every field error, as kube-apiserver does."""
-    if res.crd:
+    if (res.group, res.kind) == _CRD_KIND:
+        causes = crds.validate_crd(obj, old)
+    elif res.crd:
         causes = validation.validate_metadata(obj.get("metadata") or {}, namespaced=res.namespaced,
-                                              name_validator=None) if hasattr(validation, "validate_metadata") else []
+                                              name_validator=names.name_is_dns_subdomain)
         if server.crds is not None:
             causes = list(causes) + server.crds.validate(res, obj, old)
     elif old is None:

@@ -29,7 +29,7 @@ async def update_object(server: context.Server, call: context.Call, new: dict[st
         new = _with(old, new, spec={"finalizers": finalizers} if finalizers else {})
     else:
         strategy.prepare_update(res, new, old, subresource=sub)
-    typeinfo.apply_defaults(server, res, new)
+    typeinfo.apply_defaults(server, res, new, old)
     typeinfo.validate(server, res, new, old)
     await writes.admit(server, call, new, old, "UPDATE")
     if managed:

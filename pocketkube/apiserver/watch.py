@@ -138,7 +138,7 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
         wait = min(remaining, server.bookmark_interval) if bookmarks else remaining
         try:
             batch = await asyncio.wait_for(it.__anext__(), timeout=wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if bookmarks and deadline - loop.time() > 0:
                 await response.write(_event("BOOKMARK", shape.bookmark(max(last, server.store.current_revision()))))
             continue

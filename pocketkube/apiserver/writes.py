@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from pocketkube.api import errors, managedfields
-from pocketkube.apiserver import context, strategy, typeinfo
+from pocketkube.apiserver import context, typeinfo
 from pocketkube.base import clock as clock_mod
 
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
