@@ -113,7 +113,7 @@ def short(qual: str) -> str:
 KIND_NAMES = {1: "bool", 2: "int", 3: "int8", 4: "int16", 5: "int32", 6: "int64", 7: "uint", 8: "uint8",
               9: "uint16", 10: "uint32", 11: "uint64", 12: "uintptr", 13: "float32", 14: "float64",
               24: "string"}
-# Size of the kind-specific part after the 48-byte abi.Type header, to find the uncommon type.
+# Size of the kind-specific part after the 48-byte abi.Type header, to find the uncommon type (go1.20-1.23).
 KIND_EXTRA = {17: 24, 18: 16, 19: 8, 20: 32, 21: 40, 22: 8, 23: 8, 25: 32}
 TFLAG_UNCOMMON, TFLAG_EXTRA_STAR, TFLAG_NAMED = 1, 2, 4
 
@@ -124,6 +124,10 @@ class GoBinary:
     def __init__(self, path: str) -> None:
         self.b = Path(path).read_bytes()
         self.sections = self._sections()
+        addr, off, size = self.sections[".go.buildinfo"]
+        m = re.search(rb"go1\.(\d+)", self.b[off:off + size])
+        # go1.24 swiss maps made abi.MapType longer, which moves the uncommon type of named maps.
+        self.kind_extra = {**KIND_EXTRA, **({21: 64} if m and int(m.group(1)) >= 24 else {})}
         self.types_base = self.sections[".rodata"][0]
         self.model = Model({}, {})
         self._seen: dict[int, TypeExpr] = {}
@@ -191,7 +195,7 @@ class GoBinary:
             text = text[1:]
         pkg = ""
         if tflag & TFLAG_UNCOMMON:
-            pkg_off, = struct.unpack_from("<i", self.b, o + 48 + KIND_EXTRA.get(kind, 0))
+            pkg_off, = struct.unpack_from("<i", self.b, o + 48 + self.kind_extra.get(kind, 0))
             if pkg_off:
                 pkg = self.name(self.types_base + pkg_off)[1]
         if tflag & TFLAG_NAMED and pkg:
@@ -320,6 +324,7 @@ class Emitter:
         self.messages: dict[str, dict[str, list]] = {}
         self.lists: dict[str, list] = {}
         self.untagged: list[str] = []
+        self.kinds: list[str] = []  # messages that embed TypeMeta: what an envelope may name
         self._todo: list[str] = []
 
     def underlying(self, t: TypeExpr) -> TypeExpr:
@@ -383,6 +388,7 @@ class Emitter:
             js = tag_value(f.tag, "json")
             if not pb or pb == "-":
                 if f.embedded and f.type == ("named", f"{META}.TypeMeta"):
+                    self.kinds.append(short(qual))
                     continue
                 if js != "-" and f.name[:1].isupper():
                     self.untagged.append(where)
@@ -438,9 +444,15 @@ def main(argv: list[str] | None = None) -> int:
         "groups": GROUPS,
         "messages": dict(sorted(em.messages.items())),
         "lists": dict(sorted(em.lists.items())),
+        "kinds": sorted(em.kinds),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
+    # One message per line keeps regenerations reviewable as diffs.
+    lines = [f"{json.dumps(k)}:{json.dumps(v, separators=(',', ':'))}" for k, v in table["messages"].items()]
+    head = {k: v for k, v in table.items() if k != "messages"}
+    text = json.dumps(head, separators=(",", ":"))[:-1] + ',\n"messages":{\n' + ",\n".join(lines) + "\n}}\n"
+    json.loads(text)
+    Path(args.out).write_text(text)
     print(f"{len(em.messages)} messages, {len(em.lists)} list wrappers -> {args.out}", file=sys.stderr)
     if em.untagged:
         print("fields without a protobuf tag (JSON only):", ", ".join(em.untagged), file=sys.stderr)

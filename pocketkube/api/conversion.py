@@ -225,6 +225,10 @@ def _behavior_from_go(b: Any) -> Any:
     return b
 
 
+def _dict_or_empty(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _annotations(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.setdefault("metadata", {})
     return meta.setdefault("annotations", {}) if isinstance(meta, dict) else {}
@@ -242,7 +246,7 @@ def _drop_round_trip(obj: dict[str, Any]) -> None:
 
 def hpa_v2_to_v1(obj: dict[str, Any]) -> dict[str, Any]:
     """autoscaling/v2 -> v1: the CPU utilization target becomes targetCPUUtilizationPercentage, the rest annotations."""
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    spec = _dict_or_empty(obj.get("spec"))
     status = obj.get("status") if isinstance(obj.get("status"), dict) else None
     _drop_round_trip(obj)
     metrics = [m for m in spec.get("metrics") or [] if isinstance(m, dict)]
@@ -293,10 +297,10 @@ def _load(annotations: dict[str, Any], key: str) -> Any:
 
 def hpa_v1_to_v2(obj: dict[str, Any]) -> dict[str, Any]:
     """autoscaling/v1 -> v2: metrics from targetCPUUtilizationPercentage and the round-trip annotations."""
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    spec = _dict_or_empty(obj.get("spec"))
     status = obj.get("status") if isinstance(obj.get("status"), dict) else None
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    ann = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    meta = _dict_or_empty(obj.get("metadata"))
+    ann = _dict_or_empty(meta.get("annotations"))
     metrics: list[dict[str, Any]] = []
     for m in _load(ann, METRICS_ANNOTATION) or []:
         if isinstance(m, dict):

@@ -27,6 +27,11 @@ def _dict(parent: dict[str, Any], key: str) -> dict[str, Any]:
     return v
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    """value if it is a dict, else a fresh empty one (not stored anywhere)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
 
@@ -202,9 +207,9 @@ def _qos_class(spec: dict[str, Any]) -> str:
     guaranteed = True
     any_set = False
     for c in _dicts(spec.get("containers")) + _dicts(spec.get("initContainers")):
-        res = c.get("resources") if isinstance(c.get("resources"), dict) else {}
-        req = res.get("requests") if isinstance(res.get("requests"), dict) else {}
-        lim = res.get("limits") if isinstance(res.get("limits"), dict) else {}
+        res = _as_dict(c.get("resources"))
+        req = _as_dict(res.get("requests"))
+        lim = _as_dict(res.get("limits"))
         for name in ("cpu", "memory"):
             r, limit = req.get(name), lim.get(name)
             if r is not None or limit is not None:

@@ -93,7 +93,7 @@ class MethodNotAllowed(APIError):
 
     @classmethod
     def for_verb(cls, verb: str, resource: str, group: str) -> MethodNotAllowed:
-        return cls(f"the server does not allow this method on the requested resource",
+        return cls("the server does not allow this method on the requested resource",
                    details=_details(None, group, resource))
 
 

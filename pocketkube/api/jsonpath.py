@@ -293,11 +293,11 @@ def _walk(values: list[Any], segs: tuple[Any, ...], strict: bool) -> list[Any]:
         if isinstance(seg, Field):
             for v in values:
                 if isinstance(v, dict):
-                    for n in seg.names:
-                        if n in v:
-                            out.append(v[n])
+                    for name in seg.names:
+                        if name in v:
+                            out.append(v[name])
                         elif strict:
-                            raise _Missing(f"{n} is not found")
+                            raise _Missing(f"{name} is not found")
                 elif strict and v is not None:
                     raise _Missing(f"{seg.names[0]} is not found")
         elif isinstance(seg, Wildcard):

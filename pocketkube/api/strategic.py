@@ -260,7 +260,8 @@ def _element_kind(*slices: list[Any]) -> str:
 
 
 def _to_delete_split(items: list[Any]) -> tuple[list[Any], list[Any]]:
-    keep, delete = [], []
+    keep: list[Any] = []
+    delete: list[Any] = []
     for v in items:
         if not isinstance(v, dict):
             raise _bad_arg_type(_MAP, v)
@@ -431,7 +432,8 @@ def _normalize_element_order(patch: list[Any], server_only: list[Any], patch_ord
 
 
 def _partition(merged: list[Any], by: list[Any], merge_key: str) -> tuple[list[Any], list[Any]]:
-    in_patch, server_only = [], []
+    in_patch: list[Any] = []
+    server_only: list[Any] = []
     for v in merged:
         if merge_key:
             if not isinstance(v, dict):

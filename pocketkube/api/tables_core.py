@@ -495,7 +495,8 @@ COMPONENT_STATUS = Printer([
 def _quota_cells(obj: Obj, now: Now) -> list[Any]:
     hard = fmt.dig(obj, "status", "hard") or {}
     used = fmt.dig(obj, "status", "used") or {}
-    requests, limits = [], []
+    requests: list[str] = []
+    limits: list[str] = []
     for resource in sorted(hard):
         target = limits if resource.split(".", 1)[0] == "limits" and "." in resource else requests
         target.append(f"{resource}: {fmt.quantity(used.get(resource))}/{fmt.quantity(hard[resource])}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 from pocketkube.api import errors, names, quantity
 
@@ -74,7 +74,7 @@ def dicts(v: Any) -> list[dict[str, Any]]:
     return [x if isinstance(x, dict) else {} for x in as_list(v)]
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -268,7 +268,8 @@ def selector_is_empty(sel: Any) -> bool:
 def selector_matches(sel: Any, labels: Any) -> bool:
     if not isinstance(sel, dict):
         return False
-    lbl = as_dict(labels)
+    # Keyed by Any: an expression's key comes straight from JSON and may be null or a non-string.
+    lbl: dict[Any, Any] = as_dict(labels)
     for k, v in as_dict(sel.get("matchLabels")).items():
         if k not in lbl or str(lbl[k]) != str(v):
             return False

@@ -7,7 +7,7 @@ from typing import Any
 
 from pocketkube.api import apply as ssa
 from pocketkube.api import errors, jsonpatch, mergepatch, strategic
-from pocketkube.apiserver import context, create, negotiate, typeinfo, update
+from pocketkube.apiserver import context, create, negotiate, typeinfo, update, writes
 from pocketkube.base import clock as clock_mod
 
 _ACCEPTED = ("application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, "
@@ -117,7 +117,6 @@ def _user_resource_version(ptype: str, body: Any) -> str:
 async def _apply(server: context.Server, call: context.Call, body: dict[str, Any], old: dict[str, Any] | None,
                  *, manager: str, force: bool) -> tuple[Any, int]:
     res = call.res
-    from pocketkube.apiserver import writes
     writes.check_type(server, call, body)
     meta = body.setdefault("metadata", {})
     if not isinstance(meta, dict):
@@ -131,7 +130,8 @@ async def _apply(server: context.Server, call: context.Call, body: dict[str, Any
     now = clock_mod.rfc3339(server.clock.now())
     merged = ssa.apply(copy.deepcopy(old) if old is not None else None, body, manager=manager,
                        api_version=res.api_version, force=force, now=now, schema=schema, resolve=resolve,
-                       subresource=call.info.subresource)
+                       subresource=call.info.subresource, kind=res.kind,
+                       reset_fields=writes.reset_fields(call, call.info.subresource))
     if old is None:
         if call.info.subresource:
             raise errors.NotFound.for_object(res.resource, res.group, call.info.name)

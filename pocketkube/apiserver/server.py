@@ -22,6 +22,7 @@ from pocketkube.apiserver import (
     nonresource,
     patch,
     requestinfo,
+    reviews,
     scale,
     update,
     watch,
@@ -90,6 +91,7 @@ _SUBRESOURCE_VERBS = {
     "status": {"get", "update", "patch"},
     "scale": {"get", "update", "patch"},
     "finalize": {"update"},
+    "binding": {"create"},
 }
 
 
@@ -106,6 +108,8 @@ async def _verb(server: context.Server, call: context.Call) -> Any:
         if verb not in allowed or (s is not None and verb not in s.verbs):
             raise errors.MethodNotAllowed("the server does not allow this method on the requested resource",
                                           details={})
+        if sub == "binding" and verb == "create":
+            return await reviews.create(server, call)
         if sub == "scale" and verb == "get":
             return await scale.get(server, call), 200
         if verb == "get":
@@ -113,6 +117,13 @@ async def _verb(server: context.Server, call: context.Call) -> Any:
         if verb == "update":
             return await update.handle(server, call)
         return await patch.handle(server, call)
+    if not res.stored:
+        if verb not in res.verbs:
+            raise errors.MethodNotAllowed("the server does not allow this method on the requested resource",
+                                          details={})
+        if res.resource == "componentstatuses":
+            return reviews.component_statuses(server, call)
+        return await reviews.create(server, call)
     if verb not in res.verbs and not (verb == "watch" and "watch" in res.verbs):
         raise errors.MethodNotAllowed("the server does not allow this method on the requested resource",
                                       details={})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from pocketkube.api import errors, managedfields
-from pocketkube.apiserver import context, typeinfo
+from pocketkube.api import errors, fieldset, managedfields
+from pocketkube.apiserver import context, strategy, typeinfo
 from pocketkube.base import clock as clock_mod
 
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -73,15 +73,24 @@ def ensure_name(call: context.Call, obj: dict[str, Any]) -> None:
                          causes=[errors.required("metadata.name", "name or generateName is required")])
 
 
+def reset_fields(call: context.Call, subresource: str) -> fieldset.FieldSet | None:
+    """Paths the strategy resets for this write, which no manager can own through it."""
+    if not strategy.has_status(call.res):
+        return None
+    if subresource == "status":
+        return fieldset.prefixes(("spec",), ("metadata", "labels"), ("metadata", "annotations"))
+    if not subresource:
+        return fieldset.prefixes(("status",))
+    return None
+
+
 def update_managed_fields(server: context.Server, call: context.Call, old: dict[str, Any] | None,
                           new: dict[str, Any], *, subresource: str = "") -> None:
     schema, resolve = typeinfo.schema_for(server, call.res)
     now = clock_mod.rfc3339(server.clock.now())
-    try:
-        mf = managedfields.update(old, new, manager=call.field_manager(), api_version=call.res.api_version,
-                                  now=now, subresource=subresource, schema=schema, resolve=resolve)
-    except errors.APIError:
-        raise
+    mf = managedfields.update(old, new, manager=call.field_manager(), api_version=call.res.api_version,
+                              now=now, subresource=subresource, schema=schema, resolve=resolve,
+                              reset_fields=reset_fields(call, subresource))
     if mf:
         new["metadata"]["managedFields"] = mf
     else:

@@ -13,7 +13,7 @@ class Clock:
     """Real time: wall clock for timestamps, monotonic for durations."""
 
     def now(self) -> datetime.datetime:
-        return datetime.datetime.now(datetime.timezone.utc)
+        return datetime.datetime.now(datetime.UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -26,7 +26,7 @@ class FakeClock(Clock):
     """Time that moves only when a test calls advance(); sleepers wake in order."""
 
     def __init__(self, start: datetime.datetime | None = None) -> None:
-        self._now = start or datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        self._now = start or datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
         self._mono = 1000.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
@@ -54,12 +54,12 @@ class FakeClock(Clock):
 
 def rfc3339(dt: datetime.datetime) -> str:
     """Kubernetes metav1.Time: second precision, UTC, `Z` suffix."""
-    return dt.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rfc3339_micro(dt: datetime.datetime) -> str:
     """Kubernetes metav1.MicroTime: microsecond precision, UTC, `Z` suffix."""
-    return dt.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(s: str) -> datetime.datetime:
