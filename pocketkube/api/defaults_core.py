@@ -320,9 +320,9 @@ def namespace(obj: dict[str, Any]) -> None:
     if name:
         labels = _dict(meta, "labels")
         labels["kubernetes.io/metadata.name"] = name
-    spec = _dict(obj, "spec")
-    if spec.get("finalizers") is None:
-        spec["finalizers"] = ["kubernetes"]
+    # spec.finalizers ["kubernetes"] is set by the registry on create only (strategy), so that
+    # /finalize can empty it; defaulting runs on every write.
+    _dict(obj, "spec")
     status = _dict(obj, "status")
     _setdefault(status, "phase", "Active")
 

@@ -97,6 +97,14 @@ def prepare_create(res: resources.Resource, obj: dict[str, Any], *, clock: clock
             obj.pop("status", None)
     if (res.group, res.kind) == ("", "Namespace"):
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
+        spec = obj.setdefault("spec", {})
+        if isinstance(spec, dict):
+            spec["finalizers"] = ["kubernetes"]
+
+
+def namespace_finalizing(res: resources.Resource, obj: dict[str, Any]) -> bool:
+    """A Namespace stays while spec.finalizers (emptied through /finalize) is not empty."""
+    return (res.group, res.kind) == ("", "Namespace") and bool((obj.get("spec") or {}).get("finalizers"))
 
 
 def _spec_view(obj: dict[str, Any]) -> dict[str, Any]:

@@ -110,7 +110,8 @@ async def persist_update(server: context.Server, call: context.Call, new: dict[s
 
     Returns (object, deleted)."""
     meta = new["metadata"]
-    if meta.get("deletionTimestamp") and not meta.get("finalizers") and not _graceful_pending(call, new):
+    if (meta.get("deletionTimestamp") and not meta.get("finalizers") and not _graceful_pending(call, new)
+            and not strategy.namespace_finalizing(call.res, new)):
         if call.dry_run:
             return new, True
         deleted = await server.objects.delete(call.res, call.namespace, meta["name"],

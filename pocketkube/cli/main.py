@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import errno
 import ipaddress
+import logging
 import os
 import sys
 import time
@@ -131,6 +132,9 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
 
     data_dir = _data_dir(args)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    # Controllers and the API server report problems through logging; show them on stderr.
+    logging.basicConfig(stream=err, level=logging.INFO if os.environ.get(DEBUG_ENV) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def on_ready(info: Any) -> None:
         elapsed = time.monotonic() - started

@@ -112,7 +112,6 @@ def test_templates_do_not_default_requests_or_service_links():
      [{"port": 80, "protocol": "TCP", "targetPort": 80}]),
     ("", "Secret", {}, ("type",), "Opaque"),
     ("", "Namespace", {"metadata": {"name": "dev"}}, ("metadata", "labels"), {"kubernetes.io/metadata.name": "dev"}),
-    ("", "Namespace", {"metadata": {"name": "dev"}}, ("spec", "finalizers"), ["kubernetes"]),
     ("", "Namespace", {"metadata": {"name": "dev"}}, ("status", "phase"), "Active"),
     ("", "PersistentVolumeClaim", {"spec": {}}, ("spec", "volumeMode"), "Filesystem"),
     ("", "PersistentVolume", {"spec": {}}, ("spec", "persistentVolumeReclaimPolicy"), "Retain"),

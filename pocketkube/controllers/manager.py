@@ -1,0 +1,64 @@
+"""Controller manager: one HTTPS client for the cluster, the built-in controllers started on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pocketkube.base import clock as clock_mod
+from pocketkube.base import pki as pki_mod
+from pocketkube.client import config, rest
+from pocketkube.controllers import garbagecollector, namespace
+
+log = logging.getLogger("pocketkube.controllers")
+
+USER = "system:kube-controller-manager"
+# Written as the field manager of everything we change, as kube-controller-manager does.
+FIELD_MANAGER = "kube-controller-manager"
+USER_AGENT = "kube-controller-manager/v1.32.0 (linux/amd64) pocketkube"
+CERT_DAYS = 365
+
+
+async def client_for(url: str, pki: pki_mod.Pki) -> rest.Client:
+    """A client authenticating as system:kube-controller-manager with a cert from the cluster CA."""
+    cert, key = await asyncio.to_thread(pki_mod.issue_client_cert, pki, USER, days=CERT_DAYS)
+    return config.from_pem(url, ca_pem=pki.ca_cert_pem, cert_pem=cert, key_pem=key,
+                           user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
+
+
+async def start(*, url: str, pki: pki_mod.Pki, clock: clock_mod.Clock | None = None) -> list[asyncio.Task[Any]]:
+    """Start the namespace controller and the garbage collector against url; cancel the tasks to stop."""
+    client = await client_for(url, pki)
+    clk = clock or clock_mod.Clock()
+    ns = namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clk)
+    gc = garbagecollector.GarbageCollector(client, clock=clk)
+    loop = asyncio.get_running_loop()
+    left = [2]
+
+    async def supervised(name: str, run: Any) -> None:
+        try:
+            await _supervise(name, run)
+        finally:
+            # The HTTP session is shared: the last controller to stop closes it.
+            left[0] -= 1
+            if left[0] == 0:
+                await client.close()
+
+    return [loop.create_task(supervised("namespace", ns.run), name="namespace-controller"),
+            loop.create_task(supervised("garbagecollector", gc.run), name="garbage-collector")]
+
+
+async def _supervise(name: str, run: Any) -> None:
+    """Run a controller, restarting it after an unexpected crash; cancellation stops it."""
+    delay = 1.0
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s controller crashed; restarting in %.0fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
