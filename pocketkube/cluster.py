@@ -74,6 +74,7 @@ class Cluster:
         api.crds = crds.CRDs(api)
         await api.crds.load()
         svc_res = registry.get("", "v1", "services")
+        assert svc_res is not None
         listed = await self._store.list(objects.list_prefix(svc_res, ""))
         api.allocators.load([objects.decode(e.value, e.mod_revision) for e in listed.entries])
         self.api = api
@@ -106,10 +107,9 @@ class Cluster:
 
 async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:
     """Start the built-in controllers; they reach the API over HTTPS like any client."""
-    try:
-        from pocketkube.controllers import manager
-    except ImportError:
-        return []
+    from pocketkube.controllers import manager
+
+    assert cluster.pki is not None
     return await manager.start(url=cluster.url, pki=cluster.pki)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from pocketkube.api import defaults
 from pocketkube.apiserver import context, negotiate, strategy, typeinfo, writes
 
@@ -34,7 +32,7 @@ async def create_object(server: context.Server, call: context.Call, obj: dict[st
         raise
 
 
-async def handle(server: context.Server, call: context.Call) -> web.StreamResponse:
+async def handle(server: context.Server, call: context.Call) -> tuple[dict[str, Any], int]:
     raw = await negotiate.read_body(call.request)
     obj = negotiate.decode_object(raw, call.request.headers.get("Content-Type"), what=call.res.kind)
     created = await create_object(server, call, obj)

@@ -156,10 +156,10 @@ def _openapi(server: context.Server, request: web.Request, rest: list[str]) -> w
                                                "Last-Modified": _cache.last_modified})
     if len(rest) >= 2 and rest[0] == "v3":
         key = "/".join(rest[1:])
-        raw = blobs.get(key)
-        if raw is None:
+        doc = blobs.get(key)
+        if doc is None:
             raise errors.NotFound("the server could not find the requested resource", details={})
-        tag = openapi.document_hash(raw)
+        tag = openapi.document_hash(doc)
         headers = {"Content-Type": "application/json", "Vary": "Accept", "ETag": f'"{tag}"',
                    "X-Varied-Accept": request.headers.get("Accept", ""), "Last-Modified": _cache.last_modified}
         wanted = request.query.get("hash")
@@ -171,5 +171,5 @@ def _openapi(server: context.Server, request: web.Request, rest: list[str]) -> w
                 "%a, %d %b %Y %H:%M:%S UTC")
         else:
             headers["Cache-Control"] = "no-cache, private"
-        return web.Response(body=raw, headers=headers)
+        return web.Response(body=doc, headers=headers)
     raise errors.NotFound("the server could not find the requested resource", details={})

@@ -142,7 +142,7 @@ _COMPONENTS = ("controller-manager", "scheduler", "etcd-0")
 
 
 def component_statuses(server: context.Server, call: context.Call) -> tuple[Any, int]:
-    items = [{"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": n, "creationTimestamp": None},
+    items: list[dict[str, Any]] = [{"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": n, "creationTimestamp": None},
               "conditions": [{"type": "Healthy", "status": "True", "message": "ok"}]} for n in _COMPONENTS]
     if call.info.name:
         for item in items:
