@@ -147,6 +147,8 @@ async def main() -> None:
                 else:
                     async with s.put(f"{cm_url}/watched", data=orjson.dumps(body), headers=hdr) as r:
                         await r.read()
+                if r.status >= 300:
+                    raise SystemExit(f"write for the watch test failed: {r.status} {(await r.text())[:200]}")
                 line = await w.content.readline()
                 lat.append((time.perf_counter() - t0) * 1000)
                 assert line

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from typing import Any
 
-import kubernetes_validate
 import orjson
 
 KUBE_VERSION = "1.32.0"
@@ -16,7 +16,11 @@ _QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 
 
 def _source_path() -> str:
-    base = os.path.dirname(kubernetes_validate.__file__)
+    # Only the package's data is needed; importing it would pull in jsonschema (~0.2 s of start-up).
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("kubernetes-validate is not installed: run scripts/setup")
+    base = list(spec.submodule_search_locations)[0]
     return os.path.join(base, "kubernetes-json-schema", f"v{KUBE_VERSION}-local", "_definitions.json")
 
 

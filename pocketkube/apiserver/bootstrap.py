@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
+import asyncio
 from typing import Any
 
 from pocketkube.api import defaults, managedfields, resources
-from pocketkube.apiserver import context, strategy, typeinfo
+from pocketkube.apiserver import context, objects, strategy, typeinfo
 from pocketkube.base import clock as clock_mod
 
 MANAGER = "kube-apiserver"
@@ -40,7 +40,7 @@ async def _ensure(server: context.Server, res: resources.Resource | None, obj: d
     meta = obj["metadata"]
     if await server.objects.get_or_none(res, meta.get("namespace", ""), meta["name"]) is not None:
         return
-    obj = copy.deepcopy(obj)
+    obj = objects.clone(obj)
     strategy.prepare_create(res, obj, clock=server.clock)
     if not res.crd:
         defaults.apply_defaults(obj, res.group, res.version, res.kind)
@@ -58,18 +58,19 @@ async def _ensure(server: context.Server, res: resources.Resource | None, obj: d
 
 
 async def run(server: context.Server, *, secure_port: int) -> None:
+    """Create what is missing; independent writes go together so the store commits them in one batch."""
     reg = server.registry
     ns = reg.get("", "v1", "namespaces")
-    for name in SYSTEM_NAMESPACES:
-        await _ensure(server, ns, _namespace(name))
     first_ip = server.allocators.first_ip() if server.allocators is not None else "10.96.0.1"
-    await _ensure(server, reg.get("", "v1", "services"), _kubernetes_service(first_ip, secure_port))
     pcs = reg.get("scheduling.k8s.io", "v1", "priorityclasses")
-    await _ensure(server, pcs, _priority_class("system-node-critical", 2000001000,
-                                               "Used for system critical pods that must not be moved from their current node."))
-    await _ensure(server, pcs, _priority_class("system-cluster-critical", 2000000000,
-                                               "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."))
     api_res = reg.get("apiregistration.k8s.io", "v1", "apiservices")
     now = clock_mod.rfc3339(server.clock.now())
-    for svc in resources.builtin_apiservices(reg, now=now):
-        await _ensure(server, api_res, svc)
+    # Namespaces first: the kubernetes Service lives in one.
+    await asyncio.gather(*(_ensure(server, ns, _namespace(name)) for name in SYSTEM_NAMESPACES))
+    await asyncio.gather(
+        _ensure(server, reg.get("", "v1", "services"), _kubernetes_service(first_ip, secure_port)),
+        _ensure(server, pcs, _priority_class("system-node-critical", 2000001000,
+                                             "Used for system critical pods that must not be moved from their current node.")),
+        _ensure(server, pcs, _priority_class("system-cluster-critical", 2000000000,
+                                             "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.")),
+        *(_ensure(server, api_res, svc) for svc in resources.builtin_apiservices(reg, now=now)))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context, listing, negotiate, render, strategy, writes
+from pocketkube.apiserver import context, listing, negotiate, objects, render, strategy, writes
 
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
@@ -91,7 +90,7 @@ async def delete_one(server: context.Server, call: context.Call, name: str, opts
         obj = await server.objects.get(res, call.namespace, name)
         _check_preconditions(call, obj, opts)
         policy = _policy((res.group, res.kind), opts)
-        new = copy.deepcopy(obj)
+        new = objects.clone(obj)
         meta = new["metadata"]
         finalizers = list(meta.get("finalizers") or [])
         if policy == "Orphan" and ORPHAN not in finalizers:

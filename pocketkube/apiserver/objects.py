@@ -69,6 +69,11 @@ def encode(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj)
 
 
+def clone(obj: Any) -> Any:
+    """A deep copy of a JSON value; a serialisation round trip beats copy.deepcopy several times over."""
+    return orjson.loads(orjson.dumps(obj))
+
+
 def decode(value: bytes, revision: int) -> dict[str, Any]:
     obj: dict[str, Any] = orjson.loads(value)
     meta = obj.setdefault("metadata", {})

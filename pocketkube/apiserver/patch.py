@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pocketkube.api import apply as ssa
@@ -82,7 +81,7 @@ async def handle(server: context.Server, call: context.Call) -> tuple[Any, int]:
                 return await _apply(server, call, body, old, manager=manager, force=force)
             if old is None:
                 raise errors.NotFound.for_object(call.res.resource, call.res.group, call.info.name)
-            new = apply_patch(server, call, ptype, body, copy.deepcopy(old))
+            new = apply_patch(server, call, ptype, body, old)  # patch functions never mutate their input
             if not isinstance(new, dict):
                 raise errors.BadRequest("the patch produced something that is not an object")
             if ptype == "json":
@@ -128,7 +127,7 @@ async def _apply(server: context.Server, call: context.Call, body: dict[str, Any
     typeinfo.check_fields(server, call, body)
     schema, resolve = typeinfo.schema_for(server, res)
     now = clock_mod.rfc3339(server.clock.now())
-    merged = ssa.apply(copy.deepcopy(old) if old is not None else None, body, manager=manager,
+    merged = ssa.apply(old, body, manager=manager,
                        api_version=res.api_version, force=force, now=now, schema=schema, resolve=resolve,
                        subresource=call.info.subresource, kind=res.kind,
                        reset_fields=writes.reset_fields(call, call.info.subresource))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context, negotiate, requestinfo, writes
+from pocketkube.apiserver import context, negotiate, objects, requestinfo, writes
 from pocketkube.base import clock as clock_mod
 
 
@@ -123,7 +122,7 @@ async def bind(server: context.Server, call: context.Call, binding: dict[str, An
         current = (pod.get("spec") or {}).get("nodeName")
         if current:
             raise errors.Conflict.because("pods", "", name, f"pod {name} is already assigned to node \"{current}\"")
-        new = copy.deepcopy(pod)
+        new = objects.clone(pod)
         new.setdefault("spec", {})["nodeName"] = node
         conds = [c for c in (new.setdefault("status", {}).get("conditions") or []) if c.get("type") != "PodScheduled"]
         conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pocketkube.api import errors, selectors
-from pocketkube.apiserver import context
+from pocketkube.apiserver import context, objects
 from pocketkube.apiserver import update as update_verb
 
 
@@ -66,7 +65,7 @@ async def _write(server: context.Server, call: context.Call, scale: dict[str, An
     if rv and rv != old["metadata"]["resourceVersion"]:
         raise errors.Conflict.modified(call.res.resource, call.res.group, call.info.name)
     spec_path, _, _ = _paths(server, call)
-    new = copy.deepcopy(old)
+    new = objects.clone(old)
     _set_path(new, spec_path, replicas)
     stored, _ = await update_verb.update_object(server, call, new, old)
     return to_scale(server, call, stored)

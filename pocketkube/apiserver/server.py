@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import uuid
 from typing import Any
@@ -30,6 +31,7 @@ from pocketkube.apiserver import (
 
 log = logging.getLogger("pocketkube.apiserver")
 
+_random = random.Random()
 SERVER_KEY: web.AppKey[context.Server] = web.AppKey("server", context.Server)
 
 
@@ -42,7 +44,8 @@ def _status_response(err: errors.APIError, fmt: str = "json") -> web.Response:
 
 @web.middleware
 async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    audit_id = str(uuid.uuid4())
+    # Audit IDs need uniqueness, not secrecy: a PRNG avoids a urandom syscall per request.
+    audit_id = str(uuid.UUID(int=_random.getrandbits(128), version=4))
     try:
         response = await handler(request)
     except errors.APIError as err:

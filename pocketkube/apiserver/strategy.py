@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import uuid
 from typing import Any
 
 from pocketkube.api import resources
+from pocketkube.apiserver import objects
 from pocketkube.base import clock as clock_mod
 
 # Kinds whose metadata.generation tracks spec changes (the rest never get one, as in 1.32).
@@ -125,7 +125,7 @@ def prepare_update(res: resources.Resource, new: dict[str, Any], old: dict[str, 
     if subresource == "status":
         # /status writes change status (and, as kube allows, nothing of the spec).
         status = new.get("status")
-        kept = copy.deepcopy({k: v for k, v in old.items() if k != "status"})
+        kept = objects.clone({k: v for k, v in old.items() if k != "status"})
         kept_meta = kept["metadata"]
         for k in ("resourceVersion", "managedFields"):
             if k in meta:
@@ -137,7 +137,7 @@ def prepare_update(res: resources.Resource, new: dict[str, Any], old: dict[str, 
         return
     if has_status(res) and (res.group, res.kind) != ("", "Node") or res.crd and has_status(res):
         if "status" in old:
-            new["status"] = copy.deepcopy(old["status"])
+            new["status"] = objects.clone(old["status"])
         else:
             new.pop("status", None)
     if tracks_generation(res):
@@ -153,7 +153,7 @@ def prepare_update(res: resources.Resource, new: dict[str, Any], old: dict[str, 
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", old_meta.get("name"))
         # namespace spec.finalizers may only change through /finalize
         if "spec" in old:
-            new["spec"] = copy.deepcopy(old["spec"])
+            new["spec"] = objects.clone(old["spec"])
 
 
 def set_deletion(obj: dict[str, Any], *, clock: clock_mod.Clock, grace: int = 0) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context, negotiate, strategy, typeinfo, writes
+from pocketkube.apiserver import context, negotiate, objects, strategy, typeinfo, writes
 
 
 async def update_object(server: context.Server, call: context.Call, new: dict[str, Any],
@@ -24,6 +23,8 @@ async def update_object(server: context.Server, call: context.Call, new: dict[st
     current_rev = writes.revision_of(old)
     if rv and rv != str(current_rev):
         raise errors.Conflict.modified(res.resource, res.group, name)
+    # An update without resourceVersion is unconditional: it applies to the current version.
+    meta["resourceVersion"] = str(current_rev)
     if sub == "finalize" and (res.group, res.kind) == ("", "Namespace"):
         finalizers = (new.get("spec") or {}).get("finalizers")
         new = _with(old, new, spec={"finalizers": finalizers} if finalizers else {})
@@ -41,7 +42,7 @@ async def update_object(server: context.Server, call: context.Call, new: dict[st
 
 
 def _with(old: dict[str, Any], new: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    out = copy.deepcopy(old)
+    out = objects.clone(old)
     out["metadata"]["resourceVersion"] = new["metadata"].get("resourceVersion") or old["metadata"]["resourceVersion"]
     out.update(fields)
     return out

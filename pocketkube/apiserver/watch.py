@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 from typing import Any
@@ -15,6 +16,29 @@ from pocketkube.apiserver import context, filters, listing, negotiate, objects, 
 from pocketkube.store import base as store_base
 
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+class _DecodeCache:
+    """Decoded event objects shared by every watcher: one write is decoded once, not once per watcher.
+
+    Watchers only read these objects (shaping builds new dicts), so sharing is safe."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: collections.OrderedDict[tuple[int, str, bool], dict[str, Any]] = collections.OrderedDict()
+        self._size = size
+
+    def get(self, ev: Any, *, prev: bool = False) -> dict[str, Any]:
+        key = (ev.revision, ev.key, prev)
+        obj = self._items.get(key)
+        if obj is None:
+            obj = objects.decode(ev.prev_value if prev else ev.value, ev.revision)
+            self._items[key] = obj
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return obj
+
+
+_decoded = _DecodeCache()
 
 
 def _event(kind: str, obj: Any) -> bytes:
@@ -150,7 +174,7 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
         chunks: list[bytes] = []
         for ev in batch:
             last = ev.revision
-            new = objects.decode(ev.value, ev.revision)
+            new = _decoded.get(ev)
             if ev.type == "DELETE":
                 new_match = predicate is None or predicate(new)
                 if new_match:
@@ -161,7 +185,7 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
                 old_match = not ev.created
             else:
                 old_match = (not ev.created and ev.prev_value is not None
-                             and predicate(objects.decode(ev.prev_value, ev.revision)))
+                             and predicate(_decoded.get(ev, prev=True)))
             if new_match:
                 kind = "MODIFIED" if old_match else "ADDED"
                 chunks.append(_event(kind, shape(server.objects.from_storage(res, new))))

@@ -137,9 +137,3 @@ def revision_of(obj: dict[str, Any]) -> int:
         return int(rv)
     except ValueError:
         return -1
-
-
-def deepcopy(obj: dict[str, Any]) -> dict[str, Any]:
-    import orjson
-    return orjson.loads(orjson.dumps(obj)) if obj is not None else obj
-

@@ -162,9 +162,19 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
         )
 
     settings = cluster.Settings(data_dir=data_dir, host=args.host, port=args.port)
-    asyncio.run(cluster.run(settings, on_ready=on_ready))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(cluster.run(settings, on_ready=on_ready))
     print("pocketkube stopped", file=err, flush=True)
     return 0
+
+
+def _loop_factory() -> Any:
+    """uvloop where it is installed (it roughly halves the per-request overhead), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _kubeconfig(args: argparse.Namespace, *, out: TextIO) -> int:

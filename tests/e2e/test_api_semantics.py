@@ -150,3 +150,10 @@ def test_status_subresource_keeps_spec_and_status_apart(raw: http.Raw) -> None:
     status, _, out3 = raw.request("PATCH", base + "/split", {"spec": {"replicas": 2}},
                                   headers={"Content-Type": "application/merge-patch+json"})
     assert out3["metadata"]["generation"] == 2 and out3["status"]["replicas"] == 7
+
+
+def test_update_without_resource_version_is_unconditional(raw: http.Raw) -> None:
+    """PUT without metadata.resourceVersion updates whatever version is current (regression: was 422)."""
+    raw.request("POST", CM, _cm("uncond", a="1"))
+    status, _, out = raw.request("PUT", CM + "/uncond", _cm("uncond", a="2"))
+    assert status == 200 and out["data"] == {"a": "2"}
