@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pocketkube.api import defaults, errors, fieldcheck, names, resources, schemas, validation
+from pocketkube.api import defaults, errors, fieldcheck, names, omitempty, resources, schemas, validation
 from pocketkube.apiserver import context, crds
 
 
@@ -34,6 +34,8 @@ def apply_defaults(server: context.Server, res: resources.Resource, obj: dict[st
             server.crds.apply_defaults(res, obj)
         return
     defaults.apply_defaults(obj, res.group, res.version, res.kind)
+    # kube-apiserver stores what its Go structs encode to: emptied omitempty fields disappear.
+    omitempty.prune(obj)
 
 
 def unknown_fields(server: context.Server, res: resources.Resource, obj: dict[str, Any]) -> list[str]:

@@ -27,14 +27,21 @@ async def client_for(url: str, pki: pki_mod.Pki) -> rest.Client:
                            user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
 
 
+def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Clock) -> list[tuple[str, Any]]:
+    """(name, object with an async run()) for every built-in controller, one line each."""
+    return [
+        ("namespace", namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clock)),
+        ("garbagecollector", garbagecollector.GarbageCollector(client, clock=clock)),
+    ]
+
+
 async def start(*, url: str, pki: pki_mod.Pki, clock: clock_mod.Clock | None = None) -> list[asyncio.Task[Any]]:
-    """Start the namespace controller and the garbage collector against url; cancel the tasks to stop."""
+    """Start every built-in controller against url; cancel the tasks to stop."""
     client = await client_for(url, pki)
     clk = clock or clock_mod.Clock()
-    ns = namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clk)
-    gc = garbagecollector.GarbageCollector(client, clock=clk)
+    controllers = _controllers(client, pki=pki, clock=clk)
     loop = asyncio.get_running_loop()
-    left = [2]
+    left = [len(controllers)]
 
     async def supervised(name: str, run: Any) -> None:
         try:
@@ -45,8 +52,7 @@ async def start(*, url: str, pki: pki_mod.Pki, clock: clock_mod.Clock | None = N
             if left[0] == 0:
                 await client.close()
 
-    return [loop.create_task(supervised("namespace", ns.run), name="namespace-controller"),
-            loop.create_task(supervised("garbagecollector", gc.run), name="garbage-collector")]
+    return [loop.create_task(supervised(name, ctl.run), name=f"{name}-controller") for name, ctl in controllers]
 
 
 async def _supervise(name: str, run: Any) -> None:
