@@ -335,6 +335,12 @@ def hpa_v1_to_v2(obj: dict[str, Any]) -> dict[str, Any]:
         conditions = _load(ann, CONDITIONS_ANNOTATION)
         if isinstance(conditions, list):
             new_status["conditions"] = conditions
+        # Go writes v2's desiredReplicas and currentMetrics even when zero/nil (no omitempty);
+        # currentReplicas has omitempty in v2.
+        if new_status.get("currentReplicas") == 0:
+            del new_status["currentReplicas"]
+        new_status.setdefault("desiredReplicas", 0)
+        new_status.setdefault("currentMetrics", None)
         obj["status"] = new_status
     _drop_round_trip(obj)
     obj["apiVersion"] = "autoscaling/v2"

@@ -1,11 +1,11 @@
-"""Built-in admission plugins run on every write: NamespaceLifecycle and Service allocation."""
+"""Built-in admission plugins run on every write: NamespaceLifecycle, Priority, DefaultTolerationSeconds, Service allocation."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context
+from pocketkube.apiserver import context, objects
 
 _IMMORTAL = {"default", "kube-system", "kube-public"}
 
@@ -42,7 +42,71 @@ async def service_allocation(server: context.Server, call: context.Call, obj: di
         server.allocators.rollback(taken)
 
 
-PLUGINS = [namespace_lifecycle, service_allocation]
+def _new_pod(call: context.Call, operation: str) -> bool:
+    return operation == "CREATE" and (call.res.group, call.res.kind) == ("", "Pod") and not call.info.subresource
+
+
+def _pod_forbidden(obj: dict[str, Any], message: str) -> errors.Forbidden:
+    name = (obj.get("metadata") or {}).get("name", "")
+    return errors.Forbidden(f'pods "{name}" is forbidden: {message}', details={"name": name, "kind": "pods"})
+
+
+async def priority(server: context.Server, call: context.Call, obj: dict[str, Any],
+                   old: dict[str, Any] | None, operation: str) -> None:
+    """Resolve a new pod's priorityClassName (or the global default) into spec.priority and preemptionPolicy."""
+    if not _new_pod(call, operation) or not isinstance(obj.get("spec"), dict):
+        return
+    spec = obj["spec"]
+    pc_res = server.registry.get("scheduling.k8s.io", "v1", "priorityclasses")
+    if pc_res is None:
+        return
+    class_name = spec.get("priorityClassName") or ""
+    value, policy = 0, "PreemptLowerPriority"
+    if class_name:
+        pc = await server.objects.get_or_none(pc_res, "", class_name)
+        if pc is None:
+            raise _pod_forbidden(obj, f"no PriorityClass with name {class_name} was found")
+        value, policy = pc.get("value", 0), pc.get("preemptionPolicy") or policy
+    else:
+        listed = await server.store.list(objects.storage_prefix(pc_res))
+        items = [objects.decode(e.value, e.mod_revision) for e in listed.entries]
+        default = min((pc for pc in items if pc.get("globalDefault")), default=None,
+                      key=lambda pc: (pc.get("value", 0), pc["metadata"].get("creationTimestamp", "")))
+        if default is not None:
+            spec["priorityClassName"] = default["metadata"]["name"]
+            value, policy = default.get("value", 0), default.get("preemptionPolicy") or policy
+    if spec.get("priority") is not None and spec["priority"] != value:
+        raise _pod_forbidden(obj, f"the integer value of priority ({spec['priority']}) must not be provided in pod "
+                                  f"spec; priority admission controller computed {value} from the given PriorityClass name")
+    if spec.get("preemptionPolicy") is not None and spec["preemptionPolicy"] != policy:
+        raise _pod_forbidden(obj, f"the string value of PreemptionPolicy ({spec['preemptionPolicy']}) must not be "
+                                  f"provided in pod spec; priority admission controller computed {policy} from the "
+                                  "given PriorityClass name")
+    spec["priority"] = value
+    spec["preemptionPolicy"] = policy
+
+
+_DEFAULT_TOLERATIONS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+async def default_toleration_seconds(server: context.Server, call: context.Call, obj: dict[str, Any],
+                                     old: dict[str, Any] | None, operation: str) -> None:
+    """Let a new pod ride out a not-ready or unreachable node for 300s, unless it already tolerates that."""
+    if not _new_pod(call, operation) or not isinstance(obj.get("spec"), dict):
+        return
+    tolerations = obj["spec"].get("tolerations")
+    if not isinstance(tolerations, list):
+        tolerations = []
+    for key in _DEFAULT_TOLERATIONS:
+        if any(isinstance(t, dict) and t.get("key", "") in (key, "") and t.get("effect", "") in ("NoExecute", "")
+               for t in tolerations):
+            continue
+        tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+    if tolerations:
+        obj["spec"]["tolerations"] = tolerations
+
+
+PLUGINS = [namespace_lifecycle, priority, default_toleration_seconds, service_allocation]
 
 
 def refuse_immortal_delete(res_kind: tuple[str, str], name: str) -> None:

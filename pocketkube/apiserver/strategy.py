@@ -74,6 +74,13 @@ def initial_status(res: resources.Resource, obj: dict[str, Any]) -> Any:
         return {"loadBalancer": {}}
     if kind == ("", "ReplicationController"):
         return {"replicas": 0}
+    if kind == ("autoscaling", "HorizontalPodAutoscaler"):
+        # the zero HPA status as Go encodes it: these fields have no omitempty
+        if res.version == "v1":
+            return {"currentReplicas": 0, "desiredReplicas": 0}
+        return {"currentMetrics": None, "desiredReplicas": 0}
+    if kind == ("policy", "PodDisruptionBudget"):
+        return {"currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0}
     return {}
 
 

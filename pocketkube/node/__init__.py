@@ -1,0 +1,1 @@
+"""The node agent (kubelet): node registration, leases, pod workers and container runtimes."""

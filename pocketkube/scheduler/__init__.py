@@ -1,0 +1,1 @@
+"""The scheduler: assigns pending pods to nodes through the binding subresource."""
