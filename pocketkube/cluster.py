@@ -85,6 +85,7 @@ class Cluster:
         await bootstrap.run(api, secure_port=self.port)
         netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self.url = f"https://{netloc}"
+        self._tasks.append(asyncio.create_task(_keep_bootstrapped(api, self.port), name="bootstrap"))
         if s.controllers:
             self._tasks.extend(await _start_controllers(self))
         return ReadyInfo(url=self.url, port=self.port, data_dir=s.data_dir)
@@ -103,6 +104,16 @@ class Cluster:
             await self.api.crds.close()
         if self._store is not None:
             await self._store.close()
+
+
+async def _keep_bootstrapped(api: context.Server, port: int, *, every: float = 10.0) -> None:
+    """Recreate system objects someone deleted (the kubernetes Service, system namespaces), as kube-apiserver does."""
+    while True:
+        await api.clock.sleep(every)
+        try:
+            await bootstrap.run(api, secure_port=port)
+        except Exception:  # noqa: BLE001 - a failed round is retried on the next tick
+            log.exception("re-creating system objects failed")
 
 
 async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context, listing, negotiate, objects, render, strategy, writes
+from pocketkube.apiserver import admission, context, listing, negotiate, objects, render, strategy, writes
 
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
@@ -135,6 +135,7 @@ async def delete_one(server: context.Server, call: context.Call, name: str, opts
 
 
 async def handle(server: context.Server, call: context.Call) -> tuple[Any, int]:
+    admission.refuse_immortal_delete((call.res.group, call.res.kind), call.info.name)
     opts = await _options(call)
     obj, gone = await delete_one(server, call, call.info.name, opts)
     if gone and (call.res.group, call.res.kind) not in _RETURNS_OBJECT and not call.res.crd:

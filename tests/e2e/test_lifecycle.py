@@ -63,3 +63,11 @@ def test_garbage_collector_background_foreground_and_orphan(cluster: cluster_mod
     assert cluster.kubectl("-n", "gc", "get", "cm", "child-foreground", check=False).returncode == 1
     orphan = cluster.json("-n", "gc", "get", "cm", "child-orphan")
     assert not orphan["metadata"].get("ownerReferences")
+
+
+def test_system_namespaces_cannot_be_deleted(cluster: cluster_mod.Cluster) -> None:
+    """default, kube-system and kube-public refuse deletion with Kubernetes' Forbidden message."""
+    for name in ("default", "kube-system", "kube-public"):
+        cp = cluster.kubectl("delete", "namespace", name, check=False)
+        assert cp.returncode == 1
+        assert f'namespaces "{name}" is forbidden: this namespace may not be deleted' in cp.stderr
