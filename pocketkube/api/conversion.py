@@ -6,6 +6,8 @@ import copy
 import json
 from typing import Any
 
+from pocketkube.api import defaults_core
+
 METRICS_ANNOTATION = "autoscaling.alpha.kubernetes.io/metrics"
 CURRENT_METRICS_ANNOTATION = "autoscaling.alpha.kubernetes.io/current-metrics"
 CONDITIONS_ANNOTATION = "autoscaling.alpha.kubernetes.io/conditions"
@@ -394,11 +396,6 @@ def event_events_to_core(obj: dict[str, Any]) -> dict[str, Any]:
     for core_name, new_name in _EVENT_RENAMES:
         if new_name in obj:
             obj[core_name] = obj.pop(new_name)
-    obj.setdefault("involvedObject", {})
-    obj.setdefault("source", {})
-    for key in ("firstTimestamp", "lastTimestamp", "eventTime"):
-        obj.setdefault(key, None)
-    obj.setdefault("reportingComponent", "")
-    obj.setdefault("reportingInstance", "")
+    defaults_core.event(obj)
     obj["apiVersion"] = "v1"
     return _ordered(obj, _CORE_ORDER)

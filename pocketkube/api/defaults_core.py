@@ -110,6 +110,14 @@ def container(c: dict[str, Any]) -> None:
     canonicalize_resource_list(res.get("requests"))
 
 
+def _downward_api(dapi: Any) -> None:
+    # A downwardAPI volume and a projected downwardAPI source default their items alike.
+    if isinstance(dapi, dict):
+        for item in _dicts(dapi.get("items")):
+            if isinstance(item.get("fieldRef"), dict):
+                _setdefault(item["fieldRef"], "apiVersion", "v1")
+
+
 def volume(v: dict[str, Any]) -> None:
     if not any(v.get(s) is not None for s in _VOLUME_SOURCES):
         v["emptyDir"] = {}
@@ -120,22 +128,14 @@ def volume(v: dict[str, Any]) -> None:
     hp = v.get("hostPath")
     if isinstance(hp, dict) and hp.get("type") is None:
         hp["type"] = ""
-    dapi = v.get("downwardAPI")
-    if isinstance(dapi, dict):
-        for item in _dicts(dapi.get("items")):
-            if isinstance(item.get("fieldRef"), dict):
-                _setdefault(item["fieldRef"], "apiVersion", "v1")
+    _downward_api(v.get("downwardAPI"))
     proj = v.get("projected")
     if isinstance(proj, dict):
         for src in _dicts(proj.get("sources")):
             sat = src.get("serviceAccountToken")
             if isinstance(sat, dict) and not sat.get("expirationSeconds"):
                 sat["expirationSeconds"] = 3600
-            dapi = src.get("downwardAPI")
-            if isinstance(dapi, dict):
-                for item in _dicts(dapi.get("items")):
-                    if isinstance(item.get("fieldRef"), dict):
-                        _setdefault(item["fieldRef"], "apiVersion", "v1")
+            _downward_api(src.get("downwardAPI"))
     eph = v.get("ephemeral")
     if isinstance(eph, dict) and isinstance(eph.get("volumeClaimTemplate"), dict):
         tmpl = eph["volumeClaimTemplate"]

@@ -153,6 +153,19 @@ class Invalid(APIError):
         self.causes = causes
 
 
+class PatchRejected(APIError):
+    """422 Invalid as kube renders a patch it could not apply: generic message, empty details.
+
+    kube drops the patch library's own text (errors.NewGenericServerResponse); `detail` keeps it.
+    """
+
+    code, reason = 422, "Invalid"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("the server rejected our request due to an error in our request", details={})
+        self.detail = detail
+
+
 class TooManyRequests(APIError):
     code, reason = 429, "TooManyRequests"
 

@@ -19,108 +19,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pocketkube.api import errors
+from pocketkube.api import errors, jsonvalue
 
 MAX_OPERATIONS = 10000
 
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
-
-
-def json_type(v: Any) -> str:
-    """The JSON type name Go's decoder uses in "cannot unmarshal X into ..." messages."""
-    return _JSON_TYPES.get(type(v), "null" if v is None else "object")
-
-
-class PatchRejected(errors.APIError):
-    """422 Invalid as errors.NewGenericServerResponse(422, ...) renders it: generic message, empty details."""
-
-    code, reason = 422, "Invalid"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__("the server rejected our request due to an error in our request", details={})
-        self.detail = detail
-
-
 class _OpError(Exception):
     pass
-
-
-def decode_json(data: bytes | str) -> Any:
-    """Parse a request body, raising errors.BadRequest with Go encoding/json style messages."""
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise errors.BadRequest("invalid character in JSON input: not UTF-8") from None
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as e:
-        raise errors.BadRequest(go_syntax_error(e)) from None
-    except RecursionError:
-        raise errors.BadRequest("exceeded max depth") from None
-
-
-def go_syntax_error(e: json.JSONDecodeError) -> str:
-    """Word a Python JSON syntax error the way Go's encoding/json words the same mistake."""
-    doc, pos = e.doc, e.pos
-    if pos >= len(doc.rstrip()):
-        return "unexpected end of JSON input"
-    ch = doc[pos]
-    shown = "'\\''" if ch == "'" else f"'{ch}'"
-    if e.msg.startswith("Extra data"):
-        return f"invalid character {shown} after top-level value"
-    if e.msg.startswith("Expecting property name"):
-        return f"invalid character {shown} looking for beginning of object key string"
-    if e.msg.startswith("Expecting ':'"):
-        return f"invalid character {shown} after object key"
-    if e.msg.startswith("Expecting ','"):
-        opener = _innermost_open(doc, pos)
-        where = "object key:value pair" if opener == "{" else "array element"
-        return f"invalid character {shown} after {where}"
-    if e.msg.startswith("Invalid control character"):
-        return f"invalid character {shown} in string literal"
-    if e.msg.startswith("Invalid \\escape") or e.msg.startswith("Invalid \\uXXXX"):
-        return f"invalid character {shown} in string escape code"
-    return f"invalid character {shown} looking for beginning of value"
-
-
-def _innermost_open(doc: str, pos: int) -> str:
-    stack: list[str] = []
-    in_str = esc = False
-    for ch in doc[:pos]:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            stack.append(ch)
-        elif ch in "]}" and stack:
-            stack.pop()
-    return stack[-1] if stack else ""
-
-
-def _copy(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
-    return v
-
-
-def _equal(a: Any, b: Any) -> bool:
-    # JSON equality with Go's typing: 1 and 1.0 differ, true is not 1.
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 def _atoi(s: str) -> int:
@@ -145,18 +49,18 @@ def _bad_index(idx: int) -> _OpError:
 _MISSING = object()
 
 
+def _in_range(idx: int, size: int) -> int:
+    # Negative indexes count from the end; anything outside [-size, size) names no slot.
+    if idx >= size or idx < -size:
+        raise _bad_index(idx)
+    return idx + size if idx < 0 else idx
+
+
 def _get(con: Any, key: str) -> Any:
     """container.get: a missing object member reads as None; a bad array index is an error."""
     if isinstance(con, dict):
         return con.get(key)
-    idx = _atoi(key)
-    if idx < 0:
-        if idx < -len(con):
-            raise _bad_index(idx)
-        idx += len(con)
-    if idx >= len(con):
-        raise _bad_index(idx)
-    return con[idx]
+    return con[_in_range(_atoi(key), len(con))]
 
 
 def _find(doc: Any, path: str) -> tuple[Any, str] | None:
@@ -187,14 +91,7 @@ def _add(con: Any, key: str, val: Any) -> None:
         idx = _atoi(key)
     except _OpError as e:
         raise _OpError(f"value was not a proper array index: '{key}': {e}") from None
-    size = len(con) + 1
-    if idx >= size:
-        raise _bad_index(idx)
-    if idx < 0:
-        if idx < -size:
-            raise _bad_index(idx)
-        idx += size
-    con.insert(idx, val)
+    con.insert(_in_range(idx, len(con) + 1), val)
 
 
 def _remove(con: Any, key: str) -> None:
@@ -203,26 +100,14 @@ def _remove(con: Any, key: str) -> None:
             raise _OpError(f"Unable to remove nonexistent key: {key}: missing value")
         del con[key]
         return
-    idx = _atoi(key)
-    if idx >= len(con):
-        raise _bad_index(idx)
-    if idx < 0:
-        if idx < -len(con):
-            raise _bad_index(idx)
-        idx += len(con)
-    del con[idx]
+    del con[_in_range(_atoi(key), len(con))]
 
 
 def _set(con: Any, key: str, val: Any) -> None:
     if isinstance(con, dict):
         con[key] = val
         return
-    idx = _atoi(key)
-    if idx < 0:
-        if idx < -len(con):
-            raise _bad_index(idx)
-        idx += len(con)
-    con[idx] = val
+    con[_in_range(_atoi(key), len(con))] = val
 
 
 def _str_field(op: dict[str, Any], name: str) -> str:
@@ -232,7 +117,7 @@ def _str_field(op: dict[str, Any], name: str) -> str:
         raise _OpError(f"{what}: missing value")
     v = op[name]
     if not isinstance(v, str):
-        raise _OpError(f"json: cannot unmarshal {json_type(v)} into Go value of type string")
+        raise _OpError(f"json: cannot unmarshal {jsonvalue.json_type(v)} into Go value of type string")
     return v
 
 
@@ -250,7 +135,7 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
         if found is None:
             raise _OpError(f'add operation does not apply: doc is missing path: "{path}": missing value')
         try:
-            _add(found[0], found[1], _copy(value))
+            _add(found[0], found[1], jsonvalue.deep_copy(value))
         except _OpError as e:
             raise _OpError(f"error in add for path: '{path}': {e}") from None
     elif kind == "remove":
@@ -273,7 +158,7 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
         if path == "":
             if not isinstance(value, (dict, list)):
                 raise _OpError("replace operation value must be object or array: %!w(<nil>)")
-            return _copy(value)
+            return jsonvalue.deep_copy(value)
         found = _find(doc, path)
         if found is None:
             raise _OpError(f"replace operation does not apply: doc is missing path: {path}: missing value")
@@ -282,7 +167,7 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
             _get(con, key)
         except _OpError:
             raise _OpError(f"replace operation does not apply: doc is missing key: {path}: missing value") from None
-        _set(con, key, _copy(value))
+        _set(con, key, jsonvalue.deep_copy(value))
     elif kind == "move":
         try:
             frm = _str_field(op, "from")
@@ -314,7 +199,7 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
         except _OpError as e:
             raise _OpError(f"test operation failed to decode path: {e}") from None
         if path == "":
-            if _equal(doc, value):
+            if jsonvalue.go_equal(doc, value):
                 return doc
             raise _OpError(f"testing value {path} failed: test failed")
         found = _find(doc, path)
@@ -327,7 +212,7 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
         # A null or missing target passes a test for null (or for no value at all).
         if actual is None and value is None:
             return doc
-        if actual is None or "value" not in op or not _equal(actual, value):
+        if actual is None or "value" not in op or not jsonvalue.go_equal(actual, value):
             raise _OpError(f"testing value {path} failed: test failed")
     elif kind == "copy":
         try:
@@ -349,7 +234,7 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
         if found is None:
             raise _OpError(f"copy operation does not apply: doc is missing destination path: {path}: missing value")
         try:
-            _add(found[0], found[1], _copy(val))
+            _add(found[0], found[1], jsonvalue.deep_copy(val))
         except _OpError as e:
             raise _OpError(f"error while adding value during copy: {e}") from None
     else:
@@ -359,13 +244,13 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
 
 def decode_patch(patch: bytes | str | list[Any]) -> list[dict[str, Any]]:
     """jsonpatch.DecodePatch: the operations, or errors.BadRequest; more than 10000 gives 413."""
-    ops = decode_json(patch) if isinstance(patch, (bytes, str)) else patch
+    ops = jsonvalue.decode_json(patch) if isinstance(patch, (bytes, str)) else patch
     if not isinstance(ops, list):
-        raise errors.BadRequest(f"json: cannot unmarshal {json_type(ops)} "
+        raise errors.BadRequest(f"json: cannot unmarshal {jsonvalue.json_type(ops)} "
                                 "into Go value of type jsonpatch.Patch")
     for op in ops:
         if not isinstance(op, dict) and op is not None:
-            raise errors.BadRequest(f"json: cannot unmarshal {json_type(op)} "
+            raise errors.BadRequest(f"json: cannot unmarshal {jsonvalue.json_type(op)} "
                                     "into Go value of type jsonpatch.Operation")
     if len(ops) > MAX_OPERATIONS:
         raise errors.RequestEntityTooLarge(
@@ -379,12 +264,12 @@ def apply(doc: dict[str, Any], patch: bytes | str | list[Any]) -> dict[str, Any]
     if not isinstance(doc, dict):
         raise errors.BadRequest("the object to patch must be a JSON object")
     ops = decode_patch(patch)
-    result: Any = _copy(doc)
+    result: Any = jsonvalue.deep_copy(doc)
     for op in ops:
         try:
             result = _apply_op(result, op)
         except _OpError as e:
-            raise PatchRejected(str(e)) from None
+            raise errors.PatchRejected(str(e)) from None
     if not isinstance(result, dict):
         raise not_an_object(result)
     return result
@@ -394,6 +279,6 @@ def not_an_object(result: Any) -> errors.Invalid:
     """The 422 kube-apiserver returns when a patched document does not decode as an object."""
     text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
     detail = ("couldn't get version/kind; json parse error: json: cannot unmarshal "
-              f"{json_type(result)} into Go value of type struct "
+              f"{jsonvalue.json_type(result)} into Go value of type struct "
               '{ APIVersion string "json:\\"apiVersion,omitempty\\""; Kind string "json:\\"kind,omitempty\\"" }')
     return errors.Invalid(kind="", group="", name="", causes=[errors.invalid("patch", text, detail)])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pocketkube.api import errors, jsonpatch
+from pocketkube.api import errors, jsonpatch, jsonvalue
 
 BAD_PATCH = "Invalid JSON Patch"
 
@@ -22,14 +22,6 @@ def _prune(v: Any) -> Any:
         return {k: _prune(x) for k, x in v.items() if x is not None}
     if isinstance(v, list):
         return [_prune(x) for x in v]
-    return v
-
-
-def _copy(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
     return v
 
 
@@ -45,7 +37,7 @@ def _merge_docs(doc: dict[str, Any], patch: dict[str, Any]) -> None:
             doc[k] = _prune(v)
         elif not isinstance(v, dict):
             # The library keeps such a value as sent, nulls included.
-            doc[k] = _copy(v)
+            doc[k] = jsonvalue.deep_copy(v)
         else:
             _merge_docs(cur, v)
 
@@ -56,13 +48,13 @@ def apply(doc: dict[str, Any], patch: bytes | str | dict[str, Any] | Any) -> dic
         raise errors.BadRequest("the object to patch must be a JSON object")
     if isinstance(patch, (bytes, str)):
         try:
-            patch = jsonpatch.decode_json(patch)
+            patch = jsonvalue.decode_json(patch)
         except errors.BadRequest:
             raise errors.BadRequest(BAD_PATCH) from None
     if isinstance(patch, list):
         raise jsonpatch.not_an_object(_prune(patch))
     if not isinstance(patch, dict):
         raise errors.BadRequest(BAD_PATCH)
-    result = _copy(doc)
+    result = jsonvalue.deep_copy(doc)
     _merge_docs(result, patch)
     return result

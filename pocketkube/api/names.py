@@ -71,6 +71,11 @@ def _match(rx: re.Pattern[str], value: str) -> bool:
     return "\n" not in value and rx.match(value) is not None
 
 
+def _blen(s: str) -> int:
+    # Go's len() counts bytes, so a non-ASCII value hits the limit sooner than its character count says.
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
 def max_len_error(length: int) -> str:
     return f"must be no more than {length} characters"
 
@@ -99,7 +104,7 @@ def inclusive_range_error(lo: int, hi: int) -> str:
 
 def is_dns1123_label(value: str) -> list[str]:
     errs = []
-    if len(value) > DNS1123_LABEL_MAX:
+    if _blen(value) > DNS1123_LABEL_MAX:
         errs.append(max_len_error(DNS1123_LABEL_MAX))
     if not _match(_RE_LABEL, value):
         if _match(_RE_SUBDOMAIN, value):
@@ -111,7 +116,7 @@ def is_dns1123_label(value: str) -> list[str]:
 
 def is_dns1123_subdomain(value: str) -> list[str]:
     errs = []
-    if len(value) > DNS1123_SUBDOMAIN_MAX:
+    if _blen(value) > DNS1123_SUBDOMAIN_MAX:
         errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
     if not _match(_RE_SUBDOMAIN, value):
         errs.append(regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT, "example.com"))
@@ -120,7 +125,7 @@ def is_dns1123_subdomain(value: str) -> list[str]:
 
 def is_dns1035_label(value: str) -> list[str]:
     errs = []
-    if len(value) > DNS1123_LABEL_MAX:
+    if _blen(value) > DNS1123_LABEL_MAX:
         errs.append(max_len_error(DNS1123_LABEL_MAX))
     if not _match(_RE_1035, value):
         errs.append(regex_error(_DNS1035_LABEL_MSG, _DNS1035_LABEL_FMT, "my-name", "abc-123"))
@@ -129,7 +134,7 @@ def is_dns1035_label(value: str) -> list[str]:
 
 def is_wildcard_dns1123_subdomain(value: str) -> list[str]:
     errs = []
-    if len(value) > DNS1123_SUBDOMAIN_MAX:
+    if _blen(value) > DNS1123_SUBDOMAIN_MAX:
         errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
     if not _match(_RE_WILDCARD, value):
         errs.append(regex_error(_WILDCARD_MSG, _WILDCARD_FMT, "*.example.com"))
@@ -154,7 +159,7 @@ def is_qualified_name(value: str) -> list[str]:
                 + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
     if not name:
         errs.append("name part " + empty_error())
-    elif len(name) > QUALIFIED_NAME_MAX:
+    elif _blen(name) > QUALIFIED_NAME_MAX:
         errs.append("name part " + max_len_error(QUALIFIED_NAME_MAX))
     if not _match(_RE_QUALIFIED, name):
         errs.append("name part " + regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name",
@@ -164,7 +169,7 @@ def is_qualified_name(value: str) -> list[str]:
 
 def is_label_value(value: str) -> list[str]:
     errs = []
-    if len(value) > LABEL_VALUE_MAX:
+    if _blen(value) > LABEL_VALUE_MAX:
         errs.append(max_len_error(LABEL_VALUE_MAX))
     if not _match(_RE_LABEL_VALUE, value):
         errs.append(regex_error(_LABEL_VALUE_MSG, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
@@ -183,7 +188,7 @@ def _chdir_prefix(value: str) -> list[str]:
 
 def is_config_map_key(value: str) -> list[str]:
     errs = []
-    if len(value) > DNS1123_SUBDOMAIN_MAX:
+    if _blen(value) > DNS1123_SUBDOMAIN_MAX:
         errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
     if not _match(_RE_CONFIG_KEY, value):
         errs.append(regex_error(_CONFIG_KEY_MSG, _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name"))

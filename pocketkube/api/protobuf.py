@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from pocketkube.api import errors, quantity
+from pocketkube.api import errors, jsonvalue, quantity
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
@@ -389,21 +389,13 @@ def _decode(name: str, data: bytes, depth: int) -> dict[str, Any]:
         raise _Malformed("max depth exceeded")
     if not data:
         # Empty messages are common (zero structs, `{}` list items): build each kind's once, hand out copies.
-        return _copy(_empty_message(name))
+        return jsonvalue.deep_copy(_empty_message(name))
     return _fields(name, data, depth)
 
 
 @functools.cache
 def _empty_message(name: str) -> dict[str, Any]:
     return _fields(name, b"", 0)
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def _fields(name: str, data: bytes, depth: int) -> dict[str, Any]:

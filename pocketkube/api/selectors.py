@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pocketkube.api import errors
+from pocketkube.api import errors, names
 
 EQUALS = "="
 DOUBLE_EQUALS = "=="
@@ -20,86 +20,6 @@ LESS_THAN = "lt"
 
 # The order kube prints in "expected: ..." when an operator is missing.
 _BINARY_OPERATORS = (IN, NOT_IN, EQUALS, DOUBLE_EQUALS, NOT_EQUALS, GREATER_THAN, LESS_THAN)
-
-# --- validation (k8s.io/apimachinery/pkg/util/validation) ----------------------------
-
-_QNAME_CHAR = "[A-Za-z0-9]"
-_QNAME_EXT_CHAR = "[-A-Za-z0-9_.]"
-_QUALIFIED_NAME_FMT = "(" + _QNAME_CHAR + _QNAME_EXT_CHAR + "*)?" + _QNAME_CHAR
-_QUALIFIED_NAME_RE = re.compile(_QUALIFIED_NAME_FMT, re.ASCII)
-_QUALIFIED_NAME_MSG = ("must consist of alphanumeric characters, '-', '_' or '.', and must start "
-                       "and end with an alphanumeric character")
-_LABEL_VALUE_FMT = "(" + _QUALIFIED_NAME_FMT + ")?"
-_LABEL_VALUE_RE = re.compile(_LABEL_VALUE_FMT, re.ASCII)
-_LABEL_VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, "
-                    "'-', '_' or '.', and must start and end with an alphanumeric character")
-_DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN_FMT = _DNS1123_LABEL_FMT + "(\\." + _DNS1123_LABEL_FMT + ")*"
-_DNS1123_SUBDOMAIN_RE = re.compile(_DNS1123_SUBDOMAIN_FMT, re.ASCII)
-_DNS1123_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                          "characters, '-' or '.', and must start and end with an alphanumeric character")
-
-
-def regex_error(msg: str, fmt: str, *examples: str) -> str:
-    """validation.RegexError: the message, its examples and the regex, worded as kube does."""
-    if not examples:
-        return f"{msg} (regex used for validation is '{fmt}')"
-    msg += " (e.g. "
-    for i, ex in enumerate(examples):
-        if i > 0:
-            msg += " or "
-        msg += f"'{ex}', "
-    return msg + f"regex used for validation is '{fmt}')"
-
-
-def _blen(s: str) -> int:
-    # Go measures strings in bytes.
-    return len(s.encode("utf-8", "surrogatepass"))
-
-
-def is_dns1123_subdomain(value: str) -> list[str]:
-    """validation.IsDNS1123Subdomain: the reasons value is not one (empty when valid)."""
-    errs = []
-    if _blen(value) > 253:
-        errs.append("must be no more than 253 characters")
-    if not _DNS1123_SUBDOMAIN_RE.fullmatch(value):
-        errs.append(regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT, "example.com"))
-    return errs
-
-
-def is_qualified_name(value: str) -> list[str]:
-    """validation.IsQualifiedName: why value is not a valid label key (empty when valid)."""
-    errs: list[str] = []
-    parts = value.split("/")
-    if len(parts) == 1:
-        name = parts[0]
-    elif len(parts) == 2:
-        prefix, name = parts
-        if not prefix:
-            errs.append("prefix part must be non-empty")
-        else:
-            errs.extend("prefix part " + m for m in is_dns1123_subdomain(prefix))
-    else:
-        return ["a qualified name " + regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
-    if not name:
-        errs.append("name part must be non-empty")
-    elif _blen(name) > 63:
-        errs.append("name part must be no more than 63 characters")
-    if not _QUALIFIED_NAME_RE.fullmatch(name):
-        errs.append("name part " + regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc"))
-    return errs
-
-
-def is_valid_label_value(value: str) -> list[str]:
-    """validation.IsValidLabelValue: why value is not a valid label value (empty when valid)."""
-    errs = []
-    if _blen(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not _LABEL_VALUE_RE.fullmatch(value):
-        errs.append(regex_error(_LABEL_VALUE_MSG, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
-    return errs
-
 
 # --- Go-style rendering used in kube's messages -----------------------------------------
 
@@ -270,7 +190,7 @@ def new_requirement(key: str, operator: str, values: list[str] | None, *, path: 
     msgs: list[str] = []
     vals = list(values) if values is not None else None
     n = len(vals or ())
-    if bad := is_qualified_name(key):
+    if bad := names.is_qualified_name(key):
         msgs.append(f"{child('key')}: Invalid value: {go_quote(key)}: {'; '.join(bad)}")
     values_path = child("values")
     if operator in (IN, NOT_IN):
@@ -297,7 +217,7 @@ def new_requirement(key: str, operator: str, values: list[str] | None, *, path: 
         valid = ", ".join(go_quote(o) for o in (*_BINARY_OPERATORS, EXISTS, DOES_NOT_EXIST))
         msgs.append(f"{child('operator')}: Unsupported value: {go_quote(operator)}: supported values: {valid}")
     for i, v in enumerate(vals or ()):
-        if bad := is_valid_label_value(v):
+        if bad := names.is_label_value(v):
             msgs.append(f"{values_path}[{i}][{key}]: Invalid value: {go_quote(v)}: {'; '.join(bad)}")
     if msgs:
         raise errors.BadRequest(_aggregate(msgs))
@@ -437,7 +357,7 @@ class _Parser:
             tok, lit = self.consume(True)
         if tok != _IDENT:
             raise _ParseError(f"found '{lit}', expected: identifier")
-        if bad := is_qualified_name(lit):
+        if bad := names.is_qualified_name(lit):
             # The parser validates with a nil field path, which Go prints as <nil>.
             raise _ParseError(f"<nil>: Invalid value: {go_quote(lit)}: {'; '.join(bad)}")
         t, _ = self.lookahead(True)

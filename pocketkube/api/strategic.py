@@ -21,7 +21,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from pocketkube.api import errors, jsonpatch, schemas
+from pocketkube.api import errors, jsonvalue, schemas
 
 DIRECTIVE = "$patch"
 RETAIN_KEYS = "$retainKeys"
@@ -126,19 +126,8 @@ def _kind(v: Any) -> str:
     return "nil" if v is None else _go_type(v)
 
 
-def _eq(a: Any, b: Any) -> bool:
-    # Go's == on interface{} values: same dynamic type and equal value.
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_eq(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 def _contains(items: list[Any], v: Any) -> bool:
-    return any(_eq(v, x) for x in items)
+    return any(jsonvalue.go_equal(v, x) for x in items)
 
 
 # --- patch metadata from OpenAPI ---------------------------------------------------------
@@ -186,14 +175,6 @@ def _retain_keys_strategy(strategies: list[str]) -> str:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _copy(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
-    return v
-
-
 def _discard_nulls(v: Any) -> None:
     if isinstance(v, dict):
         for k in [k for k, x in v.items() if x is None]:
@@ -238,7 +219,7 @@ def _find_map(items: list[Any], key: str, value: Any) -> tuple[dict[str, Any] | 
     for i, v in enumerate(items):
         if not isinstance(v, dict):
             raise _Error(f"value for key {i} is not a map")
-        if key in v and _eq(v[key], value):
+        if key in v and jsonvalue.go_equal(v[key], value):
             return v, i
     return None, -1
 
@@ -265,20 +246,20 @@ def _to_delete_split(items: list[Any]) -> tuple[list[Any], list[Any]]:
     for v in items:
         if not isinstance(v, dict):
             raise _bad_arg_type(_MAP, v)
-        (delete if DIRECTIVE in v and _eq(v[DIRECTIVE], "delete") else keep).append(v)
+        (delete if DIRECTIVE in v and jsonvalue.go_equal(v[DIRECTIVE], "delete") else keep).append(v)
     return keep, delete
 
 
 def _merge_key_equal(left: Any, right: Any, merge_key: str) -> bool:
     if not merge_key:
-        return _eq(left, right)
+        return jsonvalue.go_equal(left, right)
     for side in (left, right):
         if not isinstance(side, dict):
             raise _bad_arg_type(_MAP, side)
     for side in (left, right):
         if merge_key not in side:
             raise _no_merge_key(side, merge_key)
-    return _eq(left[merge_key], right[merge_key])
+    return jsonvalue.go_equal(left[merge_key], right[merge_key])
 
 
 # --- ordering (normalizeElementOrder and Go's sort.SliceStable) -------------------------
@@ -292,7 +273,7 @@ def _index(items: list[Any], val: Any, merge_key: str, kind: str) -> int:
 
     want = get(val)
     for i, v in enumerate(items):
-        if _eq(want, get(v)):
+        if jsonvalue.go_equal(want, get(v)):
             return i
     return -1
 
@@ -453,10 +434,10 @@ def _partition(merged: list[Any], by: list[Any], merge_key: str) -> tuple[list[A
 def _merge_map(original: dict[str, Any] | None, patch: dict[str, Any], meta: _Meta) -> dict[str, Any]:
     if DIRECTIVE in patch:
         directive = patch[DIRECTIVE]
-        if _eq(directive, "replace"):
+        if jsonvalue.go_equal(directive, "replace"):
             del patch[DIRECTIVE]
             return patch
-        if _eq(directive, "delete"):
+        if jsonvalue.go_equal(directive, "delete"):
             return {}
         raise _bad_patch_type(directive, patch)
     if original is None:
@@ -611,7 +592,7 @@ def _merge_maps_by_key(outer: list[Any], patch: list[Any], meta: _Meta,
             plain.append(v)
             continue
         directive = v[DIRECTIVE]
-        if _eq(directive, "delete"):
+        if jsonvalue.go_equal(directive, "delete"):
             if merge_key not in v:
                 raise _no_merge_key(v, merge_key)
             while True:
@@ -620,9 +601,9 @@ def _merge_maps_by_key(outer: list[Any], patch: list[Any], meta: _Meta,
                     break
                 outer[i:live - 1] = outer[i + 1:live]
                 live -= 1
-        elif _eq(directive, "replace"):
+        elif jsonvalue.go_equal(directive, "replace"):
             replace = True
-        elif _eq(directive, "merge"):
+        elif jsonvalue.go_equal(directive, "merge"):
             raise _Error("merging lists cannot yet be specified in the patch")
         else:
             raise _bad_patch_type(directive, v)
@@ -658,7 +639,7 @@ def _dedup_scalars(s: list[Any]) -> list[Any]:
     while i < length:
         j = i + 1
         while j <= length:
-            if _eq(s[i], s[j]):
+            if jsonvalue.go_equal(s[i], s[j]):
                 s[j] = s[length]
                 s = s[:length]
                 length -= 1
@@ -685,18 +666,19 @@ def apply(original: dict[str, Any], patch: dict[str, Any] | bytes | str, schema:
     if not isinstance(original, dict):
         raise errors.BadRequest(ERR_BAD_JSON_DOC)
     if isinstance(patch, (bytes, str)):
-        patch = jsonpatch.decode_json(patch)
+        patch = jsonvalue.decode_json(patch)
     if patch is None:
         patch = {}
     if not isinstance(patch, dict):
-        raise errors.BadRequest(f"json: cannot unmarshal {jsonpatch.json_type(patch)} "
+        raise errors.BadRequest(f"json: cannot unmarshal {jsonvalue.json_type(patch)} "
                                 "into Go value of type map[string]interface {}")
     try:
-        return _merge_map(_copy(original), _copy(patch), _Meta(resolver(schema) or schema, resolver))
+        return _merge_map(jsonvalue.deep_copy(original), jsonvalue.deep_copy(patch),
+                          _Meta(resolver(schema) or schema, resolver))
     except _Error as e:
         msg = str(e)
         if msg in _REJECTED:
-            raise jsonpatch.PatchRejected(msg) from None
+            raise errors.PatchRejected(msg) from None
         raise errors.BadRequest(msg) from None
     except RecursionError:
         raise errors.BadRequest("strategic merge patch: document nested too deeply") from None

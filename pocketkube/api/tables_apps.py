@@ -12,10 +12,6 @@ from pocketkube.api.tables_fmt import AGE, NAME, NONE, Printer, col
 Obj = dict[str, Any]
 Now = datetime.datetime
 
-_CONTAINERS = col("Containers", "string", fmt.CONTAINERS, priority=1)
-_IMAGES = col("Images", "string", fmt.IMAGES, priority=1)
-
-
 def _template_spec(obj: Obj) -> Any:
     return fmt.dig(obj, "spec", "template", "spec")
 
@@ -38,7 +34,7 @@ DEPLOYMENT = Printer([
     col("Ready", "string", "Number of the pod with ready state"),
     col("Up-to-date", "string", docs.DEPLOY_UPDATED),
     col("Available", "string", docs.DEPLOY_AVAILABLE),
-    AGE, _CONTAINERS, _IMAGES,
+    AGE, fmt.CONTAINERS_WIDE, fmt.IMAGES_WIDE,
     col("Selector", "string", docs.DEPLOY_SELECTOR, priority=1),
 ], _deployment_cells)
 
@@ -57,7 +53,7 @@ REPLICA_SET = Printer([
     col("Desired", "integer", docs.RS_REPLICAS),
     col("Current", "integer", docs.RS_STATUS_REPLICAS),
     col("Ready", "integer", docs.RS_READY),
-    AGE, _CONTAINERS, _IMAGES,
+    AGE, fmt.CONTAINERS_WIDE, fmt.IMAGES_WIDE,
     col("Selector", "string", docs.RS_SELECTOR, priority=1),
 ], _replica_set_cells)
 
@@ -72,7 +68,7 @@ def _stateful_set_cells(obj: Obj, now: Now) -> list[Any]:
 STATEFUL_SET = Printer([
     NAME,
     col("Ready", "string", "Number of the pod with ready state"),
-    AGE, _CONTAINERS, _IMAGES,
+    AGE, fmt.CONTAINERS_WIDE, fmt.IMAGES_WIDE,
 ], _stateful_set_cells)
 
 
@@ -94,7 +90,7 @@ DAEMON_SET = Printer([
     col("Up-to-date", "integer", docs.DS_UPDATED),
     col("Available", "integer", docs.DS_AVAILABLE),
     col("Node Selector", "string", docs.POD_NODE_SELECTOR),
-    AGE, _CONTAINERS, _IMAGES,
+    AGE, fmt.CONTAINERS_WIDE, fmt.IMAGES_WIDE,
     col("Selector", "string", docs.DS_SELECTOR, priority=1),
 ], _daemon_set_cells)
 
@@ -122,13 +118,10 @@ CONTROLLER_REVISION = Printer([
 
 
 def _job_status(obj: Obj) -> str:
-    conditions = fmt.dig(obj, "status", "conditions") or []
+    conditions = fmt.dig(obj, "status", "conditions")
 
     def has(type_: str) -> bool:
-        for c in conditions:
-            if c.get("type") == type_:
-                return c.get("status") == "True"
-        return False
+        return fmt.condition_true(conditions, type_)
 
     if has("Complete"):
         return "Complete"
@@ -167,7 +160,7 @@ JOB = Printer([
     col("Status", "string", "Status of the job."),
     col("Completions", "string", docs.JOB_SUCCEEDED),
     col("Duration", "string", "Time required to complete the job."),
-    AGE, _CONTAINERS, _IMAGES,
+    AGE, fmt.CONTAINERS_WIDE, fmt.IMAGES_WIDE,
     col("Selector", "string", docs.JOB_SELECTOR, priority=1),
 ], _job_cells)
 
@@ -190,7 +183,7 @@ CRON_JOB = Printer([
     col("Suspend", "boolean", docs.CJ_SUSPEND),
     col("Active", "integer", docs.CJ_ACTIVE),
     col("Last Schedule", "string", docs.CJ_LAST_SCHEDULE),
-    AGE, _CONTAINERS, _IMAGES,
+    AGE, fmt.CONTAINERS_WIDE, fmt.IMAGES_WIDE,
     col("Selector", "string", docs.JOB_SELECTOR, priority=1),
 ], _cron_job_cells)
 

@@ -31,13 +31,6 @@ def _terminated_reason(term: Obj, prefix: str) -> str:
     return f"{prefix}ExitCode:{fmt.as_int(term.get('exitCode'))}"
 
 
-def _condition_true(conditions: Any, type_: str) -> bool:
-    for c in conditions or []:
-        if c.get("type") == type_:
-            return c.get("status") == "True"
-    return False
-
-
 def pod_cells(pod: Obj, now: Now) -> list[Any]:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -93,7 +86,7 @@ def pod_cells(pod: Obj, now: Now) -> list[Any]:
         initializing = True
         break
 
-    if not initializing or _condition_true(conditions, "Initialized"):
+    if not initializing or fmt.condition_true(conditions, "Initialized"):
         restarts = restartable_restarts
         last_restart = last_restartable
         has_running = False
@@ -114,7 +107,7 @@ def pod_cells(pod: Obj, now: Now) -> list[Any]:
                 ready += 1
         # A pod whose last container completed while another still runs is not Completed.
         if reason == "Completed" and has_running:
-            reason = "Running" if _condition_true(conditions, "Ready") else "NotReady"
+            reason = "Running" if fmt.condition_true(conditions, "Ready") else "NotReady"
 
     if meta.get("deletionTimestamp") and status.get("reason") == "NodeLost":
         reason = "Unknown"
@@ -193,9 +186,7 @@ REPLICATION_CONTROLLER = Printer([
     col("Desired", "integer", docs.RC_REPLICAS),
     col("Current", "integer", docs.RC_STATUS_REPLICAS),
     col("Ready", "integer", docs.RC_READY),
-    AGE,
-    col("Containers", "string", fmt.CONTAINERS, priority=1),
-    col("Images", "string", fmt.IMAGES, priority=1),
+    AGE, fmt.CONTAINERS_WIDE, fmt.IMAGES_WIDE,
     col("Selector", "string", docs.RC_SELECTOR, priority=1),
 ], _rc_cells)
 

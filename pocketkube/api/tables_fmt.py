@@ -31,6 +31,8 @@ NAME = col("Name", "string", docs.META_NAME, format_="name")
 AGE = col("Age", "string", docs.META_CREATED)
 CONTAINERS = "Names of each container in the template."
 IMAGES = "Images referenced by each container in the template."
+CONTAINERS_WIDE = col("Containers", "string", CONTAINERS, priority=1)
+IMAGES_WIDE = col("Images", "string", IMAGES, priority=1)
 
 
 def human_duration(seconds_us: int) -> str:
@@ -161,6 +163,14 @@ def as_int(value: Any, default: int = 0) -> int:
     if isinstance(value, float):
         return int(value)
     return default
+
+
+def condition_true(conditions: Any, type_: str) -> bool:
+    """Whether the first condition of type_ in a status.conditions list has status True."""
+    for c in conditions or []:
+        if c.get("type") == type_:
+            return c.get("status") == "True"
+    return False
 
 
 def format_labels(labels: Any) -> str:

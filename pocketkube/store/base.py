@@ -349,7 +349,108 @@ class Broadcaster:
         self._by_prefix.clear()
 
 
-async def compact_periodically(store: Store, *, settings: StoreSettings, clock: clock_mod.Clock) -> None:
+_Batch = list[Event]  # StoreCore defines `list`, which shadows the builtin in its body for type checkers
+
+
+class StoreCore:
+    """What both backends share: the live index, revisions, watchers, open/closed checks, the compactor.
+
+    A backend fills in how it reads history (_get_at, _list_at) and how it compacts (_compact_to).
+    """
+
+    def __init__(self, *, settings: StoreSettings | None, clock: clock_mod.Clock | None) -> None:
+        self._settings = settings or StoreSettings()
+        self._clock = clock or clock_mod.Clock()
+        self._index = KeyIndex()
+        self._broadcaster = Broadcaster()
+        self._rev = 0
+        self._compacted = 0
+        self._compactor: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+
+    def current_revision(self) -> int:
+        return self._rev
+
+    def compacted_revision(self) -> int:
+        return self._compacted
+
+    def _start_compactor(self) -> None:
+        self._compactor = asyncio.get_running_loop().create_task(
+            compact_periodically(self, settings=self._settings, clock=self._clock))
+
+    async def _stop_compactor(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
+            try:
+                await self._compactor
+            except asyncio.CancelledError:
+                pass
+
+    def _check_open(self) -> None:
+        if self._closed or not self._started:
+            raise StoreClosed("store is closed" if self._closed else "store is not started")
+
+    def _check_revision(self, revision: int) -> None:
+        if revision > self._rev:
+            raise FutureRevision(revision, current_revision=self._rev)
+        if revision < self._compacted:
+            raise Compacted(revision, compacted_revision=self._compacted, current_revision=self._rev)
+
+    async def get(self, key: str, *, revision: int = 0) -> Entry | None:
+        self._check_open()
+        if revision <= 0 or revision == self._rev:
+            return self._index.get(key)
+        self._check_revision(revision)
+        return await self._get_at(key, revision)
+
+    async def _get_at(self, key: str, revision: int) -> Entry | None:
+        raise NotImplementedError
+
+    async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
+                   limit: int = 0) -> ListResult:
+        self._check_open()
+        if revision <= 0 or revision == self._rev:
+            entries, remaining = self._index.page(prefix, start_after=start_after, limit=limit)
+            return ListResult(entries=entries, revision=self._rev, more=remaining > 0, remaining=remaining)
+        self._check_revision(revision)
+        return await self._list_at(prefix, revision, start_after=start_after, limit=limit)
+
+    async def _list_at(self, prefix: str, revision: int, *, start_after: str, limit: int) -> ListResult:
+        raise NotImplementedError
+
+    async def count(self, prefix: str) -> int:
+        self._check_open()
+        return self._index.count(prefix)
+
+    async def compact(self, revision: int) -> None:
+        """Drop history at or below revision except each key's version live at that revision."""
+        self._check_open()
+        if revision > self._rev:
+            raise FutureRevision(revision, current_revision=self._rev)
+        if revision <= self._compacted:
+            return
+        await self._compact_to(revision)
+
+    async def _compact_to(self, revision: int) -> None:
+        raise NotImplementedError
+
+    def _check_watch(self, after_revision: int) -> None:
+        self._check_open()
+        if after_revision < 0:
+            raise StoreError(f"invalid revision {after_revision}")
+        if after_revision and after_revision < self._compacted:
+            raise Compacted(after_revision, compacted_revision=self._compacted, current_revision=self._rev)
+
+    def _add_watcher(self, prefix: str, *, live_after: int, initial: _Batch | None = None,
+                     replay: Callable[[], Awaitable[_Batch]] | None = None) -> Watcher:
+        watcher = Watcher(prefix, live_after=live_after, limit=self._settings.watch_queue_limit, initial=initial,
+                          replay=replay, on_close=self._broadcaster.remove)
+        self._broadcaster.add(watcher)
+        return watcher
+
+
+async def compact_periodically(store: StoreCore, *, settings: StoreSettings, clock: clock_mod.Clock) -> None:
     """Forever: every compact_interval, drop history older than the last history_revisions revisions."""
     if settings.history_revisions == 0:
         return

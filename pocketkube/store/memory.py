@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 
 from pocketkube.base import clock as clock_mod
@@ -17,59 +16,29 @@ def _event_revision(event: base.Event) -> int:
     return event.revision
 
 
-class MemoryStore:
+class MemoryStore(base.StoreCore):
     """Everything the SQLite store does, held in dicts and lists; nothing survives close()."""
 
     def __init__(self, *, settings: base.StoreSettings | None = None,
                  clock: clock_mod.Clock | None = None) -> None:
-        self._settings = settings or base.StoreSettings()
-        self._clock = clock or clock_mod.Clock()
-        self._index = base.KeyIndex()
+        super().__init__(settings=settings, clock=clock)
         # key -> [(revision, entry or None for a deletion)], oldest first; survivors of compaction only.
         self._history: dict[str, list[tuple[int, base.Entry | None]]] = {}
         self._history_keys: list[str] = []  # sorted keys of _history
         self._events: list[base.Event] = []  # revisions > compacted, in order
-        self._rev = 0
-        self._compacted = 0
-        self._broadcaster = base.Broadcaster()
-        self._compactor: asyncio.Task[None] | None = None
-        self._started = False
-        self._closed = False
 
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
-        self._compactor = asyncio.get_running_loop().create_task(
-            base.compact_periodically(self, settings=self._settings, clock=self._clock))
+        self._start_compactor()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._compactor is not None:
-            self._compactor.cancel()
-            try:
-                await self._compactor
-            except asyncio.CancelledError:
-                pass
+        await self._stop_compactor()
         self._broadcaster.close_all()
-
-    def current_revision(self) -> int:
-        return self._rev
-
-    def compacted_revision(self) -> int:
-        return self._compacted
-
-    def _check_open(self) -> None:
-        if self._closed or not self._started:
-            raise base.StoreClosed("store is closed" if self._closed else "store is not started")
-
-    def _check_revision(self, revision: int) -> None:
-        if revision > self._rev:
-            raise base.FutureRevision(revision, current_revision=self._rev)
-        if revision < self._compacted:
-            raise base.Compacted(revision, compacted_revision=self._compacted, current_revision=self._rev)
 
     def _state_at(self, key: str, revision: int) -> base.Entry | None:
         history = self._history.get(key)
@@ -78,20 +47,10 @@ class MemoryStore:
         i = bisect.bisect_right(history, revision, key=_revision_of) - 1
         return history[i][1] if i >= 0 else None
 
-    async def get(self, key: str, *, revision: int = 0) -> base.Entry | None:
-        self._check_open()
-        if revision <= 0 or revision == self._rev:
-            return self._index.get(key)
-        self._check_revision(revision)
+    async def _get_at(self, key: str, revision: int) -> base.Entry | None:
         return self._state_at(key, revision)
 
-    async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
-                   limit: int = 0) -> base.ListResult:
-        self._check_open()
-        if revision <= 0 or revision == self._rev:
-            entries, remaining = self._index.page(prefix, start_after=start_after, limit=limit)
-            return base.ListResult(entries=entries, revision=self._rev, more=remaining > 0, remaining=remaining)
-        self._check_revision(revision)
+    async def _list_at(self, prefix: str, revision: int, *, start_after: str, limit: int) -> base.ListResult:
         keys = self._history_keys
         lo = bisect.bisect_left(keys, prefix)
         if start_after:
@@ -104,10 +63,6 @@ class MemoryStore:
             if entry is not None:
                 live.append(entry)
         return base.paginate(live, revision=revision, limit=limit)
-
-    async def count(self, prefix: str) -> int:
-        self._check_open()
-        return self._index.count(prefix)
 
     def _commit(self, key: str, entry: base.Entry | None, event: base.Event) -> None:
         self._rev = event.revision
@@ -167,13 +122,7 @@ class MemoryStore:
                                            create_revision=current.create_revision, created=False))
         return base.Entry(key=key, value=current.value, create_revision=current.create_revision, mod_revision=rev)
 
-    async def compact(self, revision: int) -> None:
-        """Drop history at or below revision except each key's version live at that revision."""
-        self._check_open()
-        if revision > self._rev:
-            raise base.FutureRevision(revision, current_revision=self._rev)
-        if revision <= self._compacted:
-            return
+    async def _compact_to(self, revision: int) -> None:
         cut = bisect.bisect_right(self._events, revision, key=_event_revision)
         touched = {e.key for e in self._events[:cut]}
         del self._events[:cut]
@@ -189,17 +138,9 @@ class MemoryStore:
         self._compacted = revision
 
     def watch(self, prefix: str, *, after_revision: int) -> base.Watcher:
-        self._check_open()
-        if after_revision < 0:
-            raise base.StoreError(f"invalid revision {after_revision}")
-        if after_revision and after_revision < self._compacted:
-            raise base.Compacted(after_revision, compacted_revision=self._compacted, current_revision=self._rev)
+        self._check_watch(after_revision)
         initial = None
         if after_revision and after_revision < self._rev:
             start = bisect.bisect_right(self._events, after_revision, key=_event_revision)
             initial = [e for e in self._events[start:] if e.key.startswith(prefix)]
-        watcher = base.Watcher(prefix, live_after=max(after_revision, self._rev),
-                               limit=self._settings.watch_queue_limit, initial=initial,
-                               on_close=self._broadcaster.remove)
-        self._broadcaster.add(watcher)
-        return watcher
+        return self._add_watcher(prefix, live_after=max(after_revision, self._rev), initial=initial)

@@ -65,18 +65,14 @@ def _compacted_in(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE name = 'compacted_revision'").fetchone()[0])
 
 
-class SQLiteStore:
+class SQLiteStore(base.StoreCore):
     """The default store: one SQLite file in WAL mode, synchronous=FULL, reads of the present from memory."""
 
     def __init__(self, path: str | os.PathLike[str], *, settings: base.StoreSettings | None = None,
                  clock: clock_mod.Clock | None = None) -> None:
+        super().__init__(settings=settings, clock=clock)
         self.path = os.fspath(path)
-        self._settings = settings or base.StoreSettings()
-        self._clock = clock or clock_mod.Clock()
-        self._index = base.KeyIndex()
-        self._broadcaster = base.Broadcaster()
-        self._rev = 0  # the latest revision committed AND applied on the event loop
-        self._compacted = 0
+        # _rev is the latest revision committed AND applied on the event loop.
         self._commits = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -84,9 +80,6 @@ class SQLiteStore:
         self._writer_done: asyncio.Future[None] | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-read")
         self._rconn: sqlite3.Connection | None = None
-        self._compactor: asyncio.Task[None] | None = None
-        self._started = False
-        self._closed = False
         # Owned by the writer thread only:
         self._wrev = 0
         self._wcompacted = 0
@@ -109,20 +102,14 @@ class SQLiteStore:
         self._writer = threading.Thread(target=self._writer_main, name="store-write", daemon=True)
         self._writer.start()
         self._started = True
-        self._compactor = self._loop.create_task(
-            base.compact_periodically(self, settings=self._settings, clock=self._clock))
+        self._start_compactor()
 
     async def close(self) -> None:
         """Finish queued writes, stop the threads, end every watch."""
         if self._closed:
             return
         self._closed = True
-        if self._compactor is not None:
-            self._compactor.cancel()
-            try:
-                await self._compactor
-            except asyncio.CancelledError:
-                pass
+        await self._stop_compactor()
         if self._writer is not None and self._writer_done is not None:
             self._queue.put(_STOP)
             await self._writer_done
@@ -149,20 +136,10 @@ class SQLiteStore:
         # Compaction may drop the newest row (a deletion); the compacted revision still counts as written.
         return live, max(top, compacted), compacted
 
-    def current_revision(self) -> int:
-        return self._rev
-
-    def compacted_revision(self) -> int:
-        return self._compacted
-
     @property
     def commits(self) -> int:
         """SQLite transactions committed so far (several writes share one under load: group commit)."""
         return self._commits
-
-    def _check_open(self) -> None:
-        if self._closed or not self._started:
-            raise base.StoreClosed("store is closed" if self._closed else "store is not started")
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -175,12 +152,6 @@ class SQLiteStore:
             self._rconn = _connect(self.path)
         return fn(self._rconn, *args)
 
-    def _check_revision(self, revision: int) -> None:
-        if revision > self._rev:
-            raise base.FutureRevision(revision, current_revision=self._rev)
-        if revision < self._compacted:
-            raise base.Compacted(revision, compacted_revision=self._compacted, current_revision=self._rev)
-
     def _snapshot(self, conn: sqlite3.Connection, revision: int, query: Any) -> Any:
         """Run query(conn) in one read transaction, after checking revision is not compacted in it."""
         conn.execute("BEGIN")
@@ -192,12 +163,7 @@ class SQLiteStore:
         finally:
             conn.execute("COMMIT")
 
-    async def get(self, key: str, *, revision: int = 0) -> base.Entry | None:
-        self._check_open()
-        if revision <= 0 or revision == self._rev:
-            return self._index.get(key)
-        self._check_revision(revision)
-
+    async def _get_at(self, key: str, revision: int) -> base.Entry | None:
         def query(conn: sqlite3.Connection) -> base.Entry | None:
             row = conn.execute("SELECT id, deleted, create_revision, value FROM log "
                                "WHERE key = ? AND id <= ? ORDER BY id DESC LIMIT 1", (key, revision)).fetchone()
@@ -208,13 +174,7 @@ class SQLiteStore:
         entry: base.Entry | None = await self._read(self._snapshot, revision, query)
         return entry
 
-    async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
-                   limit: int = 0) -> base.ListResult:
-        self._check_open()
-        if revision <= 0 or revision == self._rev:
-            entries, remaining = self._index.page(prefix, start_after=start_after, limit=limit)
-            return base.ListResult(entries=entries, revision=self._rev, more=remaining > 0, remaining=remaining)
-        self._check_revision(revision)
+    async def _list_at(self, prefix: str, revision: int, *, start_after: str, limit: int) -> base.ListResult:
         cond, params = _key_range(prefix)
         if start_after:
             cond += " AND key > ?"
@@ -237,10 +197,6 @@ class SQLiteStore:
 
         result: base.ListResult = await self._read(self._snapshot, revision, query)
         return result
-
-    async def count(self, prefix: str) -> int:
-        self._check_open()
-        return self._index.count(prefix)
 
     # ---- writes ----------------------------------------------------------------------------
 
@@ -268,13 +224,7 @@ class SQLiteStore:
         entry: base.Entry = await self._submit("delete", key, b"", expected_revision)
         return entry
 
-    async def compact(self, revision: int) -> None:
-        """Drop history at or below revision except each key's version live at that revision."""
-        self._check_open()
-        if revision > self._rev:
-            raise base.FutureRevision(revision, current_revision=self._rev)
-        if revision <= self._compacted:
-            return
+    async def _compact_to(self, revision: int) -> None:
         await self._submit("compact", "", b"", revision)
 
     # ---- the writer thread -----------------------------------------------------------------
@@ -429,11 +379,7 @@ class SQLiteStore:
     # ---- watch -----------------------------------------------------------------------------
 
     def watch(self, prefix: str, *, after_revision: int) -> base.Watcher:
-        self._check_open()
-        if after_revision < 0:
-            raise base.StoreError(f"invalid revision {after_revision}")
-        if after_revision and after_revision < self._compacted:
-            raise base.Compacted(after_revision, compacted_revision=self._compacted, current_revision=self._rev)
+        self._check_watch(after_revision)
         current = self._rev
 
         async def replay() -> _Events:
@@ -442,12 +388,8 @@ class SQLiteStore:
             return events
 
         needs_replay = bool(after_revision) and after_revision < current
-        watcher = base.Watcher(prefix, live_after=max(after_revision, current),
-                               limit=self._settings.watch_queue_limit,
-                               replay=replay if needs_replay else None,
-                               on_close=self._broadcaster.remove)
-        self._broadcaster.add(watcher)
-        return watcher
+        return self._add_watcher(prefix, live_after=max(after_revision, current),
+                                 replay=replay if needs_replay else None)
 
     def _history(self, conn: sqlite3.Connection, prefix: str, after: int, upto: int) -> _Events:
         cond, params = _key_range(prefix, "l.key")

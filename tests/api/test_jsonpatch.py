@@ -111,7 +111,7 @@ def test_rollout_undo_patch_from_kubectl():
 ])
 def test_failing_operations_are_422_with_kube_generic_message(ops, detail):
     """A failing operation is 422 Invalid with kube's generic message; the library text is kept as detail."""
-    with pytest.raises(jsonpatch.PatchRejected) as e:
+    with pytest.raises(errors.PatchRejected) as e:
         jsonpatch.apply(DOC, ops)
     status = e.value.status()
     assert (status["code"], status["reason"]) == (422, "Invalid")

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from pocketkube.api import errors, jsonpatch, schemas, strategic
+from pocketkube.api import errors, schemas, strategic
 
 LAST_APPLIED = ('{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"annotations":{},"labels":{"app":"web"},'
                 '"name":"web","namespace":"default"},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"web"}},'
@@ -189,7 +189,7 @@ def test_errors(patch, status, message):
         smp(patch)
     assert e.value.code == status
     if status == 422:
-        assert isinstance(e.value, jsonpatch.PatchRejected)
+        assert isinstance(e.value, errors.PatchRejected)
         assert e.value.detail == message
     else:
         assert e.value.message == message
@@ -212,7 +212,7 @@ def test_list_of_lists_is_422():
     """Merging a list whose items are lists is one of the two patch errors kube answers with 422."""
     original = copy.deepcopy(DEPLOY)
     original["metadata"]["finalizers"] = []
-    with pytest.raises(jsonpatch.PatchRejected) as e:
+    with pytest.raises(errors.PatchRejected) as e:
         smp({"metadata": {"finalizers": [["a"]]}}, original)
     assert e.value.detail == "lists of lists are not supported"
 
