@@ -29,6 +29,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 6443
     controllers: bool = True
+    virtual_nodes: int = 0
+    zones: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -88,6 +90,12 @@ class Cluster:
         self._tasks.append(asyncio.create_task(_keep_bootstrapped(api, self.port), name="bootstrap"))
         if s.controllers:
             self._tasks.extend(await _start_controllers(self))
+        if s.virtual_nodes:
+            from pocketkube.node import agent
+
+            assert self.pki is not None
+            self._tasks.extend(await agent.start(url=self.url, pki=self.pki, nodes=s.virtual_nodes,
+                                                 zones=s.zones, virtual=True))
         return ReadyInfo(url=self.url, port=self.port, data_dir=s.data_dir)
 
     async def stop(self) -> None:
@@ -119,9 +127,12 @@ async def _keep_bootstrapped(api: context.Server, port: int, *, every: float = 1
 async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:
     """Start the built-in controllers; they reach the API over HTTPS like any client."""
     from pocketkube.controllers import manager
+    from pocketkube.scheduler import app as scheduler_app
 
     assert cluster.pki is not None
-    return await manager.start(url=cluster.url, pki=cluster.pki)
+    tasks = await manager.start(url=cluster.url, pki=cluster.pki)
+    tasks += await scheduler_app.start(url=cluster.url, pki=cluster.pki)
+    return tasks
 
 
 async def run(settings: Settings, *, on_ready: Callable[[ReadyInfo], None] | None = None) -> None:

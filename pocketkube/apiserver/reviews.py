@@ -106,6 +106,15 @@ def _require_one_of(call: context.Call, spec: dict[str, Any]) -> None:
                            "exactly one of nonResourceAttributes or resourceAttributes must be specified")])
 
 
+async def bind_subresource(server: context.Server, call: context.Call) -> tuple[Any, int]:
+    """POST pods/NAME/binding: the body is a Binding whose name is the pod's."""
+    raw = await negotiate.read_body(call.request)
+    binding = negotiate.decode_object(raw, call.request.headers.get("Content-Type"), what="Binding")
+    if binding.get("kind") not in (None, "Binding"):
+        raise errors.BadRequest(f"the object provided is unrecognized (must be of type Binding): {binding.get('kind')}")
+    return await bind(server, call, binding), 201
+
+
 async def bind(server: context.Server, call: context.Call, binding: dict[str, Any]) -> dict[str, Any]:
     """Assign a pod to a node (the scheduler's write), refusing pods that already have one."""
     pods = server.registry.get("", "v1", "pods")

@@ -17,6 +17,7 @@ from pocketkube.apiserver import (
     context,
     create,
     delete,
+    eviction,
     get,
     listing,
     negotiate,
@@ -95,6 +96,7 @@ _SUBRESOURCE_VERBS = {
     "scale": {"get", "update", "patch"},
     "finalize": {"update"},
     "binding": {"create"},
+    "eviction": {"create"},
 }
 
 
@@ -112,7 +114,9 @@ async def _verb(server: context.Server, call: context.Call) -> Any:
             raise errors.MethodNotAllowed("the server does not allow this method on the requested resource",
                                           details={})
         if sub == "binding" and verb == "create":
-            return await reviews.create(server, call)
+            return await reviews.bind_subresource(server, call)
+        if sub == "eviction":
+            return await eviction.create(server, call)
         if sub == "scale" and verb == "get":
             return await scale.get(server, call), 200
         if verb == "get":

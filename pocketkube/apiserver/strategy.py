@@ -27,6 +27,10 @@ _GENERATION_KINDS = {
 # Kinds whose status a client may set on create (nodes report themselves; events have none).
 _STATUS_ON_CREATE = {("", "Node"), ("apiregistration.k8s.io", "APIService")}
 
+# Status strategies that reset labels to the stored ones (apps workloads in kube).
+_STATUS_KEEPS_LABELS = {("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
+                        ("apps", "DaemonSet")}
+
 _NON_SPEC_KEYS = ("metadata", "status", "kind", "apiVersion")
 
 
@@ -137,6 +141,13 @@ def prepare_update(res: resources.Resource, new: dict[str, Any], old: dict[str, 
         for k in ("resourceVersion", "managedFields"):
             if k in meta:
                 kept_meta[k] = meta[k]
+        # Status writers (controllers, kubelets) may update annotations, as kube's status strategies
+        # allow; labels only where the kind's strategy does not reset them.
+        for k in ("annotations",) if (res.group, res.kind) in _STATUS_KEEPS_LABELS else ("annotations", "labels"):
+            if meta.get(k):
+                kept_meta[k] = meta[k]
+            else:
+                kept_meta.pop(k, None)
         new.clear()
         new.update(kept)
         if status is not None:

@@ -78,7 +78,7 @@ def reset_fields(call: context.Call, subresource: str) -> fieldset.FieldSet | No
     if not strategy.has_status(call.res):
         return None
     if subresource == "status":
-        return fieldset.prefixes(("spec",), ("metadata", "labels"), ("metadata", "annotations"))
+        return fieldset.prefixes(("spec",))
     if not subresource:
         return fieldset.prefixes(("status",))
     return None

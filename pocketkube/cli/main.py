@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1)")
     up.add_argument(
+        "--virtual-nodes", type=_count, default=0, metavar="M",
+        help="add M virtual nodes whose pods are reported Running/Ready without processes (for scale tests)",
+    )
+    up.add_argument(
+        "--zones", type=_zones, default=None, metavar="A,B,C",
+        help="spread nodes over these topology.kubernetes.io/zone values",
+    )
+    up.add_argument(
         "--merge-kubeconfig",
         action="store_true",
         help="also merge the admin context into $KUBECONFIG or ~/.kube/config and make it current",
@@ -102,6 +110,23 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("version", help="print the pocketkube version")
     return parser
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
+    if not 0 <= n <= 10000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10000, not {n}")
+    return n
+
+
+def _zones(value: str) -> list[str]:
+    zones = [z.strip() for z in value.split(",") if z.strip()]
+    if not zones:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of zone names, e.g. a,b,c")
+    return zones
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -161,7 +186,8 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
             flush=True,
         )
 
-    settings = cluster.Settings(data_dir=data_dir, host=args.host, port=args.port)
+    settings = cluster.Settings(data_dir=data_dir, host=args.host, port=args.port,
+                                virtual_nodes=args.virtual_nodes, zones=args.zones)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(cluster.run(settings, on_ready=on_ready))
     print("pocketkube stopped", file=err, flush=True)

@@ -9,7 +9,22 @@ from typing import Any
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, rest
-from pocketkube.controllers import garbagecollector, namespace
+from pocketkube.controllers import (
+    cronjob,
+    daemonset,
+    deployment,
+    disruption,
+    garbagecollector,
+    job,
+    namespace,
+    nodelifecycle,
+    podgc,
+    replicaset,
+    serviceaccount,
+    statefulset,
+    tainteviction,
+    ttlafterfinished,
+)
 
 log = logging.getLogger("pocketkube.controllers")
 
@@ -32,6 +47,19 @@ def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Cloc
     return [
         ("namespace", namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clock)),
         ("garbagecollector", garbagecollector.GarbageCollector(client, clock=clock)),
+        ("statefulset", statefulset.StatefulSetController(client, clock=clock)),
+        ("daemonset", daemonset.DaemonSetController(client, clock=clock)),
+        ("replicaset", replicaset.ReplicaSetController(client, clock=clock)),
+        ("replicationcontroller", replicaset.ReplicaSetController(client, kind="ReplicationController", clock=clock)),
+        ("deployment", deployment.DeploymentController(client, clock=clock)),
+        ("serviceaccount", serviceaccount.ServiceAccountController(client, clock=clock)),
+        ("disruption", disruption.DisruptionController(client, clock=clock)),
+        ("nodelifecycle", nodelifecycle.NodeLifecycleController(client, settings=nodelifecycle.settings_from_env(), clock=clock)),
+        ("tainteviction", tainteviction.TaintEvictionController(client, clock=clock)),
+        ("podgc", podgc.PodGCController(client, clock=clock)),
+        ("job", job.JobController(client, clock=clock)),
+        ("cronjob", cronjob.CronJobController(client, clock=clock)),
+        ("ttlafterfinished", ttlafterfinished.TTLAfterFinishedController(client, clock=clock)),
     ]
 
 

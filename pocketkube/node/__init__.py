@@ -1,1 +1,1 @@
-"""The node agent (kubelet): node registration, leases, pod workers and container runtimes."""
+"""The node agent (kubelet): node registration and lease, pod workers, container runtimes."""

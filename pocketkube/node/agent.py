@@ -1,0 +1,330 @@
+"""One node agent (kubelet): registers its Node, renews its Lease, reports conditions, runs its pods."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+
+from pocketkube.api import errors
+from pocketkube.base import clock as clock_mod
+from pocketkube.base import pki as pki_mod
+from pocketkube.client import config, rest
+from pocketkube.node import events as events_mod
+from pocketkube.node import machine as machine_mod
+from pocketkube.node import nodes, podworkers, runtime
+
+log = logging.getLogger("pocketkube.node")
+
+NODES = rest.GVR("", "v1", "nodes")
+LEASES = rest.GVR("coordination.k8s.io", "v1", "leases")
+USER_AGENT = f"kubelet/{nodes.KUBELET_VERSION} (linux/amd64) pocketkube"
+FIELD_MANAGER = "kubelet"
+NODE_GROUP = "system:nodes"
+CERT_DAYS = 365
+# The kubelet's defaults: the lease is renewed every quarter of its 40 s duration; status is
+# checked every 10 s but, with leases on, only posted when it changes or every 5 minutes.
+LEASE_RENEW_SECONDS = 10.0
+STATUS_UPDATE_SECONDS = 10.0
+STATUS_REPORT_SECONDS = 300.0
+RETRY_SECONDS = 0.2
+MAX_RETRY_SECONDS = 7.0
+DEFAULT_PREFIX = "pocketkube-node"
+VIRTUAL_PREFIX = "pocketkube-virtual-node"
+
+RuntimeFactory = Callable[[nodes.NodeSpec], runtime.Runtime]
+
+
+class NodeAgent:
+    """The kubelet of one node: registration, lease, node status and the pod workers."""
+
+    def __init__(self, client: rest.Client, spec: nodes.NodeSpec, *, machine: nodes.Machine,
+                 capacity: dict[str, str], rt: runtime.Runtime, clock: clock_mod.Clock | None = None,
+                 workers: int = 4) -> None:
+        self.client = client
+        self.spec = spec
+        self.machine = machine
+        self.capacity = capacity
+        self.runtime = rt
+        self.clock = clock or clock_mod.Clock()
+        self.recorder = events_mod.Recorder(client, host=spec.name, clock=self.clock)
+        self.pods = podworkers.PodWorkers(client, node=spec.name, host_ip=spec.address, rt=rt,
+                                          recorder=self.recorder, clock=self.clock, workers=workers)
+        self.node_uid = ""
+        self._conditions: list[dict[str, Any]] = []
+        self._reported_at = -1e18
+        self._lease: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    async def run(self) -> None:
+        """Register, then keep lease, status and pods going until cancelled."""
+        await self._retry(self.register)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._lease_loop(), name=f"{self.name}-lease"),
+                 loop.create_task(self._status_loop(), name=f"{self.name}-status"),
+                 loop.create_task(self.pods.run(), name=f"{self.name}-pods")]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self.recorder.close()
+            await self.runtime.close()
+
+    async def _retry(self, step: Callable[[], Any]) -> None:
+        delay = RETRY_SECONDS
+        while True:
+            try:
+                await step()
+                return
+            except (errors.APIError, aiohttp.ClientError, OSError, TimeoutError) as e:
+                log.warning("node %s: %s failed (%s); retrying in %.1fs", self.name, step.__name__, e, delay)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+
+    # --- registration and status
+
+    async def register(self) -> None:
+        """Create the Node, or take over an existing one of this name and bring its status up to date."""
+        now = self.clock.now()
+        body = nodes.node_object(self.spec, self.machine, cap=self.capacity, now=now)
+        try:
+            node = await self.client.create(NODES, body)
+            self._events_at_start()
+        except errors.AlreadyExists:
+            node = await self.client.get(NODES.path("", self.name))
+            patch = nodes.reconcile_labels(node, self.spec, self.machine)
+            if patch:
+                node = await self.client.patch(NODES.path("", self.name), {"metadata": {"labels": patch}},
+                                               patch_type="strategic")
+            old = (node.get("status") or {}).get("conditions") or []
+            status = nodes.status(self.spec, self.machine, cap=self.capacity, now=now, old_conditions=old)
+            node = await self.client.patch(NODES.path("", self.name, subresource="status"), {"status": status},
+                                           patch_type="strategic")
+            self._events_at_start()
+        self.node_uid = str(node["metadata"].get("uid") or "")
+        self._conditions = (node.get("status") or {}).get("conditions") or []
+        self._reported_at = self.clock.monotonic()
+        log.info("node %s registered", self.name)
+
+    def _events_at_start(self) -> None:
+        ref = events_mod.node_ref(self.name)
+        self.recorder.event(ref, runtime.NORMAL, "Starting", "Starting kubelet.")
+        self.recorder.event(ref, runtime.NORMAL, "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods")
+        # The kubelet announces each condition it reports: KubeletHasSufficientMemory -> NodeHasSufficientMemory.
+        reasons = [reason.replace("Kubelet", "Node") for _, _, reason, _ in nodes.HEALTHY_CONDITIONS[:3]]
+        for reason in [*reasons, "NodeReady"]:
+            self.recorder.event(ref, runtime.NORMAL, reason, f"Node {self.name} status is now: {reason}")
+
+    async def update_status(self) -> bool:
+        """Post the node's conditions if they changed or the report interval passed; True if posted."""
+        now = self.clock.now()
+        fresh = nodes.conditions(now, self._conditions)
+        due = self.clock.monotonic() - self._reported_at >= STATUS_REPORT_SECONDS
+        if not due and not nodes.conditions_changed(self._conditions, fresh):
+            return False
+        try:
+            node = await self.client.patch(NODES.path("", self.name, subresource="status"),
+                                           {"status": {"conditions": fresh}}, patch_type="strategic")
+        except errors.NotFound:
+            # Someone deleted our Node: register it again rather than run pods for a node that is gone.
+            log.warning("node %s: the Node object is gone; registering again", self.name)
+            await self.register()
+            self._lease = None
+            return True
+        self._conditions = (node.get("status") or {}).get("conditions") or fresh
+        self._reported_at = self.clock.monotonic()
+        return True
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self.clock.sleep(STATUS_UPDATE_SECONDS)
+            try:
+                await self.update_status()
+            except (errors.APIError, aiohttp.ClientError, OSError, TimeoutError) as e:
+                log.warning("node %s: status update failed: %s", self.name, e)
+
+    # --- lease
+
+    async def renew_lease(self) -> dict[str, Any]:
+        """Create or renew the node's Lease in kube-node-lease; returns the stored Lease."""
+        now = self.clock.now()
+        if self._lease is None:
+            try:
+                self._lease = await self.client.get(LEASES.path(nodes.LEASE_NAMESPACE, self.name))
+            except errors.NotFound:
+                self._lease = await self.client.create(
+                    LEASES, nodes.lease_object(self.name, node_uid=self.node_uid, now=now))
+                return self._lease
+        lease = dict(self._lease)
+        fresh = nodes.lease_object(self.name, node_uid=self.node_uid, now=now)
+        lease["spec"] = {**(lease.get("spec") or {}), **fresh["spec"]}
+        meta = dict(lease.get("metadata") or {})
+        if self.node_uid and not meta.get("ownerReferences"):
+            meta["ownerReferences"] = fresh["metadata"]["ownerReferences"]
+        lease["metadata"] = meta
+        try:
+            self._lease = await self.client.update(LEASES, lease)
+        except (errors.Conflict, errors.NotFound):
+            self._lease = None  # read it again (or create it) on the next try
+            raise
+        return self._lease
+
+    async def _lease_loop(self) -> None:
+        delay = RETRY_SECONDS
+        while True:
+            try:
+                await self.renew_lease()
+                delay = RETRY_SECONDS
+                await self.clock.sleep(LEASE_RENEW_SECONDS)
+            except (errors.APIError, aiohttp.ClientError, OSError, TimeoutError) as e:
+                # Like the kubelet's lease controller: retry quickly at first, backing off to 7 s.
+                log.warning("node %s: lease renewal failed: %s; retrying in %.1fs", self.name, e, delay)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+
+
+# --- starting agents -----------------------------------------------------------------------------
+
+
+def virtual_runtime(spec: nodes.NodeSpec, *, clock: clock_mod.Clock) -> runtime.Runtime:
+    """The runtime of a virtual node: pods report running without any process."""
+    return runtime.VirtualRuntime(pod_cidr=spec.pod_cidr, host_ip=spec.address, clock=clock)
+
+
+def plan_nodes(count: int, *, prefix: str, zones: Sequence[str] | None = None,
+               virtual: bool = True) -> list[nodes.NodeSpec]:
+    """Names, zones (round robin) and pod CIDRs of `count` nodes."""
+    if count < 0:
+        raise ValueError(f"the number of nodes is not negative, got {count}")
+    zs = [z for z in (zones or []) if z]
+    return [nodes.NodeSpec(name=nodes.node_name(prefix, i + 1), zone=zs[i % len(zs)] if zs else "",
+                           pod_cidr=nodes.pod_cidr(i, virtual=virtual), virtual=virtual)
+            for i in range(count)]
+
+
+def _capacity(spec: nodes.NodeSpec, machine: nodes.Machine, share: int) -> dict[str, str]:
+    return dict(nodes.VIRTUAL_CAPACITY) if spec.virtual else nodes.capacity(machine, share=share)
+
+
+def _runtime_for(spec: nodes.NodeSpec, clock: clock_mod.Clock) -> runtime.Runtime:
+    if not spec.virtual:
+        # The process runtime is the seam's next implementation; until it lands every node is virtual.
+        log.warning("node %s: the process runtime is not available yet; its pods run virtually", spec.name)
+    return virtual_runtime(spec, clock=clock)
+
+
+async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
+    delay = 1.0
+    try:
+        while True:
+            try:
+                await agent.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node agent %s crashed; restarting in %.0fs", agent.name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+    finally:
+        await client.close()
+
+
+async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] | None = None,
+                virtual: bool = True, clock: clock_mod.Clock | None = None, name_prefix: str = "",
+                workers: int = 4, runtime_factory: RuntimeFactory | None = None) -> list[asyncio.Task[Any]]:
+    """Start `nodes` node agents against url, each authenticated as system:node:<name>; cancel to stop.
+
+    runtime_factory builds each node's container runtime (default: virtual, see _runtime_for)."""
+    clk = clock or clock_mod.Clock()
+    specs = plan_nodes(nodes, prefix=name_prefix or (VIRTUAL_PREFIX if virtual else DEFAULT_PREFIX),
+                       zones=zones, virtual=virtual)
+    machine = await asyncio.to_thread(machine_mod.detect, pki.directory)
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for spec in specs:
+        cert, key = await asyncio.to_thread(pki_mod.issue_client_cert, pki, f"system:node:{spec.name}",
+                                            groups=(NODE_GROUP,), days=CERT_DAYS)
+        client = config.from_pem(url, ca_pem=pki.ca_cert_pem, cert_pem=cert, key_pem=key,
+                                 user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
+        agent = NodeAgent(client, spec, machine=machine, capacity=_capacity(spec, machine, len(specs)),
+                          rt=runtime_factory(spec) if runtime_factory else _runtime_for(spec, clk),
+                          clock=clk, workers=workers)
+        tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
+    return tasks
+
+
+async def start_from_kubeconfig(kubeconfig: str, *, nodes: int = 1, zones: list[str] | None = None,
+                                virtual: bool = True, name_prefix: str = "",
+                                clock: clock_mod.Clock | None = None) -> list[asyncio.Task[Any]]:
+    """Start node agents with the credentials of a kubeconfig (e.g. the admin one) instead of node certs."""
+    clk = clock or clock_mod.Clock()
+    specs = plan_nodes(nodes, prefix=name_prefix or (VIRTUAL_PREFIX if virtual else DEFAULT_PREFIX),
+                       zones=zones, virtual=virtual)
+    machine = await asyncio.to_thread(machine_mod.detect)
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for spec in specs:
+        client = config.from_kubeconfig(kubeconfig, user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
+        agent = NodeAgent(client, spec, machine=machine, capacity=_capacity(spec, machine, len(specs)),
+                          rt=_runtime_for(spec, clk), clock=clk)
+        tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
+    return tasks
+
+
+def _server_of(kubeconfig: str) -> str:
+    client = config.from_kubeconfig(kubeconfig)
+    return client.base_url
+
+
+async def _main(args: argparse.Namespace) -> None:
+    zones = [z.strip() for z in (args.zones or "").split(",") if z.strip()]
+    if args.data_dir:
+        # The cluster's own CA is at hand: authenticate each node as system:node:<name>.
+        pki = pki_mod.load(args.data_dir)
+        tasks = await start(url=_server_of(args.kubeconfig), pki=pki, nodes=args.nodes, zones=zones,
+                            virtual=True, name_prefix=args.name_prefix)
+    else:
+        tasks = await start_from_kubeconfig(args.kubeconfig, nodes=args.nodes, zones=zones,
+                                            virtual=True, name_prefix=args.name_prefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"pocketkube node agents started: {len(tasks)}", flush=True)
+    await stop.wait()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run virtual node agents against the cluster of a kubeconfig until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m pocketkube.node.agent", description=main.__doc__)
+    parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to join")
+    parser.add_argument("--nodes", type=int, default=1, help="how many nodes to run (default 1)")
+    parser.add_argument("--zones", default="", help="comma-separated zones, assigned round robin")
+    parser.add_argument("--name-prefix", default=VIRTUAL_PREFIX, help="node names are <prefix>-1, <prefix>-2, ...")
+    parser.add_argument("--data-dir", default="", help="the cluster's data dir: sign node certificates with its CA")
+    args = parser.parse_args(argv)
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()

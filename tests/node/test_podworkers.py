@@ -1,0 +1,155 @@
+"""Specification of the pod workers: run bound pods, write their status once, finish their deletion."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pocketkube.base import clock as clock_mod
+from pocketkube.node import events as events_mod
+from pocketkube.node import podworkers, runtime
+from pocketkube.runtime import controller
+from tests.node import fakes
+
+NODE = "pocketkube-node-1"
+PATH = "/api/v1/namespaces/default/pods/web"
+
+
+def make_pod(**spec_extra):
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "web", "namespace": "default", "uid": "u1", "resourceVersion": "5"},
+           "spec": {"nodeName": NODE, "restartPolicy": "Always",
+                    "containers": [{"name": "c", "image": "nginx:1.25"}], **spec_extra},
+           "status": {"phase": "Pending", "qosClass": "BestEffort"}}
+    return pod
+
+
+@pytest.fixture
+def clk():
+    return clock_mod.FakeClock()
+
+
+@pytest.fixture
+def setup(clk):
+    client = fakes.FakeClient()
+    rt = runtime.VirtualRuntime(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
+    rec = events_mod.Recorder(client, host=NODE, clock=clk)
+    workers = podworkers.PodWorkers(client, node=NODE, host_ip="127.0.0.1", rt=rt, recorder=rec, clock=clk)
+    cache: dict[str, dict] = {}
+    workers.informer.get = cache.get  # type: ignore[method-assign]
+    return client, workers, cache, rec
+
+
+def put(client, cache, pod):
+    client.objects[PATH] = pod
+    cache["default/web"] = pod
+
+
+async def test_bound_pod_is_run_and_reported_once(setup):
+    """A pod bound here is started, its status written through /status once, and its events recorded."""
+    client, workers, cache, rec = setup
+    put(client, cache, make_pod())
+    assert await workers.reconcile("default/web") == controller.DONE
+    await rec.close()
+    writes = [c for c in client.calls if c[0] == "update/status"]
+    assert len(writes) == 1
+    status = writes[0][2]["status"]
+    assert status["phase"] == "Running" and status["podIP"] == "10.244.0.2"
+    reasons = [c[2]["reason"] for c in client.calls if c[0] == "create"]
+    assert reasons == ["Pulled", "Created", "Started"]
+    ev = next(c[2] for c in client.calls if c[0] == "create")
+    assert ev["involvedObject"]["fieldPath"] == "spec.containers{c}"
+    assert ev["source"] == {"component": "kubelet", "host": NODE}
+    # The watch brings our own write back: nothing more to do.
+    cache["default/web"] = client.objects[PATH]
+    client.calls.clear()
+    await workers.reconcile("default/web")
+    assert client.verbs() == []
+
+
+async def test_pods_of_other_nodes_are_left_alone(setup):
+    """A pod bound elsewhere is not touched."""
+    client, workers, cache, _ = setup
+    pod = make_pod()
+    pod["spec"]["nodeName"] = "other"
+    put(client, cache, pod)
+    await workers.reconcile("default/web")
+    assert client.verbs() == []
+
+
+async def test_deleted_pod_is_stopped_and_removed(setup):
+    """A terminating pod is stopped, reported terminal, then deleted with grace 0 and a uid precondition."""
+    client, workers, cache, rec = setup
+    put(client, cache, make_pod())
+    await workers.reconcile("default/web")
+    await rec.close()
+    pod = client.objects[PATH]
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:30Z"
+    pod["metadata"]["deletionGracePeriodSeconds"] = 30
+    put(client, cache, pod)
+    client.calls.clear()
+    await workers.reconcile("default/web")
+    await rec.close()
+    status_write = next(c for c in client.calls if c[0] == "update/status")
+    assert status_write[2]["status"]["phase"] == "Succeeded"
+    assert ("delete", PATH, {"grace_period_seconds": 0, "preconditions": {"uid": "u1"}}) in client.calls
+    assert [c[2]["reason"] for c in client.calls if c[0] == "create"] == ["Killing"]
+    assert PATH not in client.objects and workers.runtime.pod_status("u1") is None
+
+
+async def test_pod_gone_from_the_cache_is_forgotten(setup):
+    """When the pod disappears, the runtime forgets it and its IP is free again."""
+    client, workers, cache, _ = setup
+    put(client, cache, make_pod())
+    await workers.reconcile("default/web")
+    cache.clear()
+    await workers.reconcile("default/web")
+    assert workers.runtime.pod_status("u1") is None
+
+
+async def test_virtual_exit_requeues_until_the_run_ends(setup, clk):
+    """A pod set to exit after N seconds asks to be looked at again then, and completes."""
+    client, workers, cache, _ = setup
+    pod = make_pod(restartPolicy="Never")
+    pod["metadata"]["annotations"] = {runtime.EXIT_CODE_ANNOTATION: "0", runtime.RUN_SECONDS_ANNOTATION: "3"}
+    put(client, cache, pod)
+    assert await workers.reconcile("default/web") == controller.requeue_after(3)
+    put(client, cache, client.objects[PATH])
+    clk.advance(3)
+    assert await workers.reconcile("default/web") == controller.DONE
+    assert client.objects[PATH]["status"]["phase"] == "Succeeded"
+
+
+async def test_active_deadline(setup, clk):
+    """A pod past spec.activeDeadlineSeconds is stopped and Failed with DeadlineExceeded."""
+    client, workers, cache, _ = setup
+    put(client, cache, make_pod(activeDeadlineSeconds=5))
+    assert await workers.reconcile("default/web") == controller.requeue_after(5)
+    put(client, cache, client.objects[PATH])
+    clk.advance(5)
+    await workers.reconcile("default/web")
+    st = client.objects[PATH]["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "DeadlineExceeded")
+    assert st["message"] == "Pod was active on the node longer than the specified deadline"
+
+
+async def test_conflicting_status_write_is_retried_on_a_fresh_read(setup):
+    """A 409 on the status write re-reads the pod and writes on top of the newer version."""
+    from pocketkube.api import errors
+
+    client, workers, cache, _ = setup
+    put(client, cache, make_pod())
+    client.fail_next["update"] = errors.Conflict("the object has been modified")
+    await workers.reconcile("default/web")
+    assert client.verbs().count("update/status") == 2 and "get" in client.verbs()
+    assert client.objects[PATH]["status"]["phase"] == "Running"
+
+
+def test_deadline_left(clk):
+    """The time left before activeDeadlineSeconds counts from status.startTime."""
+    pod = make_pod(activeDeadlineSeconds=60)
+    assert podworkers.deadline_left(pod, clk.now()) is None
+    pod["status"]["startTime"] = "2025-12-31T23:59:30Z"
+    assert podworkers.deadline_left(pod, clk.now()) == 30
+    assert asyncio.iscoroutinefunction(podworkers.PodWorkers.reconcile)
