@@ -40,6 +40,8 @@ class StubCluster:
         data_dir: str
         host: str
         port: int
+        virtual_nodes: int = 0
+        zones: list[str] | None = None
 
     async def run(self, settings, *, on_ready):
         self.settings = settings
@@ -285,3 +287,23 @@ def test_python_dash_m(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("pocketkube ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--virtual-nodes", "-1"], "must be between 0 and 10000"),
+    (["--virtual-nodes", "two"], "expected a whole number"),
+    (["--zones", ","], "comma-separated list of zone names"),
+])
+def test_bad_node_flags_are_usage_errors(stub, tmp_path, args, message, capsys):
+    """Invalid --virtual-nodes or --zones values stop with a usage error naming the fix."""
+    with pytest.raises(SystemExit) as info:
+        main.run(["up", "--data-dir", str(tmp_path), *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_virtual_nodes_and_zones_reach_the_cluster(stub, tmp_path):
+    """--virtual-nodes and --zones are passed to the cluster settings."""
+    code, _, err = _run("up", "--data-dir", str(tmp_path / "d"), "--virtual-nodes", "3", "--zones", "a,b")
+    assert code == 0, err
+    assert stub.settings.virtual_nodes == 3 and stub.settings.zones == ["a", "b"]
