@@ -153,7 +153,7 @@ def test_checking_a_deployment_is_fast():
     start = time.perf_counter()
     for _ in range(n):
         fieldcheck.unknown_fields(DEPLOYMENT, "apps", "v1", "Deployment")
-    assert (time.perf_counter() - start) / n < 0.0002
+    assert (time.perf_counter() - start) / n < 0.002  # 10x headroom: not a benchmark
 
 
 WIDGET = {

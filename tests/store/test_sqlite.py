@@ -196,7 +196,7 @@ async def test_list_of_2000_current_entries_is_fast(open_store):
         result = await store.list("/l/")
         best = min(best, time.perf_counter() - t)
     assert len(result.entries) == 2000
-    assert best < 0.01
+    assert best < 0.1  # 10x headroom: not a benchmark
 
 
 _CRASH_WRITER = textwrap.dedent("""
