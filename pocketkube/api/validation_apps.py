@@ -163,7 +163,11 @@ def validate_stateful_set(obj: dict[str, Any]) -> list[FE]:
         sel = spec.get("selector")
         if not vm.selector_is_empty(sel) and not vm.selector_matches(sel, _template_labels(tmpl)):
             out.append(errors.invalid("spec.template.metadata.labels", vm.go_map(_template_labels(tmpl)), _MISMATCH))
-        out.extend(vp.validate_pod_template_spec(tmpl, "spec.template"))
+        # ValidatePodTemplateSpecForStatefulSet checks only the template's metadata: the pod spec
+        # (whose volumes come partly from volumeClaimTemplates) is validated when each pod is created.
+        tmeta = vm.as_dict(vm.as_dict(tmpl).get("metadata"))
+        out.extend(names.validate_labels(tmeta.get("labels"), "spec.template.metadata.labels"))
+        out.extend(names.validate_annotations(tmeta.get("annotations"), "spec.template.metadata.annotations"))
     tspec = vm.as_dict(vm.as_dict(spec.get("template")).get("spec"))
     if (tspec.get("restartPolicy") or "") != "Always":
         out.append(errors.unsupported("spec.template.spec.restartPolicy", tspec.get("restartPolicy") or "",

@@ -24,6 +24,8 @@ _GENERATION_KINDS = {
     ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
 }
 
+DAEMONSET_TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
 # Kinds whose status a client may set on create (nodes report themselves; events have none).
 _STATUS_ON_CREATE = {("", "Node"), ("apiregistration.k8s.io", "APIService")}
 
@@ -106,6 +108,8 @@ def prepare_create(res: resources.Resource, obj: dict[str, Any], *, clock: clock
                 obj["status"] = status
         if res.crd and not status:
             obj.pop("status", None)
+    if (res.group, res.kind) == ("apps", "DaemonSet"):
+        meta.setdefault("annotations", {})[DAEMONSET_TEMPLATE_GENERATION] = "1"
     if (res.group, res.kind) == ("", "Namespace"):
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
         spec = obj.setdefault("spec", {})
@@ -163,6 +167,10 @@ def prepare_update(res: resources.Resource, new: dict[str, Any], old: dict[str, 
         if _spec_view(new) != _spec_view(old) or (res.crd and not has_status(res) and new.get("status") != old.get("status")):
             gen += 1
         meta["generation"] = gen
+        if (res.group, res.kind) == ("apps", "DaemonSet") and \
+                (new.get("spec") or {}).get("template") != (old.get("spec") or {}).get("template"):
+            # kube's DaemonSet strategy records which generation last changed the pod template
+            meta.setdefault("annotations", {})[DAEMONSET_TEMPLATE_GENERATION] = str(gen)
     else:
         meta.pop("generation", None)
         if "generation" in old_meta:

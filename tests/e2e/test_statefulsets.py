@@ -6,8 +6,6 @@ import json
 import time
 from collections.abc import Callable
 
-import pytest
-
 from tests.e2e import cluster as cluster_mod
 
 READY = json.dumps({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
@@ -118,8 +116,6 @@ def test_parallel_statefulset_with_delete_retention(cluster: cluster_mod.Cluster
     _eventually(lambda: not cluster.kubectl("-n", "sts2", "get", "pvc", "-o", "name").stdout.strip(), timeout=15)
 
 
-@pytest.mark.xfail(strict=True, reason="api/validation_apps.py validates a StatefulSet's pod template like a pod's, "
-                                       "so mounts of volumeClaimTemplates are refused (kube skips that check)")
 def test_statefulset_may_mount_its_claim_templates(cluster: cluster_mod.Cluster) -> None:
     """A container may mount a volume named after a volumeClaimTemplate, as in the Kubernetes docs."""
     cluster.kubectl("create", "namespace", "sts3")
@@ -174,3 +170,17 @@ def test_daemonset_runs_one_pod_per_eligible_node(cluster: cluster_mod.Cluster) 
     revs = cluster.json("-n", "ds1", "get", "controllerrevisions")["items"]
     assert sorted(r["revision"] for r in revs) == [1, 2]
     assert all(r["metadata"]["labels"]["controller-revision-hash"] in r["metadata"]["name"] for r in revs)
+
+
+def test_daemonset_template_generation_annotation(cluster: cluster_mod.Cluster) -> None:
+    """The API server records the pod template's generation on DaemonSets, as kube's strategy does."""
+    cluster.kubectl("create", "namespace", "dsgen")
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "g", "namespace": "dsgen"},
+          "spec": {"selector": {"matchLabels": {"a": "g"}},
+                   "template": {"metadata": {"labels": {"a": "g"}},
+                                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(ds))
+    key = "deprecated.daemonset.template.generation"
+    assert cluster.json("-n", "dsgen", "get", "ds", "g")["metadata"]["annotations"][key] == "1"
+    cluster.kubectl("-n", "dsgen", "set", "image", "ds/g", "c=busybox:1.36")
+    assert cluster.json("-n", "dsgen", "get", "ds", "g")["metadata"]["annotations"][key] == "2"
