@@ -12,7 +12,7 @@ from typing import Any
 from pocketkube.api import errors, selectors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import eventrecorder
+from pocketkube.controllers import eventrecorder, job_cache
 from pocketkube.controllers import job_util as ju
 from pocketkube.runtime import controller
 
@@ -21,84 +21,8 @@ log = logging.getLogger("pocketkube.controllers.job")
 PODS = rest.GVR("", "v1", "pods")
 JOBS = rest.GVR("batch", "v1", "jobs")
 COMPONENT = "job-controller"
-# kube's ControllerExpectations give up waiting for an unobserved create/delete after five minutes.
-EXPECTATIONS_TTL = 300.0
 ORPHAN = "orphan-pod"
 STALE_RETRY = 1.0
-
-
-class Expectations:
-    """Creates/deletes issued but not yet seen in the pod informer, and finalizer removals in flight."""
-
-    def __init__(self) -> None:
-        self._counts: dict[str, tuple[int, int, float]] = {}
-        self._finalizers: dict[str, set[str]] = {}
-
-    def expect(self, key: str, *, adds: int = 0, deletes: int = 0, now: float) -> None:
-        self._counts[key] = (adds, deletes, now)
-
-    def creation_observed(self, key: str) -> None:
-        if key in self._counts:
-            a, d, t = self._counts[key]
-            self._counts[key] = (a - 1, d, t)
-
-    def deletion_observed(self, key: str) -> None:
-        if key in self._counts:
-            a, d, t = self._counts[key]
-            self._counts[key] = (a, d - 1, t)
-
-    def satisfied(self, key: str, now: float) -> bool:
-        rec = self._counts.get(key)
-        return rec is None or (rec[0] <= 0 and rec[1] <= 0) or now - rec[2] > EXPECTATIONS_TTL
-
-    def expect_finalizers_removed(self, key: str, uids: list[str]) -> None:
-        self._finalizers.setdefault(key, set()).update(uids)
-
-    def finalizer_removed(self, key: str, uid: str) -> None:
-        self._finalizers.get(key, set()).discard(uid)
-
-    def finalizers_pending(self, key: str) -> set[str]:
-        return set(self._finalizers.get(key, ()))
-
-    def forget(self, key: str) -> None:
-        self._counts.pop(key, None)
-        self._finalizers.pop(key, None)
-
-
-class PodIndex:
-    """Pods by namespace, and pod keys by controller uid."""
-
-    def __init__(self) -> None:
-        self.by_ns: dict[str, dict[str, dict[str, Any]]] = {}
-        self.by_owner: dict[str, set[str]] = {}
-
-    def update(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        if old is not None:
-            key = informer.key_of(old)
-            self.by_ns.get(ju.meta(old).get("namespace") or "", {}).pop(key, None)
-            ref = _controller_of(old)
-            if ref is not None:
-                self.by_owner.get(ref.get("uid") or "", set()).discard(key)
-        if new is not None:
-            key = informer.key_of(new)
-            self.by_ns.setdefault(ju.meta(new).get("namespace") or "", {})[key] = new
-            ref = _controller_of(new)
-            if ref is not None:
-                self.by_owner.setdefault(ref.get("uid") or "", set()).add(key)
-
-    def in_namespace(self, ns: str) -> list[dict[str, Any]]:
-        return list(self.by_ns.get(ns, {}).values())
-
-    def owned_by(self, uid: str, ns: str) -> list[dict[str, Any]]:
-        pods = self.by_ns.get(ns, {})
-        return [pods[k] for k in self.by_owner.get(uid, ()) if k in pods]
-
-
-def _controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    for ref in ju.meta(obj).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller"):
-            return ref
-    return None
 
 
 @dataclasses.dataclass
@@ -130,14 +54,14 @@ class JobController:
         self.client = client
         self.clock = clock or clock_mod.Clock()
         self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
-        self.expectations = Expectations()
+        self.expectations = job_cache.Expectations()
         self.backoffs: dict[str, ju.Backoff] = {}
         # The resourceVersion of our last status write per Job: an older cached copy is not worth a sync.
         self.written: dict[str, int] = {}
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
         self.jobs = informer.Informer(client, JOBS, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
-        self.pod_index = PodIndex()
+        self.pod_index = job_cache.PodIndex()
         self.pods.add_handler(self.pod_index.update)
         self.controller.watch(self.jobs, self._job_keys)
         self.controller.watch(self.pods, self._pod_keys)
@@ -163,7 +87,7 @@ class JobController:
                         if ju.has_finalizer(p)]
 
     def _job_for(self, pod: dict[str, Any]) -> str | None:
-        ref = _controller_of(pod)
+        ref = job_cache.controller_of(pod)
         if ref is None or ref.get("kind") != "Job":
             return None
         key = f"{ju.meta(pod).get('namespace') or ''}/{ref.get('name') or ''}"
@@ -182,7 +106,7 @@ class JobController:
         if key is None:
             if new is not None and ju.has_finalizer(new):
                 return [(ORPHAN, pkey)]
-            if new is not None and _controller_of(new) is None and not ju.meta(new).get("deletionTimestamp"):
+            if new is not None and job_cache.controller_of(new) is None and not ju.meta(new).get("deletionTimestamp"):
                 return self._matching_jobs(new)
             return []
         if new is None:
@@ -238,7 +162,7 @@ class JobController:
         pod = self.pods.get(pkey)
         if pod is None or not ju.has_finalizer(pod):
             return
-        ref = _controller_of(pod)
+        ref = job_cache.controller_of(pod)
         ns = ju.meta(pod).get("namespace") or ""
         if ref is not None and ref.get("kind") == "Job":
             try:
@@ -259,7 +183,7 @@ class JobController:
             return self.pod_index.owned_by(uid, ns)
         owned: list[dict[str, Any]] = []
         for pod in self.pod_index.in_namespace(ns):
-            ref = _controller_of(pod)
+            ref = job_cache.controller_of(pod)
             matches = selector.matches(ju.meta(pod).get("labels") or {})
             pm = ju.meta(pod)
             path = PODS.path(ns, pm.get("name") or "")
