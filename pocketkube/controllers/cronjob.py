@@ -9,8 +9,8 @@ from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
 from pocketkube.controllers import cronjob_plan as plan
-from pocketkube.controllers import eventrecorder
-from pocketkube.runtime import controller
+from pocketkube.controllers import podutil
+from pocketkube.runtime import controller, events, writes
 
 log = logging.getLogger("pocketkube.controllers.cronjob")
 
@@ -57,7 +57,7 @@ class CronJobController:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
         self.cronjobs = informer.Informer(client, CRONJOBS, clock=self.clock)
         self.jobs = informer.Informer(client, JOBS, clock=self.clock)
@@ -88,7 +88,7 @@ class CronJobController:
         if cj is None:
             self.written.pop(key, None)
             return controller.DONE
-        if _rv(cj) < self.written.get(key, 0):
+        if podutil.resource_version(cj) < self.written.get(key, 0):
             # The informer has not caught up with our own write; its event will bring the key back.
             return controller.requeue_after(STALE_RETRY)
         jobs = self.index.children(key)
@@ -132,9 +132,9 @@ class CronJobController:
 
     async def _schedule(self, cj: dict[str, Any]) -> tuple[dict[str, Any], controller.Outcome]:
         """Start the due run, if any; the CronJob with its new status and when to look again."""
-        sched, events = plan.schedule_of(cj)
+        sched, parse_events = plan.schedule_of(cj)
         suspended = bool((cj.get("spec") or {}).get("suspend"))
-        for e in events:
+        for e in parse_events:
             if not suspended or e[1] == "UnknownTimeZone":
                 await self.recorder.event(cj, *e)
         if sched is None or suspended:
@@ -162,7 +162,7 @@ class CronJobController:
                     r.get("uid") == plan.meta(job).get("uid") for r in status.get("active") or []):
                 return dict(cj, status=status), outcome
         except errors.APIError as e:
-            if _namespace_terminating(e):
+            if writes.namespace_terminating(e):
                 return dict(cj, status=status), controller.DONE
             await self.recorder.event(cj, plan.WARNING, "FailedCreate", f"Error creating job: {e.message}")
             raise
@@ -206,14 +206,4 @@ class CronJobController:
             updated = await self.client.update_status(CRONJOBS, body)
         except errors.NotFound:
             return
-        self.written[informer.key_of(cj)] = _rv(updated)
-
-
-def _rv(obj: dict[str, Any]) -> int:
-    value = str(plan.meta(obj).get("resourceVersion") or "0")
-    return int(value) if value.isdigit() else 0
-
-
-def _namespace_terminating(e: errors.APIError) -> bool:
-    causes = (e.details or {}).get("causes") or []
-    return any(c.get("reason") == "NamespaceTerminating" for c in causes) or "being terminated" in e.message
+        self.written[informer.key_of(cj)] = podutil.resource_version(updated)

@@ -8,7 +8,7 @@ import datetime
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
-from pocketkube.controllers import cronschedule
+from pocketkube.controllers import cronschedule, podutil
 
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 # kube requeues 100 ms past the next activation so the sync surely lands after it.
@@ -20,17 +20,8 @@ NORMAL, WARNING = "Normal", "Warning"
 Event = tuple[str, str, str]
 
 
-def meta(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj.get("metadata") or {}
-
-
-def parse_time(value: Any) -> datetime.datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        return clock_mod.parse_time(value)
-    except ValueError:
-        return None
+meta = podutil.meta
+parse_time = podutil.parse_time
 
 
 def job_name(cronjob_name: str, scheduled: datetime.datetime) -> str:

@@ -11,9 +11,9 @@ from pocketkube.api import errors, selectors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
 from pocketkube.controllers import daemonset_util as util
-from pocketkube.controllers import eventrecorder, history
+from pocketkube.controllers import history, ownerrefs
 from pocketkube.controllers import replicaset_util as rsutil
-from pocketkube.runtime import controller
+from pocketkube.runtime import controller, events
 
 log = logging.getLogger("pocketkube.controllers.daemonset")
 
@@ -50,7 +50,7 @@ class DaemonSetController:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.expectations = rsutil.Expectations()
         self.backoff = util.FailedBackoff()
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
@@ -77,25 +77,10 @@ class DaemonSetController:
         return [informer.key_of(obj)]
 
     def _owner_key(self, obj: dict[str, Any]) -> str | None:
-        ref = rsutil.controller_of(obj)
-        if ref is None or ref.get("kind") != KIND:
-            return None
-        key = f"{meta(obj).get('namespace') or ''}/{ref.get('name', '')}"
-        owner = self.sets.get(key)
-        return key if owner is not None and meta(owner).get("uid") == ref.get("uid") else None
+        return ownerrefs.owner_key(self.sets, KIND, meta(obj).get("namespace") or "", rsutil.controller_of(obj))
 
     def _selecting(self, obj: dict[str, Any]) -> list[str]:
-        ns, labels = meta(obj).get("namespace"), meta(obj).get("labels") or {}
-        out = []
-        for ds in self.sets.list():
-            if meta(ds).get("namespace") != ns:
-                continue
-            try:
-                if selectors.from_label_selector((ds.get("spec") or {}).get("selector")).matches(labels):
-                    out.append(informer.key_of(ds))
-            except errors.APIError:
-                continue
-        return out
+        return ownerrefs.selecting(self.sets.list(), obj)
 
     def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         keys: list[str] = []
@@ -147,7 +132,7 @@ class DaemonSetController:
         ds["apiVersion"], ds["kind"] = API_VERSION, KIND
         raw_selector = (ds.get("spec") or {}).get("selector")
         if raw_selector == {}:
-            await self.recorder.event(ds, eventrecorder.WARNING, "SelectingAll",
+            await self.recorder.event(ds, events.WARNING, "SelectingAll",
                                       "This daemon set is selecting all pods. A non-empty selector is required.")
             return controller.DONE
         try:
@@ -322,9 +307,9 @@ class DaemonSetController:
         except errors.APIError as e:
             if "being terminated" in e.message:
                 return
-            await self.recorder.event(ds, eventrecorder.WARNING, "FailedCreate", f"Error creating: {e.message}")
+            await self.recorder.event(ds, events.WARNING, "FailedCreate", f"Error creating: {e.message}")
             raise
-        await self.recorder.event(ds, eventrecorder.NORMAL, "SuccessfulCreate",
+        await self.recorder.event(ds, events.NORMAL, "SuccessfulCreate",
                                   f"Created pod: {meta(pod).get('name', '')}")
 
     async def _delete(self, key: str, ds: dict[str, Any], pod: dict[str, Any]) -> None:
@@ -334,9 +319,9 @@ class DaemonSetController:
             self.expectations.deletion_observed(key, informer.key_of(pod))
             if isinstance(e, errors.NotFound):
                 return
-            await self.recorder.event(ds, eventrecorder.WARNING, "FailedDelete", f"Error deleting: {e.message}")
+            await self.recorder.event(ds, events.WARNING, "FailedDelete", f"Error deleting: {e.message}")
             raise
-        await self.recorder.event(ds, eventrecorder.NORMAL, "SuccessfulDelete",
+        await self.recorder.event(ds, events.NORMAL, "SuccessfulDelete",
                                   f"Deleted pod: {meta(pod).get('name', '')}")
 
     async def _update_status(self, ds: dict[str, Any], nodes: list[dict[str, Any]], pods: list[dict[str, Any]],

@@ -8,7 +8,7 @@ import datetime
 import functools
 from typing import Any
 
-from pocketkube.controllers import history
+from pocketkube.controllers import history, podutil
 from pocketkube.controllers import replicaset_util as rsutil
 
 HASH_LABEL = history.HASH_LABEL
@@ -55,16 +55,7 @@ def add_daemon_tolerations(spec: dict[str, Any]) -> None:
     spec["tolerations"] = tolerations
 
 
-def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
-    """Toleration.ToleratesTaint."""
-    if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
-        return False
-    if toleration.get("key") and toleration.get("key") != taint.get("key"):
-        return False
-    op = toleration.get("operator") or "Equal"
-    if op == "Exists":
-        return True
-    return op == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
+tolerates = podutil.tolerates
 
 
 def untolerated_taint(taints: list[dict[str, Any]], tolerations: list[dict[str, Any]],

@@ -11,9 +11,9 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
 from pocketkube.controllers import deployment_status as ds
 from pocketkube.controllers import deployment_util as du
-from pocketkube.controllers import eventrecorder, replicaset
+from pocketkube.controllers import ownerrefs, replicaset
 from pocketkube.controllers import replicaset_util as rsutil
-from pocketkube.runtime import controller
+from pocketkube.runtime import controller, events
 
 log = logging.getLogger("pocketkube.controllers.deployment")
 
@@ -41,12 +41,12 @@ class DeploymentController:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("deployment", self.reconcile, workers=workers, clock=self.clock)
         self.deployments = informer.Informer(client, DEPLOYMENTS, clock=self.clock)
         self.replicasets = informer.Informer(client, REPLICASETS, clock=self.clock)
-        self.deployment_index = replicaset.Index()
-        self.rs_index = replicaset.Index()
+        self.deployment_index = ownerrefs.OwnerIndex()
+        self.rs_index = ownerrefs.OwnerIndex()
         # key -> (resourceVersions our own writes superseded, the object we last wrote): lets a sync
         # that starts before the informer has caught up with our last write build on that write.
         self._written: dict[str, tuple[set[str], dict[str, Any]]] = {}
@@ -61,13 +61,7 @@ class DeploymentController:
     # --- event handlers
 
     def _owner_key(self, ns: str, ref: dict[str, Any] | None) -> str | None:
-        if ref is None or ref.get("kind") != "Deployment":
-            return None
-        key = f"{ns}/{ref.get('name', '')}"
-        d = self.deployments.get(key)
-        if d is None or du.meta(d).get("uid") != ref.get("uid"):
-            return None
-        return key
+        return ownerrefs.owner_key(self.deployments, "Deployment", ns, ref)
 
     def _matching(self, rs: dict[str, Any]) -> list[str]:
         ns = du.meta(rs).get("namespace") or ""
@@ -132,7 +126,7 @@ class DeploymentController:
         d.setdefault("status", {})
         sel = du.spec(d).get("selector")
         if sel == {}:
-            await self.recorder.event(d, eventrecorder.WARNING, "SelectingAll",
+            await self.recorder.event(d, events.WARNING, "SelectingAll",
                                       "This deployment is selecting all pods. A non-empty selector is required.")
             gen = int(du.meta(d).get("generation") or 0)
             if int(du.status(d).get("observedGeneration") or 0) < gen:
@@ -223,7 +217,7 @@ class DeploymentController:
         du.set_replicas_annotations(body, want, most)
         updated = await self.client.update(REPLICASETS, body)
         if resize:
-            await self.recorder.event(d, eventrecorder.NORMAL, "ScalingReplicaSet",
+            await self.recorder.event(d, events.NORMAL, "ScalingReplicaSet",
                                       f"Scaled {op} replica set {du.meta(rs).get('name')} from {old} to {size}")
         return resize, updated
 
@@ -304,10 +298,10 @@ class DeploymentController:
                 ds.set_condition(d["status"], ds.new_condition(du.PROGRESSING, "False", du.FAILED_RS_CREATE, msg,
                                                                self._stamp()))
                 await self._write_status(d)
-            await self.recorder.event(d, eventrecorder.WARNING, du.FAILED_RS_CREATE, msg)
+            await self.recorder.event(d, events.WARNING, du.FAILED_RS_CREATE, msg)
             raise
         if not already and count > 0:
-            await self.recorder.event(d, eventrecorder.NORMAL, "ScalingReplicaSet",
+            await self.recorder.event(d, events.NORMAL, "ScalingReplicaSet",
                                       f"Scaled up replica set {name} from 0 to {count}")
         needs = await self._set_revision(d, str(new_revision))
         if not already and deadline:

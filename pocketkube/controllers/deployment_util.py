@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from pocketkube.controllers import history
 from pocketkube.controllers import replicaset_util as rsutil
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -24,7 +25,6 @@ SKIPPED_ANNOTATIONS = frozenset({LAST_APPLIED, REVISION, REVISION_HISTORY, DESIR
                                  ROLLBACK_TO})
 MAX_REV_HISTORY_CHARS = 2000
 MAX_INT32 = 2 ** 31 - 1
-SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 PROGRESSING = "Progressing"
 AVAILABLE = "Available"
@@ -69,17 +69,9 @@ def as_int(value: Any) -> int:
 # --- the pod-template-hash -----------------------------------------------------------------
 
 
-def fnv32a(data: bytes) -> int:
-    h = 0x811C9DC5
-    for b in data:
-        h ^= b
-        h = (h * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def safe_encode(s: str) -> str:
-    """rand.SafeEncodeString: each byte mapped into an alphabet without vowels or look-alikes."""
-    return "".join(SAFE_ALPHABET[b % len(SAFE_ALPHABET)] for b in s.encode())
+SAFE_ALPHABET = history.SAFE_ALPHABET
+fnv32a = history.fnv32a
+safe_encode = history.safe_encode
 
 
 def compute_hash(template: dict[str, Any], collision_count: int | None) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 from pocketkube.api import errors, selectors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import eventrecorder
-from pocketkube.runtime import controller
+from pocketkube.controllers import podutil
+from pocketkube.runtime import controller, events
 
 log = logging.getLogger("pocketkube.controllers.disruption")
 
@@ -137,15 +137,6 @@ def is_pod_ready(pod: Mapping[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def _time(s: Any) -> datetime.datetime | None:
-    if not isinstance(s, str):
-        return None
-    try:
-        return clock_mod.parse_time(s)
-    except ValueError:
-        return None
-
-
 def disrupted_pods(pods: list[dict[str, Any]], pdb: Mapping[str, Any],
                    now: datetime.datetime) -> tuple[dict[str, str], datetime.datetime | None, list[str]]:
     """(disruptedPods still expected to go, when to look again, names whose deletion never came)."""
@@ -160,7 +151,7 @@ def disrupted_pods(pods: list[dict[str, Any]], pdb: Mapping[str, Any],
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue
-        when = _time(recorded.get(meta.get("name")))
+        when = podutil.parse_time(recorded.get(meta.get("name")))
         if when is None:
             continue
         expected_deletion = when + timeout
@@ -181,7 +172,7 @@ def count_healthy(pods: list[dict[str, Any]], disrupted: Mapping[str, str], now:
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue
-        when = _time(disrupted.get(meta.get("name") or ""))
+        when = podutil.parse_time(disrupted.get(meta.get("name") or ""))
         if when is not None and when + timeout > now:
             continue
         if is_pod_ready(pod):
@@ -268,7 +259,7 @@ def stale_disruption_wait(pod: Mapping[str, Any], now: datetime.datetime) -> flo
                  and c.get("type") == "DisruptionTarget"), None)
     if cond is None or cond.get("status") != "True" or cond.get("reason") == "TerminationByKubelet":
         return None
-    since = _time(cond.get("lastTransitionTime")) or now
+    since = podutil.parse_time(cond.get("lastTransitionTime")) or now
     return max(0.0, STALE_POD_DISRUPTION_TIMEOUT - (now - since).total_seconds())
 
 
@@ -278,7 +269,7 @@ class DisruptionController:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("disruption", self.reconcile, workers=workers, clock=self.clock)
         self.pdbs = informer.Informer(client, PDBS, resync_seconds=RESYNC_SECONDS, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
@@ -319,18 +310,18 @@ class DisruptionController:
         try:
             pods = pods_for(pdb, self.pods.list())
             if not pods:
-                await self.recorder.event(pdb, eventrecorder.NORMAL, "NoPods", "No matching pods found")
+                await self.recorder.event(pdb, events.NORMAL, "NoPods", "No matching pods found")
             scales = await self._scales(pdb, pods) if needs_scale(pdb) else {}
             expected, desired, unmanaged = expected_counts(pdb, pods, scales)
         except SyncError as e:
-            await self.recorder.event(pdb, eventrecorder.WARNING, "CalculateExpectedPodCountFailed",
+            await self.recorder.event(pdb, events.WARNING, "CalculateExpectedPodCountFailed",
                                       f"Failed to calculate the number of expected pods: {e}")
             await self._write(pdb, fail_safe_status(pdb, str(e), stamp))
             return controller.REQUEUE
         if unmanaged:
             sel = selectors.format((pdb.get("spec") or {}).get("selector"))
             await self.recorder.event(
-                pdb, eventrecorder.WARNING, "UnmanagedPods",
+                pdb, events.WARNING, "UnmanagedPods",
                 f"Pods selected by this PodDisruptionBudget (selector: {sel}) were found to be unmanaged. As a "
                 "result, the status of the PDB cannot be calculated correctly, which may result in undefined "
                 "behavior. To account for these pods please set \".spec.minAvailable\" field of the PDB to an "
@@ -340,7 +331,7 @@ class DisruptionController:
             pod = self.pods.get(f"{pdb['metadata'].get('namespace')}/{name}")
             if pod is not None:
                 ns = pdb["metadata"].get("namespace")
-                await self.recorder.event(pod, eventrecorder.WARNING, "NotDeleted",
+                await self.recorder.event(pod, events.WARNING, "NotDeleted",
                                           f"Pod was expected by PDB {ns}/{ns} to be deleted but it wasn't")
         current = count_healthy(pods, disrupted, now)
         status = plan_status(pdb, current=current, desired=desired, expected=expected, disrupted=disrupted, now=stamp)

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ import aiohttp
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.runtime import controller
+from pocketkube.runtime import controller, writes
 
 log = logging.getLogger("pocketkube.controllers.garbagecollector")
 
@@ -24,7 +25,6 @@ ORPHAN = "orphan"
 IGNORED = frozenset({("", "events"), ("events.k8s.io", "events")})
 DISCOVERY_PERIOD = 10.0
 SYNC_TIMEOUT = 30.0
-CONFLICT_RETRIES = 5
 ABSENT_CACHE_SIZE = 1000
 # Unknown kinds in owner references refresh discovery at most this often.
 ON_DEMAND_DISCOVERY_GAP = 1.0
@@ -435,46 +435,42 @@ class GarbageCollector:
 
     async def _patch_owner_refs(self, ident: Identity, change: Any) -> None:
         """Rewrite an object's ownerReferences with change(metadata), guarded by resourceVersion."""
-        for i in range(CONFLICT_RETRIES):
-            try:
-                path = await self._path_of(ident)
-                obj = await self.client.get(path, metadata_only=True)
-                meta = obj.get("metadata") or {}
-                if meta.get("uid") != ident.uid:
-                    return
-                refs = change(meta)
-                if refs == (meta.get("ownerReferences") or []):
-                    return
-                await self.client.patch(path, {"metadata": {"ownerReferences": refs or None, "uid": ident.uid,
-                                                            "resourceVersion": meta.get("resourceVersion")}},
-                                        patch_type="merge", metadata_only=True)
-                return
-            except errors.NotFound:
-                return
-            except errors.Conflict:
-                if i == CONFLICT_RETRIES - 1:
-                    raise
+
+        def build(meta: dict[str, Any]) -> dict[str, Any] | None:
+            refs = change(meta)
+            if refs == (meta.get("ownerReferences") or []):
+                return None
+            return {"ownerReferences": refs or None, "uid": ident.uid}
+
+        await self._patch_metadata(ident, build)
 
     async def _remove_finalizer(self, ident: Identity, finalizer: str) -> None:
-        for i in range(CONFLICT_RETRIES):
-            try:
-                path = await self._path_of(ident)
-                obj = await self.client.get(path, metadata_only=True)
-                meta = obj.get("metadata") or {}
-                fins = list(meta.get("finalizers") or [])
-                if meta.get("uid") != ident.uid or finalizer not in fins:
-                    return
-                rest_fins = [f for f in fins if f != finalizer]
-                log.info("garbage collector: removing finalizer %s from %s", finalizer, _show_ident(ident))
-                await self.client.patch(path, {"metadata": {"finalizers": rest_fins or None,
-                                                            "resourceVersion": meta.get("resourceVersion")}},
-                                        patch_type="merge", metadata_only=True)
+        def build(meta: dict[str, Any]) -> dict[str, Any] | None:
+            fins = list(meta.get("finalizers") or [])
+            if finalizer not in fins:
+                return None
+            log.info("garbage collector: removing finalizer %s from %s", finalizer, _show_ident(ident))
+            return {"finalizers": [f for f in fins if f != finalizer] or None}
+
+        await self._patch_metadata(ident, build)
+
+    async def _patch_metadata(self, ident: Identity,
+                              build: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        """Merge-patch the metadata build(current metadata) returns (None: nothing to do), retrying conflicts."""
+
+        async def attempt() -> None:
+            path = await self._path_of(ident)
+            obj = await self.client.get(path, metadata_only=True)
+            meta = obj.get("metadata") or {}
+            if meta.get("uid") != ident.uid:
                 return
-            except errors.NotFound:
+            patch = build(meta)
+            if patch is None:
                 return
-            except errors.Conflict:
-                if i == CONFLICT_RETRIES - 1:
-                    raise
+            await self.client.patch(path, {"metadata": {**patch, "resourceVersion": meta.get("resourceVersion")}},
+                                    patch_type="merge", metadata_only=True)
+
+        await writes.retry_on_conflict(attempt)
 
 
 def _unblocked(meta: dict[str, Any]) -> list[dict[str, Any]]:

@@ -11,12 +11,13 @@ import orjson
 
 from pocketkube.api import errors
 from pocketkube.client import rest
+from pocketkube.controllers import ownerrefs, podutil
 
 CONTROLLER_REVISIONS = rest.GVR("apps", "v1", "controllerrevisions")
 # apps.ControllerRevisionHashLabelKey: on revisions (the hash) and on the pods made from them.
 HASH_LABEL = "controller-revision-hash"
 # rand.SafeEncodeString's alphabet: no vowels (no words) and no look-alikes (0/o, 1/l).
-_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
+SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # ControllerRevisionName keeps the prefix short enough for a 253-character object name.
 _MAX_PREFIX = 223
 _FNV_OFFSET = 0x811C9DC5
@@ -25,8 +26,7 @@ _GO_HTML_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                     ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
-def meta(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj.get("metadata") or {}
+meta = podutil.meta
 
 
 # --- hashing ----------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def fnv32a(data: bytes) -> int:
 
 def safe_encode(s: str) -> str:
     """rand.SafeEncodeString: each byte mapped onto an alphabet that cannot spell words."""
-    return "".join(_ALPHANUMS[b % len(_ALPHANUMS)] for b in s.encode())
+    return "".join(SAFE_ALPHABET[b % len(SAFE_ALPHABET)] for b in s.encode())
 
 
 def go_json(value: Any) -> bytes:
@@ -113,12 +113,7 @@ def revision_name(prefix: str, hash_: str) -> str:
 # --- revisions --------------------------------------------------------------------------
 
 
-def controller_ref(owner: dict[str, Any]) -> dict[str, Any]:
-    """metav1.NewControllerRef for the owner."""
-    m = meta(owner)
-    return {"apiVersion": owner.get("apiVersion") or "", "kind": owner.get("kind") or "",
-            "name": m.get("name") or "", "uid": m.get("uid") or "", "controller": True,
-            "blockOwnerDeletion": True}
+controller_ref = ownerrefs.controller_ref
 
 
 def new_revision(parent: dict[str, Any], data: dict[str, Any], revision: int, *,

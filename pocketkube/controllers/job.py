@@ -12,9 +12,9 @@ from typing import Any
 from pocketkube.api import errors, selectors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import eventrecorder, job_cache
+from pocketkube.controllers import job_cache, ownerrefs, podutil
 from pocketkube.controllers import job_util as ju
-from pocketkube.runtime import controller
+from pocketkube.runtime import controller, events, writes
 
 log = logging.getLogger("pocketkube.controllers.job")
 
@@ -53,7 +53,7 @@ class JobController:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.expectations = job_cache.Expectations()
         self.backoffs: dict[str, ju.Backoff] = {}
         # The resourceVersion of our last status write per Job: an older cached copy is not worth a sync.
@@ -61,7 +61,7 @@ class JobController:
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
         self.jobs = informer.Informer(client, JOBS, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
-        self.pod_index = job_cache.PodIndex()
+        self.pod_index = ownerrefs.OwnerIndex()
         self.pods.add_handler(self.pod_index.update)
         self.controller.watch(self.jobs, self._job_keys)
         self.controller.watch(self.pods, self._pod_keys)
@@ -87,14 +87,7 @@ class JobController:
                         if ju.has_finalizer(p)]
 
     def _job_for(self, pod: dict[str, Any]) -> str | None:
-        ref = job_cache.controller_of(pod)
-        if ref is None or ref.get("kind") != "Job":
-            return None
-        key = f"{ju.meta(pod).get('namespace') or ''}/{ref.get('name') or ''}"
-        job = self.jobs.get(key)
-        if job is None or ju.meta(job).get("uid") != ref.get("uid"):
-            return None
-        return key
+        return ownerrefs.owner_key(self.jobs, "Job", ju.meta(pod).get("namespace") or "", ownerrefs.controller_of(pod))
 
     def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Any]:
         pod = new if new is not None else old
@@ -106,7 +99,7 @@ class JobController:
         if key is None:
             if new is not None and ju.has_finalizer(new):
                 return [(ORPHAN, pkey)]
-            if new is not None and job_cache.controller_of(new) is None and not ju.meta(new).get("deletionTimestamp"):
+            if new is not None and ownerrefs.controller_of(new) is None and not ju.meta(new).get("deletionTimestamp"):
                 return self._matching_jobs(new)
             return []
         if new is None:
@@ -126,18 +119,7 @@ class JobController:
         return keys
 
     def _matching_jobs(self, pod: dict[str, Any]) -> list[Any]:
-        ns = ju.meta(pod).get("namespace") or ""
-        labels = ju.meta(pod).get("labels") or {}
-        out: list[Any] = []
-        for job in self.jobs.list():
-            if ju.meta(job).get("namespace") != ns:
-                continue
-            try:
-                if selectors.from_label_selector(ju.spec(job).get("selector")).matches(labels):
-                    out.append(informer.key_of(job))
-            except errors.APIError:
-                continue
-        return out
+        return ownerrefs.selecting(self.jobs.list(), pod)
 
     # --- reconcile
 
@@ -151,7 +133,7 @@ class JobController:
             self.backoffs.pop(key, None)
             self.written.pop(key, None)
             return controller.DONE
-        if _rv(job) < self.written.get(key, 0):
+        if podutil.resource_version(job) < self.written.get(key, 0):
             # The informer has not caught up with our own write; its event will bring the key back.
             return controller.requeue_after(STALE_RETRY)
         pods = await self._claim_pods(job)
@@ -162,7 +144,7 @@ class JobController:
         pod = self.pods.get(pkey)
         if pod is None or not ju.has_finalizer(pod):
             return
-        ref = job_cache.controller_of(pod)
+        ref = ownerrefs.controller_of(pod)
         ns = ju.meta(pod).get("namespace") or ""
         if ref is not None and ref.get("kind") == "Job":
             try:
@@ -183,7 +165,7 @@ class JobController:
             return self.pod_index.owned_by(uid, ns)
         owned: list[dict[str, Any]] = []
         for pod in self.pod_index.in_namespace(ns):
-            ref = job_cache.controller_of(pod)
+            ref = ownerrefs.controller_of(pod)
             matches = selector.matches(ju.meta(pod).get("labels") or {})
             pm = ju.meta(pod)
             path = PODS.path(ns, pm.get("name") or "")
@@ -340,11 +322,11 @@ class JobController:
         if ju.suspended(job):
             conds, changed = ju.ensure_condition(conds, ju.SUSPENDED, "True", "JobSuspended", "Job suspended", now)
             if changed:
-                await self.recorder.event(job, eventrecorder.NORMAL, "Suspended", "Job suspended")
+                await self.recorder.event(job, events.NORMAL, "Suspended", "Job suspended")
         else:
             conds, changed = ju.ensure_condition(conds, ju.SUSPENDED, "False", "JobResumed", "Job resumed", now)
             if changed:
-                await self.recorder.event(job, eventrecorder.NORMAL, "Resumed", "Job resumed")
+                await self.recorder.event(job, events.NORMAL, "Resumed", "Job resumed")
                 # activeDeadlineSeconds counts continuous activity: a resumed Job starts its clock again.
                 status["startTime"] = clock_mod.rfc3339(now)
         if changed:
@@ -430,11 +412,11 @@ class JobController:
         try:
             pod = await self.client.create(PODS, body, namespace=ns)
         except errors.APIError as e:
-            if _namespace_terminating(e):
+            if writes.namespace_terminating(e):
                 return False
-            await self.recorder.event(job, eventrecorder.WARNING, "FailedCreate", f"Error creating: {e.message}")
+            await self.recorder.event(job, events.WARNING, "FailedCreate", f"Error creating: {e.message}")
             raise
-        await self.recorder.event(job, eventrecorder.NORMAL, "SuccessfulCreate",
+        await self.recorder.event(job, events.NORMAL, "SuccessfulCreate",
                                   f"Created pod: {ju.meta(pod).get('name', '')}")
         return True
 
@@ -457,9 +439,9 @@ class JobController:
             except errors.APIError as e:
                 if expect:
                     self.expectations.deletion_observed(key)
-                await self.recorder.event(job, eventrecorder.WARNING, "FailedDelete", f"Error deleting: {e.message}")
+                await self.recorder.event(job, events.WARNING, "FailedDelete", f"Error deleting: {e.message}")
                 return False
-            await self.recorder.event(job, eventrecorder.NORMAL, "SuccessfulDelete", f"Deleted pod: {m.get('name')}")
+            await self.recorder.event(job, events.NORMAL, "SuccessfulDelete", f"Deleted pod: {m.get('name')}")
             return True
 
         results = await asyncio.gather(*(one(p) for p in pods))
@@ -588,11 +570,11 @@ class JobController:
         if finished["type"] == ju.COMPLETE:
             total = ju.completions(job)
             if total is not None and int(job["status"].get("succeeded") or 0) > total:
-                await self.recorder.event(job, eventrecorder.WARNING, "TooManySucceededPods",
+                await self.recorder.event(job, events.WARNING, "TooManySucceededPods",
                                           "Too many succeeded pods running after completion count reached")
-            await self.recorder.event(job, eventrecorder.NORMAL, "Completed", "Job completed")
+            await self.recorder.event(job, events.NORMAL, "Completed", "Job completed")
         else:
-            await self.recorder.event(job, eventrecorder.WARNING, finished.get("reason") or "",
+            await self.recorder.event(job, events.WARNING, finished.get("reason") or "",
                                       finished.get("message") or "")
 
     async def _remove_finalizer(self, pod: dict[str, Any]) -> bool:
@@ -613,12 +595,7 @@ class JobController:
         body["status"] = status
         updated = await self.client.update_status(JOBS, body)
         job["metadata"] = updated.get("metadata") or job.get("metadata")
-        self.written[informer.key_of(job)] = _rv(updated)
-
-
-def _rv(obj: dict[str, Any]) -> int:
-    value = str(ju.meta(obj).get("resourceVersion") or "0")
-    return int(value) if value.isdigit() else 0
+        self.written[informer.key_of(job)] = podutil.resource_version(updated)
 
 
 def _set_count(status: dict[str, Any], key: str, value: int) -> None:
@@ -641,8 +618,3 @@ def _count_uncounted(status: dict[str, Any], with_finalizer: set[str]) -> bool:
             _set_count(status, field, int(status.get(field) or 0) + len(uids) - len(keep))
             unc[field] = keep
     return changed
-
-
-def _namespace_terminating(e: errors.APIError) -> bool:
-    causes = (e.details or {}).get("causes") or []
-    return any(c.get("reason") == "NamespaceTerminating" for c in causes) or "being terminated" in e.message

@@ -1,11 +1,6 @@
-"""Job controller bookkeeping: pending pod creates/deletes/finalizer removals, and pods indexed by owner."""
+"""Job controller expectations: pod creates, deletes and finalizer removals issued but not yet observed."""
 
 from __future__ import annotations
-
-from typing import Any
-
-from pocketkube.client import informer
-from pocketkube.controllers import job_util as ju
 
 # kube's ControllerExpectations give up waiting for an unobserved create/delete after five minutes.
 EXPECTATIONS_TTL = 300.0
@@ -47,39 +42,3 @@ class Expectations:
     def forget(self, key: str) -> None:
         self._counts.pop(key, None)
         self._finalizers.pop(key, None)
-
-
-class PodIndex:
-    """Pods by namespace, and pod keys by controller uid."""
-
-    def __init__(self) -> None:
-        self.by_ns: dict[str, dict[str, dict[str, Any]]] = {}
-        self.by_owner: dict[str, set[str]] = {}
-
-    def update(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        if old is not None:
-            key = informer.key_of(old)
-            self.by_ns.get(ju.meta(old).get("namespace") or "", {}).pop(key, None)
-            ref = controller_of(old)
-            if ref is not None:
-                self.by_owner.get(ref.get("uid") or "", set()).discard(key)
-        if new is not None:
-            key = informer.key_of(new)
-            self.by_ns.setdefault(ju.meta(new).get("namespace") or "", {})[key] = new
-            ref = controller_of(new)
-            if ref is not None:
-                self.by_owner.setdefault(ref.get("uid") or "", set()).add(key)
-
-    def in_namespace(self, ns: str) -> list[dict[str, Any]]:
-        return list(self.by_ns.get(ns, {}).values())
-
-    def owned_by(self, uid: str, ns: str) -> list[dict[str, Any]]:
-        pods = self.by_ns.get(ns, {})
-        return [pods[k] for k in self.by_owner.get(uid, ()) if k in pods]
-
-
-def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    for ref in ju.meta(obj).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller"):
-            return ref
-    return None

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
+from pocketkube.controllers import podutil
 
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
@@ -37,37 +38,21 @@ MSG_FAILED_INDEXES = "Job has failed indexes"
 MSG_MAX_FAILED_INDEXES = "Job has exceeded the specified maximal number of failed indexes"
 
 
-def meta(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj.get("metadata") or {}
+meta = podutil.meta
+parse_time = podutil.parse_time
 
 
 def spec(obj: dict[str, Any]) -> dict[str, Any]:
     return obj.get("spec") or {}
 
 
-def parse_time(value: Any) -> datetime.datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        return clock_mod.parse_time(value)
-    except ValueError:
-        return None
-
-
 # --- pods --------------------------------------------------------------------------------
 
 
-def phase(pod: dict[str, Any]) -> str:
-    return str((pod.get("status") or {}).get("phase") or "")
-
-
-def is_terminal(pod: dict[str, Any]) -> bool:
-    return phase(pod) in ("Succeeded", "Failed")
-
-
-def is_active(pod: dict[str, Any]) -> bool:
-    """controller.IsPodActive: not terminal and not being deleted."""
-    return not is_terminal(pod) and not meta(pod).get("deletionTimestamp")
+phase = podutil.phase
+is_terminal = podutil.is_terminal
+is_active = podutil.is_active
+is_ready = podutil.is_ready
 
 
 def is_terminating(pod: dict[str, Any]) -> bool:
@@ -79,11 +64,6 @@ def _condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
         if isinstance(c, dict) and c.get("type") == ctype:
             return c
     return None
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    c = _condition(pod, "Ready")
-    return c is not None and c.get("status") == "True"
 
 
 def has_finalizer(pod: dict[str, Any]) -> bool:

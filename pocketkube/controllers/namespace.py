@@ -11,7 +11,7 @@ from typing import Any
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.runtime import controller
+from pocketkube.runtime import controller, writes
 
 log = logging.getLogger("pocketkube.controllers.namespace")
 
@@ -27,7 +27,6 @@ DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserv
 # 15 s estimate for finalizers; one machine converges faster, so we look again sooner.
 REMAINING_REQUEUE = 2.0
 RESYNC_SECONDS = 300.0
-CONFLICT_RETRIES = 5
 
 DISCOVERY_FAILURE = "NamespaceDeletionDiscoveryFailure"
 GV_PARSING_FAILURE = "NamespaceDeletionGroupVersionParsingFailure"
@@ -273,19 +272,10 @@ class NamespaceController:
 
     async def _retry_on_conflict(self, name: str,
                                  attempt: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]) -> None:
-        for i in range(CONFLICT_RETRIES):
-            try:
-                ns = await self.client.get(NAMESPACES.path(name=name))
-            except errors.NotFound:
-                return
-            try:
-                await attempt(ns)
-                return
-            except errors.NotFound:
-                return
-            except errors.Conflict:
-                if i == CONFLICT_RETRIES - 1:
-                    raise
+        async def once() -> None:
+            await attempt(await self.client.get(NAMESPACES.path(name=name)))
+
+        await writes.retry_on_conflict(once)
 
 
 def _namespace_key(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:

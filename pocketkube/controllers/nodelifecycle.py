@@ -12,8 +12,8 @@ from typing import Any
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import eventrecorder
-from pocketkube.runtime import controller
+from pocketkube.controllers import podutil
+from pocketkube.runtime import controller, events
 
 log = logging.getLogger("pocketkube.controllers.nodelifecycle")
 
@@ -90,15 +90,6 @@ class Health:
     lease_renew: datetime.datetime | None = None
 
 
-def _time(s: Any) -> datetime.datetime | None:
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        return clock_mod.parse_time(s)
-    except ValueError:
-        return None
-
-
 def condition(node: Mapping[str, Any], ctype: str) -> dict[str, Any] | None:
     for c in (node.get("status") or {}).get("conditions") or []:
         if isinstance(c, dict) and c.get("type") == ctype:
@@ -116,7 +107,7 @@ def observe(node: Mapping[str, Any], lease: Mapping[str, Any] | None, saved: Hea
             now: datetime.datetime) -> Health:
     """Update a node's health record: a new heartbeat or a renewed Lease moves its probe time to now."""
     current = condition(node, "Ready")
-    created = _time((node.get("metadata") or {}).get("creationTimestamp")) or now
+    created = podutil.parse_time((node.get("metadata") or {}).get("creationTimestamp")) or now
     if current is None:
         # Never posted: count from creation, with the startup grace.
         health = saved if saved is not None else Health(probe=created, ready_transition=created)
@@ -130,7 +121,7 @@ def observe(node: Mapping[str, Any], lease: Mapping[str, Any] | None, saved: Hea
                         lease_renew=saved.lease_renew)
     else:
         health = dataclasses.replace(saved, ready=dict(current))
-    renew = _time((lease or {}).get("spec", {}).get("renewTime")) if lease else None
+    renew = podutil.parse_time((lease or {}).get("spec", {}).get("renewTime")) if lease else None
     if renew is not None and (health.lease_renew is None or health.lease_renew < renew):
         health = dataclasses.replace(health, probe=now, lease_renew=renew)
     return health
@@ -259,14 +250,14 @@ class NodeLifecycleController:
         self.client = client
         self.settings = settings or Settings()
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("nodelifecycle", self.reconcile, workers=1, clock=self.clock)
         self.nodes = informer.Informer(client, NODES, clock=self.clock)
         self.leases = informer.Informer(client, LEASES, namespace=LEASE_NAMESPACE, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
         self.controller.watch(self.nodes, _on_node)
-        self.controller.watch(self.leases, _never)
-        self.controller.watch(self.pods, _never)
+        self.controller.watch(self.leases, controller.no_keys)
+        self.controller.watch(self.pods, controller.no_keys)
         self.health: dict[str, Health] = {}
 
     async def run(self) -> None:
@@ -308,7 +299,7 @@ class NodeLifecycleController:
         name = node["metadata"]["name"]
         if name not in self.health:
             await self.recorder.event(_node_ref(node, uid=str(node["metadata"].get("uid") or "")),
-                                      eventrecorder.NORMAL, "RegisteredNode",
+                                      events.NORMAL, "RegisteredNode",
                                       f"Node {name} event: Registered Node {name} in Controller")
         health = observe(node, self.leases.get(f"{LEASE_NAMESPACE}/{name}"), self.health.get(name), now)
         self.health[name] = health
@@ -324,7 +315,7 @@ class NodeLifecycleController:
         was, now_ready = ready_status(node), ready_status(stored)
         self.health[name] = dataclasses.replace(health, ready_transition=now, ready=condition(stored, "Ready"))
         if was == "True" and now_ready != "True":
-            await self.recorder.event(_node_ref(node, uid=name), eventrecorder.NORMAL, "NodeNotReady",
+            await self.recorder.event(_node_ref(node, uid=name), events.NORMAL, "NodeNotReady",
                                       f"Node {name} status is now: NodeNotReady")
         return stored
 
@@ -341,7 +332,7 @@ class NodeLifecycleController:
             await self.client.update_status(PODS, not_ready_pod(pod, stamp))
         except (errors.Conflict, errors.NotFound):
             return
-        await self.recorder.event(pod, eventrecorder.WARNING, "NodeNotReady", "Node is not ready")
+        await self.recorder.event(pod, events.WARNING, "NodeNotReady", "Node is not ready")
 
 
 def _on_node(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
@@ -351,8 +342,4 @@ def _on_node(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None)
     if old is not None and new is not None and \
             bool((old.get("spec") or {}).get("unschedulable")) != bool((new.get("spec") or {}).get("unschedulable")):
         return [MONITOR]
-    return []
-
-
-def _never(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
     return []

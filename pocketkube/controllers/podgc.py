@@ -11,6 +11,7 @@ from typing import Any
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
+from pocketkube.controllers import podutil
 from pocketkube.runtime import controller
 
 log = logging.getLogger("pocketkube.controllers.podgc")
@@ -35,10 +36,7 @@ class Settings:
 
 
 def _time(s: Any) -> datetime.datetime:
-    try:
-        return clock_mod.parse_time(s) if isinstance(s, str) and s else datetime.datetime.min.replace(tzinfo=datetime.UTC)
-    except ValueError:
-        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return podutil.parse_time(s) or datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
 def is_terminated(pod: Mapping[str, Any]) -> bool:
@@ -112,8 +110,8 @@ class PodGCController:
         self.controller = controller.Controller("podgc", self.reconcile, workers=1, clock=self.clock)
         self.nodes = informer.Informer(client, NODES, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
-        self.controller.watch(self.nodes, _never)
-        self.controller.watch(self.pods, _never)
+        self.controller.watch(self.nodes, controller.no_keys)
+        self.controller.watch(self.pods, controller.no_keys)
         self.missing_since: dict[str, datetime.datetime] = {}
 
     async def run(self) -> None:
@@ -167,7 +165,3 @@ class PodGCController:
                                      preconditions={"uid": str(meta.get("uid") or "")} if meta.get("uid") else None)
         except (errors.NotFound, errors.Conflict):
             return
-
-
-def _never(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
-    return []

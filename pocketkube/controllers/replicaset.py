@@ -9,9 +9,9 @@ from typing import Any
 from pocketkube.api import errors, selectors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import eventrecorder
+from pocketkube.controllers import ownerrefs
 from pocketkube.controllers import replicaset_util as util
-from pocketkube.runtime import controller
+from pocketkube.runtime import controller, events, writes
 
 log = logging.getLogger("pocketkube.controllers.replicaset")
 
@@ -24,36 +24,6 @@ FLAVOURS = {
     "ReplicationController": (REPLICATIONCONTROLLERS, "v1", "ReplicationController", "replication-controller"),
 }
 STATUS_UPDATE_RETRIES = 1
-
-
-class Index:
-    """Objects of one informer grouped by namespace, and pod keys grouped by controller uid."""
-
-    def __init__(self) -> None:
-        self.by_ns: dict[str, dict[str, dict[str, Any]]] = {}
-        self.by_owner: dict[str, set[str]] = {}
-
-    def update(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        if old is not None:
-            key = informer.key_of(old)
-            ns = util.meta(old).get("namespace") or ""
-            self.by_ns.get(ns, {}).pop(key, None)
-            ref = util.controller_of(old)
-            if ref is not None:
-                self.by_owner.get(ref.get("uid") or "", set()).discard(key)
-        if new is not None:
-            key = informer.key_of(new)
-            self.by_ns.setdefault(util.meta(new).get("namespace") or "", {})[key] = new
-            ref = util.controller_of(new)
-            if ref is not None:
-                self.by_owner.setdefault(ref.get("uid") or "", set()).add(key)
-
-    def in_namespace(self, ns: str) -> list[dict[str, Any]]:
-        return list(self.by_ns.get(ns, {}).values())
-
-    def owned_by(self, uid: str, ns: str) -> list[dict[str, Any]]:
-        objs = self.by_ns.get(ns, {})
-        return [objs[k] for k in self.by_owner.get(uid, ()) if k in objs]
 
 
 def selector_of(owner: dict[str, Any]) -> selectors.Selector:
@@ -85,13 +55,13 @@ class ReplicaSetController:
         self.client = client
         self.gvr, self.api_version, self.kind, component = FLAVOURS[kind]
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, component, clock=self.clock)
+        self.recorder = events.Recorder(client, component, clock=self.clock)
         self.expectations = util.Expectations()
         self.controller = controller.Controller(component, self.reconcile, workers=workers, clock=self.clock)
         self.owners = informer.Informer(client, self.gvr, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
-        self.owner_index = Index()
-        self.pod_index = Index()
+        self.owner_index = ownerrefs.OwnerIndex()
+        self.pod_index = ownerrefs.OwnerIndex()
         self.owners.add_handler(self.owner_index.update)
         self.pods.add_handler(self.pod_index.update)
         self.controller.watch(self.owners, self._owner_keys)
@@ -113,25 +83,11 @@ class ReplicaSetController:
 
     def _resolve(self, ns: str, ref: dict[str, Any] | None) -> str | None:
         """The key of the owner a controller reference points to, if it is one of ours and cached."""
-        if ref is None or ref.get("kind") != self.kind:
-            return None
-        key = f"{ns}/{ref.get('name', '')}"
-        owner = self.owners.get(key)
-        if owner is None or util.meta(owner).get("uid") != ref.get("uid"):
-            return None
-        return key
+        return ownerrefs.owner_key(self.owners, self.kind, ns, ref)
 
     def _matching_owners(self, pod: dict[str, Any]) -> list[str]:
         ns = util.meta(pod).get("namespace") or ""
-        labels = util.meta(pod).get("labels") or {}
-        out = []
-        for owner in self.owner_index.in_namespace(ns):
-            try:
-                if selector_of(owner).matches(labels):
-                    out.append(informer.key_of(owner))
-            except errors.APIError:
-                continue
-        return out
+        return ownerrefs.selecting(self.owner_index.in_namespace(ns), pod, selector_of=selector_of)
 
     def _pod_deleted(self, pod: dict[str, Any]) -> list[str]:
         key = self._resolve(util.meta(pod).get("namespace") or "", util.controller_of(pod))
@@ -297,12 +253,12 @@ class ReplicaSetController:
         try:
             pod = await self.client.create(PODS, body, namespace=ns)
         except errors.APIError as e:
-            if _namespace_terminating(e):
+            if writes.namespace_terminating(e):
                 # Every create will fail until the namespace is gone; nothing to report.
                 return
-            await self.recorder.event(rs, eventrecorder.WARNING, "FailedCreate", f"Error creating: {e.message}")
+            await self.recorder.event(rs, events.WARNING, "FailedCreate", f"Error creating: {e.message}")
             raise
-        await self.recorder.event(rs, eventrecorder.NORMAL, "SuccessfulCreate",
+        await self.recorder.event(rs, events.NORMAL, "SuccessfulCreate",
                                   f"Created pod: {util.meta(pod).get('name', '')}")
 
     async def _delete_pods(self, key: str, rs: dict[str, Any], pods: list[dict[str, Any]], count: int) -> None:
@@ -322,9 +278,9 @@ class ReplicaSetController:
             self.expectations.deletion_observed(key, _pod_key(pod))
             if isinstance(e, errors.NotFound):
                 return
-            await self.recorder.event(rs, eventrecorder.WARNING, "FailedDelete", f"Error deleting: {e.message}")
+            await self.recorder.event(rs, events.WARNING, "FailedDelete", f"Error deleting: {e.message}")
             raise
-        await self.recorder.event(rs, eventrecorder.NORMAL, "SuccessfulDelete", f"Deleted pod: {m.get('name', '')}")
+        await self.recorder.event(rs, events.NORMAL, "SuccessfulDelete", f"Deleted pod: {m.get('name', '')}")
 
     def _related_pods(self, rs: dict[str, Any]) -> list[dict[str, Any]]:
         """Pods of every ReplicaSet sharing this one's controller (a Deployment's), for spreading deletes."""
@@ -358,8 +314,3 @@ class ReplicaSetController:
                 m = util.meta(current)
                 current = await self.client.get(self.gvr.path(m.get("namespace") or "", m.get("name") or ""))
         return current
-
-
-def _namespace_terminating(e: errors.APIError) -> bool:
-    causes = (e.details or {}).get("causes") or []
-    return any(c.get("reason") == "NamespaceTerminating" for c in causes) or "being terminated" in e.message

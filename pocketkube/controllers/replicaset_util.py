@@ -12,6 +12,7 @@ from typing import Any
 
 from pocketkube.api import selectors
 from pocketkube.base import clock as clock_mod
+from pocketkube.controllers import ownerrefs, podutil
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 REPLICA_FAILURE = "ReplicaFailure"
@@ -22,39 +23,15 @@ BURST_REPLICAS = 500
 _PHASE_ORDINAL = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
-def meta(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj.get("metadata") or {}
-
-
-def parse_time(value: Any) -> datetime.datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        return clock_mod.parse_time(value)
-    except ValueError:
-        return None
+meta = podutil.meta
+parse_time = podutil.parse_time
 
 
 # --- pods ------------------------------------------------------------------------------
 
-
-def is_active(pod: dict[str, Any]) -> bool:
-    """controller.IsPodActive: not Succeeded/Failed and not being deleted."""
-    phase = (pod.get("status") or {}).get("phase")
-    return phase not in ("Succeeded", "Failed") and not meta(pod).get("deletionTimestamp")
-
-
-def ready_condition(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if isinstance(c, dict) and c.get("type") == "Ready":
-            return c
-    return None
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    """podutil.IsPodReady: the Ready condition is True."""
-    c = ready_condition(pod)
-    return c is not None and c.get("status") == "True"
+is_active = podutil.is_active
+ready_condition = podutil.ready_condition
+is_ready = podutil.is_ready
 
 
 def is_available(pod: dict[str, Any], min_ready_seconds: int, now: datetime.datetime) -> bool:
@@ -78,20 +55,8 @@ def available_at(pod: dict[str, Any], min_ready_seconds: int) -> datetime.dateti
 # --- ownership -------------------------------------------------------------------------
 
 
-def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The ownerReference with controller=true, if any."""
-    for ref in meta(obj).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller"):
-            return ref
-    return None
-
-
-def controller_ref(owner: dict[str, Any]) -> dict[str, Any]:
-    """metav1.NewControllerRef: controller and blockOwnerDeletion both true."""
-    m = meta(owner)
-    return {"apiVersion": owner.get("apiVersion") or "", "kind": owner.get("kind") or "",
-            "name": m.get("name") or "", "uid": m.get("uid") or "", "controller": True,
-            "blockOwnerDeletion": True}
+controller_of = ownerrefs.controller_of
+controller_ref = ownerrefs.controller_ref
 
 
 @dataclasses.dataclass

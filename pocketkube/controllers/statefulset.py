@@ -11,10 +11,10 @@ from typing import Any
 from pocketkube.api import errors, selectors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import eventrecorder, history
+from pocketkube.controllers import history, ownerrefs
 from pocketkube.controllers import replicaset_util as rsutil
 from pocketkube.controllers import statefulset_util as util
-from pocketkube.runtime import controller
+from pocketkube.runtime import controller, events
 
 log = logging.getLogger("pocketkube.controllers.statefulset")
 
@@ -41,7 +41,7 @@ class StatefulSetController:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
         self.sets = informer.Informer(client, STATEFULSETS, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
@@ -50,7 +50,7 @@ class StatefulSetController:
         self.controller.watch(self.sets)
         self.controller.watch(self.pods, self._pod_keys)
         self.controller.watch(self.revisions, self._revision_keys)
-        self.controller.watch(self.claims, lambda *_: [])
+        self.controller.watch(self.claims, controller.no_keys)
 
     async def run(self) -> None:
         await self.controller.run()
@@ -58,26 +58,10 @@ class StatefulSetController:
     # --- event handlers
 
     def _owner_key(self, obj: dict[str, Any]) -> str | None:
-        ref = rsutil.controller_of(obj)
-        if ref is None or ref.get("kind") != KIND:
-            return None
-        key = f"{meta(obj).get('namespace') or ''}/{ref.get('name', '')}"
-        owner = self.sets.get(key)
-        return key if owner is not None and meta(owner).get("uid") == ref.get("uid") else None
+        return ownerrefs.owner_key(self.sets, KIND, meta(obj).get("namespace") or "", rsutil.controller_of(obj))
 
     def _selecting(self, obj: dict[str, Any]) -> list[str]:
-        ns = meta(obj).get("namespace") or ""
-        labels = meta(obj).get("labels") or {}
-        out = []
-        for s in self.sets.list():
-            if meta(s).get("namespace") != ns:
-                continue
-            try:
-                if selectors.from_label_selector((s.get("spec") or {}).get("selector")).matches(labels):
-                    out.append(informer.key_of(s))
-            except errors.APIError:
-                continue
-        return out
+        return ownerrefs.selecting(self.sets.list(), obj)
 
     def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         keys: list[str] = []
@@ -254,10 +238,10 @@ class StatefulSetController:
         """recordPodEvent: "create Pod web-0 in StatefulSet web successful" (or failed, with the error)."""
         pname, sname = meta(pod).get("name"), meta(sset).get("name")
         if err is None:
-            await self.recorder.event(sset, eventrecorder.NORMAL, f"Successful{verb.title()}",
+            await self.recorder.event(sset, events.NORMAL, f"Successful{verb.title()}",
                                       f"{verb} Pod {pname} in StatefulSet {sname} successful")
         else:
-            await self.recorder.event(sset, eventrecorder.WARNING, f"Failed{verb.title()}",
+            await self.recorder.event(sset, events.WARNING, f"Failed{verb.title()}",
                                       f"{verb} Pod {pname} in StatefulSet {sname} failed error: {err.message}")
 
     async def _create_claims(self, sset: dict[str, Any], pod: dict[str, Any],
@@ -280,11 +264,11 @@ class StatefulSetController:
                 continue
             except errors.APIError as e:
                 problems.append(f"failed to create PVC {cname}: {e.message}")
-                await self.recorder.event(sset, eventrecorder.WARNING, "FailedCreate",
+                await self.recorder.event(sset, events.WARNING, "FailedCreate",
                                           f"create Claim {cname} for Pod {pname} in StatefulSet {sname} "
                                           f"failed error: {e.message}")
                 continue
-            await self.recorder.event(sset, eventrecorder.NORMAL, "SuccessfulCreate",
+            await self.recorder.event(sset, events.NORMAL, "SuccessfulCreate",
                                       f"create Claim {cname} Pod {pname} in StatefulSet {sname} success")
         if problems:
             raise errors.Conflict("; ".join(problems))

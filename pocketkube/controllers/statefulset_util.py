@@ -8,7 +8,7 @@ import datetime
 import re
 from typing import Any
 
-from pocketkube.controllers import history
+from pocketkube.controllers import history, podutil
 from pocketkube.controllers import replicaset_util as rsutil
 
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
@@ -170,8 +170,7 @@ def versioned_pod(current_set: dict[str, Any], update_set: dict[str, Any], curre
 # --- pod state --------------------------------------------------------------------------
 
 
-def phase(pod: dict[str, Any]) -> str:
-    return (pod.get("status") or {}).get("phase") or ""
+phase = podutil.phase
 
 
 def is_created(pod: dict[str, Any]) -> bool:

@@ -10,8 +10,8 @@ from typing import Any
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import eventrecorder
-from pocketkube.runtime import controller
+from pocketkube.controllers import podutil
+from pocketkube.runtime import controller, events
 
 log = logging.getLogger("pocketkube.controllers.tainteviction")
 
@@ -21,16 +21,7 @@ COMPONENT = "taint-eviction-controller"
 FOREVER = None
 
 
-def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
-    """Toleration.ToleratesTaint: effect and key match (empty matches all), Exists or Equal on the value."""
-    if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
-        return False
-    if toleration.get("key") and toleration.get("key") != taint.get("key"):
-        return False
-    op = toleration.get("operator") or "Equal"
-    if op == "Equal":
-        return (toleration.get("value") or "") == (taint.get("value") or "")
-    return op == "Exists"
+tolerates = podutil.tolerates
 
 
 def matching_tolerations(taints: list[dict[str, Any]],
@@ -60,15 +51,6 @@ def min_toleration_seconds(used: list[dict[str, Any]]) -> float | None:
     return smallest
 
 
-def _time(s: Any) -> datetime.datetime | None:
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        return clock_mod.parse_time(s)
-    except ValueError:
-        return None
-
-
 def noexecute_taints(node: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return [t for t in ((node or {}).get("spec") or {}).get("taints") or []
             if isinstance(t, dict) and t.get("effect") == "NoExecute"]
@@ -90,9 +72,9 @@ def plan(pod: Mapping[str, Any], node: Mapping[str, Any] | None, now: datetime.d
     if limit == 0:
         return "evict", 0.0
     # The clock starts when the pod first met the taint: the later of the taint's arrival and the pod's.
-    added = [d for d in (_time(t.get("timeAdded")) for t in taints) if d is not None]
+    added = [d for d in (podutil.parse_time(t.get("timeAdded")) for t in taints) if d is not None]
     start = min(added) if added else now
-    created = _time((pod.get("metadata") or {}).get("creationTimestamp"))
+    created = podutil.parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     if created is not None and created > start:
         start = created
     left = (start - now).total_seconds() + (limit or 0.0)
@@ -107,7 +89,7 @@ class TaintEvictionController:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
-        self.recorder = eventrecorder.Recorder(client, COMPONENT, clock=self.clock)
+        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("tainteviction", self.reconcile, workers=workers, clock=self.clock)
         self.nodes = informer.Informer(client, NODES, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
@@ -139,11 +121,11 @@ class TaintEvictionController:
         if action == "keep":
             if key in self.scheduled:
                 self.scheduled.discard(key)
-                await self.recorder.event(pod, eventrecorder.NORMAL, "TaintManagerEviction",
+                await self.recorder.event(pod, events.NORMAL, "TaintManagerEviction",
                                           f"Cancelling deletion of Pod {key}")
             return controller.DONE
         self.scheduled.discard(key)
-        await self.recorder.event(pod, eventrecorder.NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {key}")
+        await self.recorder.event(pod, events.NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {key}")
         await self._delete(pod)
         return controller.DONE
 

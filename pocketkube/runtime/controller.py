@@ -52,6 +52,11 @@ def own_key(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) 
     return [informer_mod.key_of(obj)] if obj is not None else []
 
 
+def no_keys(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
+    """For informers watched only to fill a cache (and be synced before workers start): enqueue nothing."""
+    return []
+
+
 class Controller:
     """Runs reconcile(key) for queued keys on `workers` tasks; never two at once for one key."""
 

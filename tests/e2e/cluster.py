@@ -9,9 +9,24 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], *, timeout: float = 15.0, every: float = 0.2, what: str = "condition") -> T:
+    """Poll check until it returns something truthy and return that; fail with its last value after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met in {timeout}s; last value: {got!r}")
+        time.sleep(every)
 
 
 def kubectl_binary(minor: int | None = None) -> str:

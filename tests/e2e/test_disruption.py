@@ -38,18 +38,6 @@ spec:
 VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
-def wait_for(fn: collections.abc.Callable[[], Any], *, timeout: float = 10.0, every: float = 0.2) -> Any:
-    """Poll fn until it returns something truthy; fail with its last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"condition not met in {timeout}s; last value: {last!r}")
-
-
 def running_ready_pod(c: cluster_mod.Cluster, name: str, node: str) -> None:
     c.kubectl("apply", "-f", "-", input=POD.format(name=name, node=node))
     c.kubectl("patch", "pod", name, "--subresource=status", "--type=merge", "-p",
@@ -68,12 +56,12 @@ def test_default_service_account_in_new_namespace(cluster: cluster_mod.Cluster) 
         out = cluster.kubectl("get", "sa", "-n", "team-a", check=False).stdout
         return out if "default" in out else ""
 
-    out = wait_for(listed)
+    out = cluster_mod.eventually(listed)
     assert out.splitlines()[0].split() == ["NAME", "SECRETS", "AGE"]
     uid = cluster.json("get", "sa", "default", "-n", "team-a")["metadata"]["uid"]
     cluster.kubectl("delete", "sa", "default", "-n", "team-a")
-    wait_for(lambda: (r := cluster.kubectl("get", "sa", "default", "-n", "team-a", "-o", "json", check=False))
-             .returncode == 0 and json.loads(r.stdout)["metadata"]["uid"] != uid)
+    cluster_mod.eventually(lambda: (r := cluster.kubectl("get", "sa", "default", "-n", "team-a", "-o", "json", check=False))
+                           .returncode == 0 and json.loads(r.stdout)["metadata"]["uid"] != uid)
 
 
 def test_drain_respects_pod_disruption_budget(cluster: cluster_mod.Cluster) -> None:
@@ -82,7 +70,7 @@ def test_drain_respects_pod_disruption_budget(cluster: cluster_mod.Cluster) -> N
     for i in (1, 2, 3):
         running_ready_pod(cluster, f"web-{i}", "drain-node")
     cluster.kubectl("create", "pdb", "web", "--selector=app=web", "--min-available=2")
-    wait_for(lambda: pdb_status(cluster, "web").get("disruptionsAllowed") == 1)
+    cluster_mod.eventually(lambda: pdb_status(cluster, "web").get("disruptionsAllowed") == 1)
     table = cluster.kubectl("get", "pdb", "web").stdout.splitlines()
     assert table[0].split() == ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS", "AGE"]
     assert table[1].split()[:4] == ["web", "2", "N/A", "1"]
@@ -100,7 +88,7 @@ def test_drain_respects_pod_disruption_budget(cluster: cluster_mod.Cluster) -> N
     pods = cluster.json("get", "pods", "-l", "app=web")["items"]
     assert len(pods) == 2
     assert cluster.json("get", "node", "drain-node")["spec"]["unschedulable"] is True
-    status = wait_for(lambda: (s := pdb_status(cluster, "web")).get("currentHealthy") == 2 and s)
+    status = cluster_mod.eventually(lambda: (s := pdb_status(cluster, "web")).get("currentHealthy") == 2 and s)
     assert status["disruptionsAllowed"] == 0
     assert status["conditions"][0]["reason"] == "InsufficientPods"
 
@@ -115,7 +103,7 @@ def test_eviction_api_answers_as_kube(cluster: cluster_mod.Cluster) -> None:
         cluster.kubectl("patch", "pod", f"api-{i}", "-n", "evict", "--subresource=status", "--type=merge", "-p",
                         json.dumps({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}))
     cluster.kubectl("create", "pdb", "web", "-n", "evict", "--selector=app=web", "--min-available=2")
-    wait_for(lambda: cluster.json("get", "pdb", "web", "-n", "evict").get("status", {}).get("currentHealthy") == 2)
+    cluster_mod.eventually(lambda: cluster.json("get", "pdb", "web", "-n", "evict").get("status", {}).get("currentHealthy") == 2)
 
     def evict(name: str, body_name: str | None = None) -> tuple[int, Any]:
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
@@ -140,8 +128,8 @@ def test_eviction_api_answers_as_kube(cluster: cluster_mod.Cluster) -> None:
         "code": 500})
     cluster.kubectl("delete", "pdb", "web2", "-n", "evict")
     cluster.kubectl("patch", "pdb", "web", "-n", "evict", "--type=merge", "-p", '{"spec":{"minAvailable":1}}')
-    wait_for(lambda: (s := cluster.json("get", "pdb", "web", "-n", "evict").get("status", {}))
-             .get("disruptionsAllowed") == 1 and s.get("observedGeneration") == 2)
+    cluster_mod.eventually(lambda: (s := cluster.json("get", "pdb", "web", "-n", "evict").get("status", {}))
+                           .get("disruptionsAllowed") == 1 and s.get("observedGeneration") == 2)
     assert evict("api-1") == (201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                     "code": 201})
     assert cluster.kubectl("get", "pod", "api-1", "-n", "evict", check=False).returncode != 0
@@ -152,8 +140,8 @@ def test_percentage_budget_counts_the_controllers_scale(cluster: cluster_mod.Clu
     cluster.kubectl("create", "namespace", "scaled")
     cluster.kubectl("create", "deployment", "api", "-n", "scaled", "--image=busybox", "--replicas=4")
     cluster.kubectl("create", "pdb", "api", "-n", "scaled", "--selector=app=api", "--max-unavailable=25%")
-    status = wait_for(lambda: (s := cluster.json("get", "pdb", "api", "-n", "scaled").get("status", {}))
-                      .get("expectedPods") == 4 and s, timeout=15)
+    status = cluster_mod.eventually(lambda: (s := cluster.json("get", "pdb", "api", "-n", "scaled").get("status", {}))
+                                    .get("expectedPods") == 4 and s, timeout=15)
     # No pod runs (no node), so none is healthy and nothing may be disrupted.
     assert (status["desiredHealthy"], status["currentHealthy"], status["disruptionsAllowed"]) == (3, 0, 0)
     row = cluster.kubectl("get", "pdb", "api", "-n", "scaled", "--no-headers").stdout.split()
@@ -199,19 +187,19 @@ def test_silent_node_becomes_unknown_and_tainted(fast_cluster: cluster_mod.Clust
               json.dumps({"status": {"conditions": [ready]}}))
     running_ready_pod(c, "on-lost", "lost")
 
-    lost = wait_for(lambda: (r := _ready(c, "lost")).get("status") == "Unknown" and r)
+    lost = cluster_mod.eventually(lambda: (r := _ready(c, "lost")).get("status") == "Unknown" and r)
     assert (lost["reason"], lost["message"]) == ("NodeStatusUnknown", "Kubelet stopped posting node status.")
-    assert ("node.kubernetes.io/unreachable", "NoSchedule") in wait_for(lambda: _taints(c, "lost"))
-    silent = wait_for(lambda: (r := _ready(c, "silent")).get("status") == "Unknown" and r)
+    assert ("node.kubernetes.io/unreachable", "NoSchedule") in cluster_mod.eventually(lambda: _taints(c, "lost"))
+    silent = cluster_mod.eventually(lambda: (r := _ready(c, "silent")).get("status") == "Unknown" and r)
     assert (silent["reason"], silent["message"]) == ("NodeStatusNeverUpdated", "Kubelet never posted node status.")
     assert "NotReady" in c.kubectl("get", "node", "lost").stdout
     # The pods of the lost node are no longer Ready.
-    wait_for(lambda: any(x["type"] == "Ready" and x["status"] == "False"
-                         for x in c.json("get", "pod", "on-lost")["status"]["conditions"]))
+    cluster_mod.eventually(lambda: any(x["type"] == "Ready" and x["status"] == "False"
+                                       for x in c.json("get", "pod", "on-lost")["status"]["conditions"]))
 
     # The kubelet posts again: the node is Ready and its taints go.
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     c.kubectl("patch", "node", "lost", "--subresource=status", "--type=merge", "-p",
               json.dumps({"status": {"conditions": [dict(ready, lastHeartbeatTime=now, lastTransitionTime=now)]}}))
-    wait_for(lambda: not any(k == "node.kubernetes.io/unreachable" for k, _ in _taints(c, "lost")), timeout=3,
-             every=0.1)
+    cluster_mod.eventually(lambda: not any(k == "node.kubernetes.io/unreachable" for k, _ in _taints(c, "lost")), timeout=3,
+                           every=0.1)

@@ -6,7 +6,6 @@ import datetime
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 from tests.e2e import cluster as cluster_mod
@@ -14,17 +13,6 @@ from tests.e2e import cluster as cluster_mod
 NS = "batch-e2e"
 # No scheduler or kubelet picks these pods up: the tests decide how they end.
 SCHEDULER = "e2e-manual"
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
 
 
 def _job(name: str, **spec: Any) -> str:
@@ -44,7 +32,7 @@ def _pods(cluster: cluster_mod.Cluster, job: str, count: int) -> list[dict[str, 
         items = cluster.json("-n", NS, "get", "pods", "-l", f"batch.kubernetes.io/job-name={job}")["items"]
         active = [p for p in items if p["status"].get("phase") == "Pending" and "deletionTimestamp" not in p["metadata"]]
         return active if len(active) >= count else None
-    return _eventually(ready)
+    return cluster_mod.eventually(ready)
 
 
 def _finish(cluster: cluster_mod.Cluster, pod: str, phase: str, exit_code: int) -> None:
@@ -132,7 +120,7 @@ def test_indexed_job_reports_completed_indexes(cluster: cluster_mod.Cluster) -> 
         assert p["spec"]["containers"][0]["env"][0]["name"] == "JOB_COMPLETION_INDEX"
     _finish(cluster, pods[0]["metadata"]["name"], "Succeeded", 0)
     _finish(cluster, pods[2]["metadata"]["name"], "Succeeded", 0)
-    _eventually(lambda: cluster.json("-n", NS, "get", "job", "idx")["status"].get("completedIndexes") == "0,2")
+    cluster_mod.eventually(lambda: cluster.json("-n", NS, "get", "job", "idx")["status"].get("completedIndexes") == "0,2")
     _finish(cluster, pods[1]["metadata"]["name"], "Succeeded", 0)
     cluster.kubectl("-n", NS, "wait", "--for=condition=complete", "job/idx", "--timeout=20s")
     assert cluster.json("-n", NS, "get", "job", "idx")["status"]["completedIndexes"] == "0-2"
@@ -163,20 +151,20 @@ def test_cronjob_fires_and_tracks_its_jobs(cluster: cluster_mod.Cluster) -> None
 
     def scheduled() -> list[dict[str, Any]]:
         return [j for j in cluster.json("-n", NS, "get", "jobs")["items"] if j["metadata"]["name"].startswith("tick-")]
-    (job,) = _eventually(scheduled, timeout=10)
+    (job,) = cluster_mod.eventually(scheduled, timeout=10)
     name = job["metadata"]["name"]
     stamp = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
     assert stamp.endswith("+05:30")
     assert name == f"tick-{int(datetime.datetime.fromisoformat(stamp).timestamp()) // 60}"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
-    status = _eventually(lambda: cluster.json("-n", NS, "get", "cronjob", "tick")["status"].get("active") and
-                         cluster.json("-n", NS, "get", "cronjob", "tick")["status"])
+    status = cluster_mod.eventually(lambda: cluster.json("-n", NS, "get", "cronjob", "tick")["status"].get("active") and
+                                    cluster.json("-n", NS, "get", "cronjob", "tick")["status"])
     assert [r["name"] for r in status["active"]] == [name] and status["lastScheduleTime"]
     table = cluster.kubectl("-n", NS, "get", "cronjob", "tick").stdout
     assert re.search(r"^tick\s+@every 2s\s+Asia/Kolkata\s+False\s+1\s+\d+s\s+\d+s$", table, re.M), table
     (pod,) = _pods(cluster, name, 1)
     _finish(cluster, pod["metadata"]["name"], "Succeeded", 0)
-    _eventually(lambda: cluster.json("-n", NS, "get", "cronjob", "tick")["status"].get("lastSuccessfulTime"))
+    cluster_mod.eventually(lambda: cluster.json("-n", NS, "get", "cronjob", "tick")["status"].get("lastSuccessfulTime"))
     described = cluster.kubectl("-n", NS, "describe", "cronjob", "tick").stdout
     assert re.search(rf"Normal\s+SuccessfulCreate\s+.*cronjob-controller\s+Created job {name}", described), described
     assert re.search(rf"Normal\s+SawCompletedJob\s+.*Saw completed job: {name}, condition: Complete", described)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from tests.e2e import cluster as cluster_mod
 
@@ -18,20 +17,10 @@ def _cm(name: str, ns: str, *, owner: dict | None = None, finalizers: list[str] 
     return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"a": "b"}})
 
 
-def _eventually(check, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
-
-
 def test_namespace_deletion_empties_and_removes_it(cluster: cluster_mod.Cluster) -> None:
     """Deleting a namespace deletes its content, then the namespace itself; kube-root-ca.crt is published."""
     cluster.kubectl("create", "namespace", "doomed")
-    _eventually(lambda: cluster.kubectl("-n", "doomed", "get", "cm", "kube-root-ca.crt", check=False).returncode == 0)
+    cluster_mod.eventually(lambda: cluster.kubectl("-n", "doomed", "get", "cm", "kube-root-ca.crt", check=False).returncode == 0)
     cluster.kubectl("-n", "doomed", "create", "configmap", "a", "--from-literal=x=y")
     cluster.kubectl("delete", "namespace", "doomed", "--timeout=30s")
     assert cluster.kubectl("get", "ns", "doomed", check=False).returncode == 1
@@ -42,13 +31,13 @@ def test_terminating_namespace_refuses_new_objects_and_waits_for_finalizers(clus
     cluster.kubectl("create", "namespace", "held")
     cluster.kubectl("create", "-f", "-", input=_cm("pinned", "held", finalizers=["example.com/hold"]))
     cluster.kubectl("delete", "namespace", "held", "--wait=false")
-    _eventually(lambda: cluster.json("get", "ns", "held")["status"]["phase"] == "Terminating")
+    cluster_mod.eventually(lambda: cluster.json("get", "ns", "held")["status"]["phase"] == "Terminating")
     cp = cluster.kubectl("-n", "held", "create", "configmap", "late", check=False)
     assert cp.returncode == 1 and "because it is being terminated" in cp.stderr
-    _eventually(lambda: any(c["type"] == "NamespaceFinalizersRemaining" and c["status"] == "True"
-                            for c in cluster.json("get", "ns", "held")["status"].get("conditions", [])))
+    cluster_mod.eventually(lambda: any(c["type"] == "NamespaceFinalizersRemaining" and c["status"] == "True"
+                                       for c in cluster.json("get", "ns", "held")["status"].get("conditions", [])))
     cluster.kubectl("-n", "held", "patch", "cm", "pinned", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
-    _eventually(lambda: cluster.kubectl("get", "ns", "held", check=False).returncode == 1)
+    cluster_mod.eventually(lambda: cluster.kubectl("get", "ns", "held", check=False).returncode == 1)
 
 
 def test_garbage_collector_background_foreground_and_orphan(cluster: cluster_mod.Cluster) -> None:
@@ -59,7 +48,7 @@ def test_garbage_collector_background_foreground_and_orphan(cluster: cluster_mod
         owner = cluster.json("-n", "gc", "get", "cm", f"owner-{policy}")
         cluster.kubectl("create", "-f", "-", input=_cm(f"child-{policy}", "gc", owner=owner))
         cluster.kubectl("-n", "gc", "delete", "cm", f"owner-{policy}", f"--cascade={policy}", "--timeout=30s")
-    _eventually(lambda: cluster.kubectl("-n", "gc", "get", "cm", "child-background", check=False).returncode == 1)
+    cluster_mod.eventually(lambda: cluster.kubectl("-n", "gc", "get", "cm", "child-background", check=False).returncode == 1)
     assert cluster.kubectl("-n", "gc", "get", "cm", "child-foreground", check=False).returncode == 1
     orphan = cluster.json("-n", "gc", "get", "cm", "child-orphan")
     assert not orphan["metadata"].get("ownerReferences")

@@ -46,15 +46,6 @@ spec:
 """
 
 
-def eventually(check: collections.abc.Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def agents(cluster: cluster_mod.Cluster) -> collections.abc.Iterator[subprocess.Popen[str]]:
     log = open(os.path.join(cluster.data_dir, "agent.log"), "a")  # noqa: SIM115 - lives as long as the process
@@ -63,9 +54,9 @@ def agents(cluster: cluster_mod.Cluster) -> collections.abc.Iterator[subprocess.
          "--data-dir", cluster.data_dir, "--nodes", "2", "--zones", "zone-a,zone-b"],
         cwd=cluster_mod.ROOT, stdout=log, stderr=log, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
-        eventually(lambda: cluster.kubectl("get", "lease", "-n", "kube-node-lease", "-o", "name",
-                                           check=False).stdout.count("lease") == 2,
-                   timeout=20, what="both node leases")
+        cluster_mod.eventually(lambda: cluster.kubectl("get", "lease", "-n", "kube-node-lease", "-o", "name",
+                                                       check=False).stdout.count("lease") == 2,
+                               timeout=20, what="both node leases")
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -139,7 +130,7 @@ def test_pod_runs_and_is_deleted(cluster, agents):
     def events_shown() -> bool:
         text = cluster.kubectl("describe", "pod", "web").stdout
         return "Started container c" in text
-    eventually(events_shown, what="the Started event")
+    cluster_mod.eventually(events_shown, what="the Started event")
     text = cluster.kubectl("describe", "pod", "web").stdout
     assert re.search(rf"^Node:\s+{NODES[0]}/127\.0\.0\.1$", text, re.M)
     assert 'Container image "nginx:1.25" already present on machine' in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 from tests.e2e import cluster as cluster_mod
 
@@ -26,17 +25,6 @@ def _sts(name: str, *, replicas: int = 3, policy: str = "OrderedReady", mount: b
                      "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
 
 
-def _eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
 def _pods(cluster: cluster_mod.Cluster, ns: str, selector: str) -> list[str]:
     out = cluster.kubectl("-n", ns, "get", "pods", "-l", selector, "-o", "name").stdout.split()
     return sorted(p.removeprefix("pod/") for p in out)
@@ -51,11 +39,11 @@ def test_statefulset_comes_up_in_order_with_claims(cluster: cluster_mod.Cluster)
     cluster.kubectl("create", "namespace", "sts1")
     cluster.kubectl("-n", "sts1", "apply", "-f", "-", input=_sts("web"))
     for i in range(3):
-        _eventually(lambda i=i: _pods(cluster, "sts1", "app=web") == [f"web-{j}" for j in range(i + 1)])
+        cluster_mod.eventually(lambda i=i: _pods(cluster, "sts1", "app=web") == [f"web-{j}" for j in range(i + 1)])
         time.sleep(0.3)
         assert _pods(cluster, "sts1", "app=web") == [f"web-{j}" for j in range(i + 1)]
         _ready(cluster, "sts1", f"web-{i}")
-    _eventually(lambda: "3/3" in cluster.kubectl("-n", "sts1", "get", "sts", "web").stdout)
+    cluster_mod.eventually(lambda: "3/3" in cluster.kubectl("-n", "sts1", "get", "sts", "web").stdout)
     table = cluster.kubectl("-n", "sts1", "get", "sts").stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "AGE"] and table[1].split()[:2] == ["web", "3/3"]
     pvcs = cluster.kubectl("-n", "sts1", "get", "pvc", "-o", "name").stdout.split()
@@ -82,9 +70,9 @@ def test_statefulset_update_history_undo_and_scale_down(cluster: cluster_mod.Clu
     ns = "sts1"
     cluster.kubectl("-n", ns, "set", "image", "sts/web", "c=busybox:1.36")
     for i in (2, 1, 0):
-        _eventually(lambda i=i: cluster.json("-n", ns, "get", "pod", f"web-{i}")["spec"]["containers"][0]["image"]
-                    == "busybox:1.36" if cluster.kubectl("-n", ns, "get", "pod", f"web-{i}", check=False).returncode
-                    == 0 else False)
+        cluster_mod.eventually(lambda i=i: cluster.json("-n", ns, "get", "pod", f"web-{i}")["spec"]["containers"][0]["image"]
+                               == "busybox:1.36" if cluster.kubectl("-n", ns, "get", "pod", f"web-{i}", check=False).returncode
+                               == 0 else False)
         _ready(cluster, ns, f"web-{i}")
     out = cluster.kubectl("-n", ns, "rollout", "status", "sts/web", "--timeout=10s").stdout
     assert "3 new pods have been updated" in out
@@ -94,10 +82,10 @@ def test_statefulset_update_history_undo_and_scale_down(cluster: cluster_mod.Clu
     assert revs[0].split() == ["NAME", "CONTROLLER", "REVISION", "AGE"]
     assert sorted(r.split()[1:3] for r in revs[1:]) == [["statefulset.apps/web", "1"], ["statefulset.apps/web", "2"]]
     cluster.kubectl("-n", ns, "rollout", "undo", "sts/web")
-    _eventually(lambda: "3" in cluster.kubectl("-n", ns, "get", "controllerrevisions", "-o",
-                                               "jsonpath={.items[*].revision}").stdout.split())
+    cluster_mod.eventually(lambda: "3" in cluster.kubectl("-n", ns, "get", "controllerrevisions", "-o",
+                                                          "jsonpath={.items[*].revision}").stdout.split())
     cluster.kubectl("-n", ns, "scale", "sts/web", "--replicas=1")
-    _eventually(lambda: len(_pods(cluster, ns, "app=web")) < 3)
+    cluster_mod.eventually(lambda: len(_pods(cluster, ns, "app=web")) < 3)
     assert _pods(cluster, ns, "app=web")[-1] != "web-2"
     assert cluster.kubectl("-n", ns, "get", "pvc", "data-web-2", check=False).returncode == 0
 
@@ -106,14 +94,14 @@ def test_parallel_statefulset_with_delete_retention(cluster: cluster_mod.Cluster
     """Parallel creates every pod at once; whenDeleted=Delete makes the set the claims' controller owner."""
     cluster.kubectl("create", "namespace", "sts2")
     cluster.kubectl("-n", "sts2", "apply", "-f", "-", input=_sts("db", policy="Parallel", retention="Delete"))
-    _eventually(lambda: _pods(cluster, "sts2", "app=db") == ["db-0", "db-1", "db-2"])
+    cluster_mod.eventually(lambda: _pods(cluster, "sts2", "app=db") == ["db-0", "db-1", "db-2"])
     sset = cluster.json("-n", "sts2", "get", "sts", "db")
-    refs = _eventually(lambda: cluster.json("-n", "sts2", "get", "pvc", "data-db-0")["metadata"].get(
+    refs = cluster_mod.eventually(lambda: cluster.json("-n", "sts2", "get", "pvc", "data-db-0")["metadata"].get(
         "ownerReferences"))
     assert refs == [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
                      "uid": sset["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
     cluster.kubectl("-n", "sts2", "delete", "sts", "db", "--wait=false")
-    _eventually(lambda: not cluster.kubectl("-n", "sts2", "get", "pvc", "-o", "name").stdout.strip(), timeout=15)
+    cluster_mod.eventually(lambda: not cluster.kubectl("-n", "sts2", "get", "pvc", "-o", "name").stdout.strip(), timeout=15)
 
 
 def test_statefulset_may_mount_its_claim_templates(cluster: cluster_mod.Cluster) -> None:
@@ -145,7 +133,7 @@ def test_daemonset_runs_one_pod_per_eligible_node(cluster: cluster_mod.Cluster) 
                        "nodeSelector": {"dsrole": "agent"},
                        "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}}}
     cluster.kubectl("-n", "ds1", "apply", "-f", "-", input=json.dumps(ds))
-    _eventually(lambda: len(_pods(cluster, "ds1", "app=agent")) == 2)
+    cluster_mod.eventually(lambda: len(_pods(cluster, "ds1", "app=agent")) == 2)
     pods = cluster.json("-n", "ds1", "get", "pods", "-l", "app=agent")["items"]
     targets = sorted(p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchFields"][0]["values"][0] for p in pods)
@@ -154,7 +142,7 @@ def test_daemonset_runs_one_pod_per_eligible_node(cluster: cluster_mod.Cluster) 
     assert ("node.kubernetes.io/unschedulable", "NoSchedule") in tolerations
     for p in pods:
         _ready(cluster, "ds1", p["metadata"]["name"])
-    _eventually(lambda: cluster.json("-n", "ds1", "get", "ds", "agent").get("status", {}).get("numberAvailable") == 2)
+    cluster_mod.eventually(lambda: cluster.json("-n", "ds1", "get", "ds", "agent").get("status", {}).get("numberAvailable") == 2)
     table = cluster.kubectl("-n", "ds1", "get", "ds").stdout.splitlines()
     assert table[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE", "SELECTOR",
                                 "AGE"]
@@ -162,7 +150,7 @@ def test_daemonset_runs_one_pod_per_eligible_node(cluster: cluster_mod.Cluster) 
     out = cluster.kubectl("-n", "ds1", "rollout", "status", "ds/agent", "--timeout=10s").stdout
     assert 'daemon set "agent" successfully rolled out' in out
     cluster.kubectl("-n", "ds1", "set", "image", "ds/agent", "c=busybox:1.36")
-    _eventually(lambda: len(_pods(cluster, "ds1", "app=agent")) == 3)
+    cluster_mod.eventually(lambda: len(_pods(cluster, "ds1", "app=agent")) == 3)
     history = cluster.kubectl("-n", "ds1", "rollout", "history", "ds/agent").stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
     status = cluster.json("-n", "ds1", "get", "ds", "agent")["status"]

@@ -15,17 +15,6 @@ from tests.e2e import cluster as cluster_mod
 NOWHERE = {"pocketkube.test/nowhere": "true"}
 
 
-def _eventually(check, timeout: float = 10.0) -> Any:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.15)
-
-
 def _deploy(name: str, *, replicas: int = 3, image: str = "nginx:1.25", strategy: dict | None = None,
             extra: dict | None = None) -> str:
     spec: dict[str, Any] = {
@@ -69,7 +58,7 @@ def test_deployment_creates_replicaset_and_pods(cluster: cluster_mod.Cluster) ->
     c, ns = cluster, "wl-basic"
     c.kubectl("create", "namespace", ns)
     assert c.kubectl("-n", ns, "apply", "-f", "-", input=_deploy("web")).stdout == "deployment.apps/web created\n"
-    pods = _eventually(lambda: (p := _pods(c, ns, "web")) and len(p) == 3 and p)
+    pods = cluster_mod.eventually(lambda: (p := _pods(c, ns, "web")) and len(p) == 3 and p)
     (name, rs), = _rss(c, ns, "web").items()
     h = rs["metadata"]["labels"]["pod-template-hash"]
     assert name == f"web-{h}"
@@ -84,8 +73,8 @@ def test_deployment_creates_replicaset_and_pods(cluster: cluster_mod.Cluster) ->
         assert p["metadata"]["name"].startswith(f"{name}-")
         assert p["metadata"]["labels"] == {"app": "web", "pod-template-hash": h}
         assert p["metadata"]["ownerReferences"][0]["name"] == name
-    d = _eventually(lambda: (d := c.json("-n", ns, "get", "deploy", "web"))
-                    and (d.get("status") or {}).get("replicas") == 3 and d)
+    d = cluster_mod.eventually(lambda: (d := c.json("-n", ns, "get", "deploy", "web"))
+                               and (d.get("status") or {}).get("replicas") == 3 and d)
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
     assert d["status"]["unavailableReplicas"] == 3 and d["status"]["observedGeneration"] == 1
     assert _condition(d, "Available")["reason"] == "MinimumReplicasUnavailable"
@@ -95,12 +84,12 @@ def test_deployment_creates_replicaset_and_pods(cluster: cluster_mod.Cluster) ->
     assert f"NewReplicaSet:   {name} (3/3 replicas created)" in described
     # Scaling changes the pod count, both ways.
     c.kubectl("-n", ns, "scale", "deploy", "web", "--replicas=5")
-    _eventually(lambda: len(_pods(c, ns, "web")) == 5)
+    cluster_mod.eventually(lambda: len(_pods(c, ns, "web")) == 5)
     c.kubectl("-n", ns, "scale", "deploy", "web", "--replicas=1")
-    _eventually(lambda: len(_pods(c, ns, "web")) == 1)
+    cluster_mod.eventually(lambda: len(_pods(c, ns, "web")) == 1)
     # Deleting the Deployment takes its ReplicaSet and pods with it (garbage collector).
     c.kubectl("-n", ns, "delete", "deploy", "web")
-    _eventually(lambda: not _rss(c, ns, "web") and not _pods(c, ns, "web"), timeout=15)
+    cluster_mod.eventually(lambda: not _rss(c, ns, "web") and not _pods(c, ns, "web"), timeout=15)
 
 
 def test_rolling_update_history_and_undo(cluster: cluster_mod.Cluster) -> None:
@@ -110,14 +99,14 @@ def test_rolling_update_history_and_undo(cluster: cluster_mod.Cluster) -> None:
     c.kubectl("create", "namespace", ns)
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
     c.kubectl("-n", ns, "apply", "-f", "-", input=_deploy("web", replicas=4, strategy=strategy))
-    _eventually(lambda: len(_pods(c, ns, "web")) == 4)
+    cluster_mod.eventually(lambda: len(_pods(c, ns, "web")) == 4)
     first = next(iter(_rss(c, ns, "web")))
     # One write for both, so the change-cause lands on the new revision only.
     c.kubectl("-n", ns, "patch", "deploy", "web", "-p", json.dumps({
         "metadata": {"annotations": {"kubernetes.io/change-cause": "image 1.27"}},
         "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}}))
     # Never-ready pods: surge one, drop one unhealthy old pod, grow new to 2, then stop (3 must stay up).
-    sizes = _eventually(lambda: (s := _sizes(c, ns, "web")) and len(s) == 2 and s[first] == 3 and s)
+    sizes = cluster_mod.eventually(lambda: (s := _sizes(c, ns, "web")) and len(s) == 2 and s[first] == 3 and s)
     second = next(n for n in sizes if n != first)
     time.sleep(0.5)
     assert _sizes(c, ns, "web") == {first: 3, second: 2}
@@ -125,7 +114,7 @@ def test_rolling_update_history_and_undo(cluster: cluster_mod.Cluster) -> None:
     def rolled() -> bool:
         _make_ready(c, ns, "web")
         return _sizes(c, ns, "web") == {first: 0, second: 4} and len(_pods(c, ns, "web")) == 4
-    _eventually(rolled, timeout=15)
+    cluster_mod.eventually(rolled, timeout=15)
     _make_ready(c, ns, "web")
     out = c.kubectl("-n", ns, "rollout", "status", "deploy/web", "--timeout=10s").stdout
     assert out.endswith('deployment "web" successfully rolled out\n')
@@ -145,7 +134,7 @@ def test_rolling_update_history_and_undo(cluster: cluster_mod.Cluster) -> None:
     def undone() -> bool:
         _make_ready(c, ns, "web")
         return _sizes(c, ns, "web") == {first: 4, second: 0}
-    _eventually(undone, timeout=15)
+    cluster_mod.eventually(undone, timeout=15)
     rs = _rss(c, ns, "web")[first]
     assert rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     assert rs["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
@@ -160,18 +149,18 @@ def test_pause_resume_and_restart(cluster: cluster_mod.Cluster) -> None:
     c, ns = cluster, "wl-pause"
     c.kubectl("create", "namespace", ns)
     c.kubectl("-n", ns, "apply", "-f", "-", input=_deploy("web", replicas=2))
-    _eventually(lambda: len(_rss(c, ns, "web")) == 1)
+    cluster_mod.eventually(lambda: len(_rss(c, ns, "web")) == 1)
     c.kubectl("-n", ns, "rollout", "pause", "deploy/web")
     c.kubectl("-n", ns, "set", "image", "deploy/web", "c=nginx:1.27")
-    d = _eventually(lambda: (d := c.json("-n", ns, "get", "deploy", "web"))
-                    and _condition(d, "Progressing").get("reason") == "DeploymentPaused" and d)
+    d = cluster_mod.eventually(lambda: (d := c.json("-n", ns, "get", "deploy", "web"))
+                               and _condition(d, "Progressing").get("reason") == "DeploymentPaused" and d)
     assert _condition(d, "Progressing")["status"] == "Unknown"
     time.sleep(0.3)
     assert len(_rss(c, ns, "web")) == 1
     c.kubectl("-n", ns, "rollout", "resume", "deploy/web")
-    _eventually(lambda: len(_rss(c, ns, "web")) == 2)
+    cluster_mod.eventually(lambda: len(_rss(c, ns, "web")) == 2)
     c.kubectl("-n", ns, "rollout", "restart", "deploy/web")
-    _eventually(lambda: len(_rss(c, ns, "web")) == 3)
+    cluster_mod.eventually(lambda: len(_rss(c, ns, "web")) == 3)
 
 
 def test_recreate_and_progress_deadline(cluster: cluster_mod.Cluster) -> None:
@@ -180,17 +169,17 @@ def test_recreate_and_progress_deadline(cluster: cluster_mod.Cluster) -> None:
     c.kubectl("create", "namespace", ns)
     c.kubectl("-n", ns, "apply", "-f", "-", input=_deploy("rec", replicas=2, strategy={"type": "Recreate"},
                                                         extra={"progressDeadlineSeconds": 1}))
-    _eventually(lambda: len(_pods(c, ns, "rec")) == 2)
+    cluster_mod.eventually(lambda: len(_pods(c, ns, "rec")) == 2)
     old = next(iter(_rss(c, ns, "rec")))
     c.kubectl("-n", ns, "set", "image", "deploy/rec", "c=nginx:1.27")
-    sizes = _eventually(lambda: (s := _sizes(c, ns, "rec")) and len(s) == 2 and s[old] == 0
-                        and sum(s.values()) == 2 and s)
+    sizes = cluster_mod.eventually(lambda: (s := _sizes(c, ns, "rec")) and len(s) == 2 and s[old] == 0
+                                   and sum(s.values()) == 2 and s)
     new = next(n for n in sizes if n != old)
     events = c.kubectl("-n", ns, "describe", "deploy", "rec").stdout
     assert events.index(f"Scaled down replica set {old} from 2 to 0") < events.index(
         f"Scaled up replica set {new} from 0 to 2")
-    d = _eventually(lambda: (d := c.json("-n", ns, "get", "deploy", "rec"))
-                    and _condition(d, "Progressing").get("reason") == "ProgressDeadlineExceeded" and d, timeout=8)
+    d = cluster_mod.eventually(lambda: (d := c.json("-n", ns, "get", "deploy", "rec"))
+                               and _condition(d, "Progressing").get("reason") == "ProgressDeadlineExceeded" and d, timeout=8)
     assert _condition(d, "Progressing")["message"] == f'ReplicaSet "{new}" has timed out progressing.'
     cp = c.kubectl("-n", ns, "rollout", "status", "deploy/rec", "--timeout=5s", check=False)
     assert cp.returncode == 1 and 'deployment "rec" exceeded its progress deadline' in cp.stderr
@@ -208,15 +197,15 @@ def test_replicaset_adopts_and_releases_and_rc_works(cluster: cluster_mod.Cluste
                    "template": {"metadata": {"labels": {"app": "solo"}},
                                 "spec": {"nodeSelector": NOWHERE, "containers": [{"name": "c", "image": "busybox"}]}}}}
     c.kubectl("-n", ns, "create", "-f", "-", input=json.dumps(rs))
-    _eventually(lambda: len(_pods(c, ns, "solo")) == 2
-                and all(p["metadata"].get("ownerReferences") for p in _pods(c, ns, "solo")))
+    cluster_mod.eventually(lambda: len(_pods(c, ns, "solo")) == 2
+                           and all(p["metadata"].get("ownerReferences") for p in _pods(c, ns, "solo")))
     pod = c.json("-n", ns, "get", "pod", "orphan")
     assert pod["metadata"]["ownerReferences"][0]["name"] == "solo"
     c.kubectl("-n", ns, "label", "pod", "orphan", "app=gone", "--overwrite")
-    _eventually(lambda: not c.json("-n", ns, "get", "pod", "orphan")["metadata"].get("ownerReferences"))
-    _eventually(lambda: len(_pods(c, ns, "solo")) == 2)
-    st = _eventually(lambda: (r := c.json("-n", ns, "get", "rs", "solo")) and r["status"].get("replicas") == 2
-                     and r["status"].get("observedGeneration") == 1 and r["status"])
+    cluster_mod.eventually(lambda: not c.json("-n", ns, "get", "pod", "orphan")["metadata"].get("ownerReferences"))
+    cluster_mod.eventually(lambda: len(_pods(c, ns, "solo")) == 2)
+    st = cluster_mod.eventually(lambda: (r := c.json("-n", ns, "get", "rs", "solo")) and r["status"].get("replicas") == 2
+                                and r["status"].get("observedGeneration") == 1 and r["status"])
     assert st["fullyLabeledReplicas"] == 2
     assert "SuccessfulCreate" in c.kubectl("-n", ns, "describe", "rs", "solo").stdout
     rc = {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
@@ -224,9 +213,9 @@ def test_replicaset_adopts_and_releases_and_rc_works(cluster: cluster_mod.Cluste
                    "template": {"metadata": {"labels": {"app": "rc"}},
                                 "spec": {"nodeSelector": NOWHERE, "containers": [{"name": "c", "image": "busybox"}]}}}}
     c.kubectl("-n", ns, "create", "-f", "-", input=json.dumps(rc))
-    _eventually(lambda: len(_pods(c, ns, "rc")) == 2)
+    cluster_mod.eventually(lambda: len(_pods(c, ns, "rc")) == 2)
     victim = _pods(c, ns, "rc")[0]["metadata"]["name"]
     c.kubectl("-n", ns, "delete", "pod", victim, "--wait=false")
-    _eventually(lambda: (names := [p["metadata"]["name"] for p in _pods(c, ns, "rc")])
-                and len(names) == 2 and victim not in names)
+    cluster_mod.eventually(lambda: (names := [p["metadata"]["name"] for p in _pods(c, ns, "rc")])
+                           and len(names) == 2 and victim not in names)
     assert "replication-controller" in c.kubectl("-n", ns, "describe", "rc", "rc").stdout

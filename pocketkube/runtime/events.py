@@ -11,7 +11,7 @@ from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import rest
 
-log = logging.getLogger("pocketkube.controllers.events")
+log = logging.getLogger("pocketkube.runtime.events")
 
 EVENTS = rest.GVR("", "v1", "events")
 NORMAL = "Normal"
