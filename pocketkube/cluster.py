@@ -29,6 +29,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 6443
     controllers: bool = True
+    nodes: int = 0
     virtual_nodes: int = 0
     zones: list[str] | None = None
 
@@ -88,15 +89,32 @@ class Cluster:
         netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self.url = f"https://{netloc}"
         self._tasks.append(asyncio.create_task(_keep_bootstrapped(api, self.port), name="bootstrap"))
-        if s.controllers:
-            self._tasks.extend(await _start_controllers(self))
-        if s.virtual_nodes:
-            from pocketkube.node import agent
-
-            assert self.pki is not None
-            self._tasks.extend(await agent.start(url=self.url, pki=self.pki, nodes=s.virtual_nodes,
-                                                 zones=s.zones, virtual=True))
+        # The API is ready now; controllers, the scheduler and node agents start behind it, as their
+        # processes would on a real control plane, so start-up does not wait for them.
+        self._tasks.append(asyncio.create_task(self._run_components(), name="components"))
         return ReadyInfo(url=self.url, port=self.port, data_dir=s.data_dir)
+
+    async def _run_components(self) -> None:
+        s = self.settings
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            if s.controllers:
+                tasks += await _start_controllers(self)
+            if s.nodes or s.virtual_nodes:
+                from pocketkube.node import agent
+
+                assert self.pki is not None
+                if s.nodes:
+                    tasks += await agent.start(url=self.url, pki=self.pki, nodes=s.nodes, zones=s.zones,
+                                               virtual=False, data_dir=s.data_dir)
+                if s.virtual_nodes:
+                    tasks += await agent.start(url=self.url, pki=self.pki, nodes=s.virtual_nodes,
+                                               zones=s.zones, virtual=True)
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self) -> None:
         if self.api is not None:

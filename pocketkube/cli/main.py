@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1)")
     up.add_argument(
+        "--nodes", type=_count, default=0, metavar="N",
+        help="start N nodes that run pods as local processes (default 0: pods stay Pending)",
+    )
+    up.add_argument(
         "--virtual-nodes", type=_count, default=0, metavar="M",
         help="add M virtual nodes whose pods are reported Running/Ready without processes (for scale tests)",
     )
@@ -187,7 +191,7 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
         )
 
     settings = cluster.Settings(data_dir=data_dir, host=args.host, port=args.port,
-                                virtual_nodes=args.virtual_nodes, zones=args.zones)
+                                nodes=args.nodes, virtual_nodes=args.virtual_nodes, zones=args.zones)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(cluster.run(settings, on_ready=on_ready))
     print("pocketkube stopped", file=err, flush=True)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, rest
 from pocketkube.node import events as events_mod
 from pocketkube.node import machine as machine_mod
-from pocketkube.node import nodes, podworkers, runtime
+from pocketkube.node import nodes, podworkers, process, runtime
 
 log = logging.getLogger("pocketkube.node")
 
@@ -219,11 +220,13 @@ def _capacity(spec: nodes.NodeSpec, machine: nodes.Machine, share: int) -> dict[
     return dict(nodes.VIRTUAL_CAPACITY) if spec.virtual else nodes.capacity(machine, share=share)
 
 
-def _runtime_for(spec: nodes.NodeSpec, clock: clock_mod.Clock) -> runtime.Runtime:
-    if not spec.virtual:
-        # The process runtime is the seam's next implementation; until it lands every node is virtual.
-        log.warning("node %s: the process runtime is not available yet; its pods run virtually", spec.name)
-    return virtual_runtime(spec, clock=clock)
+def _runtime_for(spec: nodes.NodeSpec, clock: clock_mod.Clock, *, client: rest.Client, data_dir: str,
+                 allocatable: dict[str, str]) -> runtime.Runtime:
+    if spec.virtual:
+        return virtual_runtime(spec, clock=clock)
+    # Each node keeps its pods apart from the other nodes' on disk.
+    return process.ProcessRuntime(client, data_dir=os.path.join(data_dir, "nodes", spec.name),
+                                  pod_cidr=spec.pod_cidr, host_ip=spec.address, allocatable=allocatable, clock=clock)
 
 
 async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
@@ -245,10 +248,12 @@ async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
 
 async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] | None = None,
                 virtual: bool = True, clock: clock_mod.Clock | None = None, name_prefix: str = "",
-                workers: int = 4, runtime_factory: RuntimeFactory | None = None) -> list[asyncio.Task[Any]]:
+                workers: int = 4, runtime_factory: RuntimeFactory | None = None,
+                data_dir: str = "") -> list[asyncio.Task[Any]]:
     """Start `nodes` node agents against url, each authenticated as system:node:<name>; cancel to stop.
 
-    runtime_factory builds each node's container runtime (default: virtual, see _runtime_for)."""
+    runtime_factory builds each node's container runtime (default: see _runtime_for); process nodes keep
+    their pods under data_dir/nodes/<name> (default: the cluster's data dir, holding pki.directory)."""
     clk = clock or clock_mod.Clock()
     specs = plan_nodes(nodes, prefix=name_prefix or (VIRTUAL_PREFIX if virtual else DEFAULT_PREFIX),
                        zones=zones, virtual=virtual)
@@ -260,16 +265,17 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
                                             groups=(NODE_GROUP,), days=CERT_DAYS)
         client = config.from_pem(url, ca_pem=pki.ca_cert_pem, cert_pem=cert, key_pem=key,
                                  user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
-        agent = NodeAgent(client, spec, machine=machine, capacity=_capacity(spec, machine, len(specs)),
-                          rt=runtime_factory(spec) if runtime_factory else _runtime_for(spec, clk),
-                          clock=clk, workers=workers)
+        cap = _capacity(spec, machine, len(specs))
+        rt = runtime_factory(spec) if runtime_factory else _runtime_for(
+            spec, clk, client=client, data_dir=data_dir or os.path.dirname(pki.directory), allocatable=cap)
+        agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk, workers=workers)
         tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
     return tasks
 
 
 async def start_from_kubeconfig(kubeconfig: str, *, nodes: int = 1, zones: list[str] | None = None,
                                 virtual: bool = True, name_prefix: str = "",
-                                clock: clock_mod.Clock | None = None) -> list[asyncio.Task[Any]]:
+                                clock: clock_mod.Clock | None = None, data_dir: str = "") -> list[asyncio.Task[Any]]:
     """Start node agents with the credentials of a kubeconfig (e.g. the admin one) instead of node certs."""
     clk = clock or clock_mod.Clock()
     specs = plan_nodes(nodes, prefix=name_prefix or (VIRTUAL_PREFIX if virtual else DEFAULT_PREFIX),
@@ -279,8 +285,10 @@ async def start_from_kubeconfig(kubeconfig: str, *, nodes: int = 1, zones: list[
     tasks = []
     for spec in specs:
         client = config.from_kubeconfig(kubeconfig, user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
-        agent = NodeAgent(client, spec, machine=machine, capacity=_capacity(spec, machine, len(specs)),
-                          rt=_runtime_for(spec, clk), clock=clk)
+        cap = _capacity(spec, machine, len(specs))
+        rt = _runtime_for(spec, clk, client=client, data_dir=data_dir or os.path.dirname(os.path.abspath(kubeconfig)),
+                          allocatable=cap)
+        agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk)
         tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
     return tasks
 
@@ -296,10 +304,10 @@ async def _main(args: argparse.Namespace) -> None:
         # The cluster's own CA is at hand: authenticate each node as system:node:<name>.
         pki = pki_mod.load(args.data_dir)
         tasks = await start(url=_server_of(args.kubeconfig), pki=pki, nodes=args.nodes, zones=zones,
-                            virtual=True, name_prefix=args.name_prefix)
+                            virtual=not args.process, name_prefix=args.name_prefix, data_dir=args.data_dir)
     else:
         tasks = await start_from_kubeconfig(args.kubeconfig, nodes=args.nodes, zones=zones,
-                                            virtual=True, name_prefix=args.name_prefix)
+                                            virtual=not args.process, name_prefix=args.name_prefix)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -312,13 +320,15 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run virtual node agents against the cluster of a kubeconfig until SIGINT or SIGTERM."""
+    """Run node agents (virtual, or running pods as processes with --process) against a cluster until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m pocketkube.node.agent", description=main.__doc__)
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to join")
     parser.add_argument("--nodes", type=int, default=1, help="how many nodes to run (default 1)")
     parser.add_argument("--zones", default="", help="comma-separated zones, assigned round robin")
-    parser.add_argument("--name-prefix", default=VIRTUAL_PREFIX, help="node names are <prefix>-1, <prefix>-2, ...")
+    parser.add_argument("--name-prefix", default="", help="node names are <prefix>-1, <prefix>-2, ...")
     parser.add_argument("--data-dir", default="", help="the cluster's data dir: sign node certificates with its CA")
+    parser.add_argument("--process", action="store_true",
+                        help="run pods as local processes (default: virtual nodes that run nothing)")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")

@@ -40,6 +40,7 @@ class StubCluster:
         data_dir: str
         host: str
         port: int
+        nodes: int = 0
         virtual_nodes: int = 0
         zones: list[str] | None = None
 
@@ -302,8 +303,9 @@ def test_bad_node_flags_are_usage_errors(stub, tmp_path, args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_virtual_nodes_and_zones_reach_the_cluster(stub, tmp_path):
-    """--virtual-nodes and --zones are passed to the cluster settings."""
-    code, _, err = _run("up", "--data-dir", str(tmp_path / "d"), "--virtual-nodes", "3", "--zones", "a,b")
+def test_node_flags_reach_the_cluster(stub, tmp_path):
+    """--nodes, --virtual-nodes and --zones are passed to the cluster settings."""
+    code, _, err = _run("up", "--data-dir", str(tmp_path / "d"), "--nodes", "1", "--virtual-nodes", "3",
+                        "--zones", "a,b")
     assert code == 0, err
-    assert stub.settings.virtual_nodes == 3 and stub.settings.zones == ["a", "b"]
+    assert stub.settings.nodes == 1 and stub.settings.virtual_nodes == 3 and stub.settings.zones == ["a", "b"]
