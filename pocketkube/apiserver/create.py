@@ -8,8 +8,11 @@ from pocketkube.api import defaults
 from pocketkube.apiserver import context, negotiate, strategy, typeinfo, writes
 
 
-async def create_object(server: context.Server, call: context.Call, obj: dict[str, Any]) -> dict[str, Any]:
-    """Create a decoded object through the whole pipeline; shared with server-side apply."""
+async def create_object(server: context.Server, call: context.Call, obj: dict[str, Any], *,
+                        managed: bool = True) -> dict[str, Any]:
+    """Create a decoded object through the whole pipeline; shared with server-side apply.
+
+    managed=False when the caller (server-side apply) has already computed managedFields."""
     writes.check_type(server, call, obj)
     writes.check_namespace(call, obj)
     typeinfo.check_fields(server, call, obj)
@@ -20,7 +23,7 @@ async def create_object(server: context.Server, call: context.Call, obj: dict[st
         defaults.job_prepare_create(obj, obj["metadata"]["uid"])
     typeinfo.validate(server, call.res, obj, None)
     await writes.admit(server, call, obj, None, "CREATE")
-    if "managedFields" not in obj["metadata"] or call.request.method != "PATCH":
+    if managed:
         writes.update_managed_fields(server, call, None, obj)
     if call.dry_run:
         return obj

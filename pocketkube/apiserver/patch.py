@@ -84,10 +84,7 @@ async def handle(server: context.Server, call: context.Call) -> tuple[Any, int]:
             new = apply_patch(server, call, ptype, body, old)  # patch functions never mutate their input
             if not isinstance(new, dict):
                 raise errors.BadRequest("the patch produced something that is not an object")
-            if ptype == "json":
-                typeinfo.check_fields(server, call, new)
-            elif isinstance(body, dict):
-                typeinfo.check_fields(server, call, _patched_fields_only(new, body))
+            typeinfo.check_fields(server, call, new)
             new.setdefault("metadata", {})
             if not user_rv:
                 new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -99,11 +96,6 @@ async def handle(server: context.Server, call: context.Call) -> tuple[Any, int]:
             last_error = exc
     assert last_error is not None
     raise last_error
-
-
-def _patched_fields_only(new: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    # unknown-field checks look at the result; a strategic patch's directives are not fields
-    return new
 
 
 def _user_resource_version(ptype: str, body: Any) -> str:
@@ -134,7 +126,7 @@ async def _apply(server: context.Server, call: context.Call, body: dict[str, Any
     if old is None:
         if call.info.subresource:
             raise errors.NotFound.for_object(res.resource, res.group, call.info.name)
-        created = await create.create_object(server, call, merged)
+        created = await create.create_object(server, call, merged, managed=False)
         return created, 201
     merged.setdefault("metadata", {})["resourceVersion"] = (body.get("metadata") or {}).get("resourceVersion") or old["metadata"]["resourceVersion"]
     stored, _ = await update.update_object(server, call, merged, old, managed=False)
