@@ -75,6 +75,7 @@ class Cluster:
         api.authorizer = authz.authorize
         api.admission = list(admission.PLUGINS)
         api.crds = crds.CRDs(api)
+        api.kubelet_ssl = pki.ssl_client_context(self.pki)
         await api.crds.load()
         svc_res = registry.get("", "v1", "services")
         assert svc_res is not None

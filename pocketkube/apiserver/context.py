@@ -41,6 +41,7 @@ class Server:
     min_watch_timeout: float = 1800.0
     bookmark_interval: float = 60.0
     shutting_down: bool = False
+    kubelet_ssl: Any = None      # ssl.SSLContext presenting a client cert to kubelets (pods/log)
 
 
 @dataclasses.dataclass

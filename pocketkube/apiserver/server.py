@@ -23,6 +23,7 @@ from pocketkube.apiserver import (
     negotiate,
     nonresource,
     patch,
+    podlogs,
     requestinfo,
     reviews,
     scale,
@@ -97,6 +98,7 @@ _SUBRESOURCE_VERBS = {
     "finalize": {"update"},
     "binding": {"create"},
     "eviction": {"create"},
+    "log": {"get"},
 }
 
 
@@ -117,6 +119,8 @@ async def _verb(server: context.Server, call: context.Call) -> Any:
             return await reviews.bind_subresource(server, call)
         if sub == "eviction":
             return await eviction.create(server, call)
+        if sub == "log":
+            return await podlogs.handle(server, call)
         if sub == "scale" and verb == "get":
             return await scale.get(server, call), 200
         if verb == "get":

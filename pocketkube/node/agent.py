@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,8 +19,8 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, rest
 from pocketkube.node import events as events_mod
+from pocketkube.node import kubeletserver, nodes, podworkers, process, runtime
 from pocketkube.node import machine as machine_mod
-from pocketkube.node import nodes, podworkers, process, runtime
 
 log = logging.getLogger("pocketkube.node")
 
@@ -47,7 +48,7 @@ class NodeAgent:
 
     def __init__(self, client: rest.Client, spec: nodes.NodeSpec, *, machine: nodes.Machine,
                  capacity: dict[str, str], rt: runtime.Runtime, clock: clock_mod.Clock | None = None,
-                 workers: int = 4) -> None:
+                 workers: int = 4, kubelet_ssl: ssl.SSLContext | None = None) -> None:
         self.client = client
         self.spec = spec
         self.machine = machine
@@ -61,6 +62,9 @@ class NodeAgent:
         self._conditions: list[dict[str, Any]] = []
         self._reported_at = -1e18
         self._lease: dict[str, Any] | None = None
+        # The kubelet API (container logs) is served only for a process runtime, given TLS from the cluster CA.
+        self.kubelet_ssl = kubelet_ssl
+        self.kubelet_port = nodes.KUBELET_PORT
 
     @property
     def name(self) -> str:
@@ -68,6 +72,18 @@ class NodeAgent:
 
     async def run(self) -> None:
         """Register, then keep lease, status and pods going until cancelled."""
+        kubelet = None
+        if self.kubelet_ssl is not None and isinstance(self.runtime, process.ProcessRuntime):
+            kubelet = kubeletserver.KubeletServer(self.runtime, lambda ns, name: self.pods.informer.get(f"{ns}/{name}"),
+                                                  ssl_context=self.kubelet_ssl, clock=self.clock)
+            self.kubelet_port = await kubelet.start(self.spec.address)
+        try:
+            await self._run()
+        finally:
+            if kubelet is not None:
+                await kubelet.close()
+
+    async def _run(self) -> None:
         await self._retry(self.register)
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._lease_loop(), name=f"{self.name}-lease"),
@@ -100,7 +116,7 @@ class NodeAgent:
     async def register(self) -> None:
         """Create the Node, or take over an existing one of this name and bring its status up to date."""
         now = self.clock.now()
-        body = nodes.node_object(self.spec, self.machine, cap=self.capacity, now=now)
+        body = nodes.node_object(self.spec, self.machine, cap=self.capacity, now=now, kubelet_port=self.kubelet_port)
         try:
             node = await self.client.create(NODES, body)
             self._events_at_start()
@@ -111,7 +127,8 @@ class NodeAgent:
                 node = await self.client.patch(NODES.path("", self.name), {"metadata": {"labels": patch}},
                                                patch_type="strategic")
             old = (node.get("status") or {}).get("conditions") or []
-            status = nodes.status(self.spec, self.machine, cap=self.capacity, now=now, old_conditions=old)
+            status = nodes.status(self.spec, self.machine, cap=self.capacity, now=now, old_conditions=old,
+                                  kubelet_port=self.kubelet_port)
             node = await self.client.patch(NODES.path("", self.name, subresource="status"), {"status": status},
                                            patch_type="strategic")
             self._events_at_start()
@@ -258,6 +275,7 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
     specs = plan_nodes(nodes, prefix=name_prefix or (VIRTUAL_PREFIX if virtual else DEFAULT_PREFIX),
                        zones=zones, virtual=virtual)
     machine = await asyncio.to_thread(machine_mod.detect, pki.directory)
+    kubelet_ssl = None if virtual else await asyncio.to_thread(kubeletserver.ssl_context, pki)
     loop = asyncio.get_running_loop()
     tasks = []
     for spec in specs:
@@ -268,7 +286,8 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
         cap = _capacity(spec, machine, len(specs))
         rt = runtime_factory(spec) if runtime_factory else _runtime_for(
             spec, clk, client=client, data_dir=data_dir or os.path.dirname(pki.directory), allocatable=cap)
-        agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk, workers=workers)
+        agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk, workers=workers,
+                          kubelet_ssl=kubelet_ssl)
         tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
     return tasks
 

@@ -170,7 +170,7 @@ def conditions_changed(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[s
 
 
 def status(spec: NodeSpec, machine: Machine, *, cap: Mapping[str, str], now: datetime.datetime,
-           old_conditions: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+           old_conditions: Sequence[Mapping[str, Any]] = (), kubelet_port: int = KUBELET_PORT) -> dict[str, Any]:
     """The whole Node status: capacity, allocatable, conditions, addresses, endpoints, node info."""
     return {
         "capacity": dict(cap),
@@ -178,13 +178,13 @@ def status(spec: NodeSpec, machine: Machine, *, cap: Mapping[str, str], now: dat
         "conditions": conditions(now, old_conditions),
         "addresses": [{"type": "InternalIP", "address": spec.address},
                       {"type": "Hostname", "address": spec.name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": node_info(spec, machine),
     }
 
 
 def node_object(spec: NodeSpec, machine: Machine, *, cap: Mapping[str, str],
-                now: datetime.datetime) -> dict[str, Any]:
+                now: datetime.datetime, kubelet_port: int = KUBELET_PORT) -> dict[str, Any]:
     """The Node the agent registers."""
     node: dict[str, Any] = {
         "apiVersion": "v1",
@@ -195,7 +195,7 @@ def node_object(spec: NodeSpec, machine: Machine, *, cap: Mapping[str, str],
             "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"},
         },
         "spec": {},
-        "status": status(spec, machine, cap=cap, now=now),
+        "status": status(spec, machine, cap=cap, now=now, kubelet_port=kubelet_port),
     }
     if spec.pod_cidr:
         node["spec"] = {"podCIDR": spec.pod_cidr, "podCIDRs": [spec.pod_cidr]}

@@ -19,13 +19,14 @@ from typing import Any
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import rest
-from pocketkube.node import envvars, images, runtime, volumes
+from pocketkube.node import envvars, images, probes, runtime, volumes
 
 log = logging.getLogger("pocketkube.node.process")
 
 START_ERROR_CODE = 128
 CONFIG_RETRY_SECONDS = 2.0
 REFRESH_SECONDS = 60.0
+LOG_DRAIN_SECONDS = 2.0
 OCI_PREFIX = "failed to create containerd task: failed to create shim task: OCI runtime create failed: " \
              "runc create failed: unable to start container process: "
 # Volume kinds the kubelet always mounts read-only.
@@ -148,6 +149,28 @@ def launcher(mounts: list[Mount], *, working_dir: str, error_file: str, started_
     return "\n".join(lines) + "\n"
 
 
+def ts_path(log_path: str) -> str:
+    """The index beside a container log: the time each of its lines began, one RFC 3339 time a line."""
+    return log_path.removesuffix(".log") + ".ts"
+
+
+async def pump_log(reader: asyncio.StreamReader, *, path: str, clock: clock_mod.Clock) -> None:
+    """Copy a container's output into its log unchanged, noting when each line began in the index beside it."""
+    at_start = True
+    with open(path, "ab") as logf, open(ts_path(path), "a", encoding="ascii") as tsf:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            starts = chunk.count(b"\n") - chunk.endswith(b"\n") + at_start
+            at_start = chunk.endswith(b"\n")
+            # The index first: a reader may then find a time for a line not written yet, never a line without one.
+            tsf.write((clock_mod.rfc3339_micro(clock.now()) + "\n") * starts)
+            tsf.flush()
+            logf.write(chunk)
+            logf.flush()
+
+
 @dataclasses.dataclass
 class _Run:
     """One running container process and the task waiting for its exit."""
@@ -155,6 +178,7 @@ class _Run:
     proc: asyncio.subprocess.Process
     waiter: asyncio.Task[None]
     targets: list[str]
+    probe_target: probes.Target = dataclasses.field(default_factory=probes.Target)
 
 
 class ProcessRuntime:
@@ -176,6 +200,7 @@ class ProcessRuntime:
         self._pods: dict[str, runtime.PodStatus] = {}
         self._runs: dict[tuple[str, str], _Run] = {}
         self._notify: Callable[[str], None] | None = None
+        self.prober = probes.Prober()
 
     def set_notify(self, notify: Callable[[str], None]) -> None:
         self._notify = notify
@@ -190,6 +215,10 @@ class ProcessRuntime:
     def log_path(self, uid: str, container: str, restart: int) -> str:
         """Where one run of a container writes its stdout and stderr."""
         return os.path.join(self.pod_dir(uid), container, f"{restart}.log")
+
+    def writing_log(self, uid: str, container: str) -> bool:
+        """Whether the container's current run may still add to its log (it runs, or its output still drains)."""
+        return (uid, container) in self._runs
 
     def pid(self, uid: str, container: str) -> int | None:
         """The process id of a running container, if it runs."""
@@ -236,6 +265,12 @@ class ProcessRuntime:
             for c in spec.get("containers") or []:
                 await self._step(pod, ps, c, init=False, policy=policy, mounts=mounts, now=now, result=result,
                                  wake=wake)
+            killed = await self._probe(pod, ps, now=now, result=result, wake=wake)
+            for c in spec.get("containers") or []:
+                if c.get("name") in killed:  # restart (or settle) what a failed probe killed, as for an exit
+                    await self._step(pod, ps, c, init=False, policy=policy, mounts=mounts, now=now, result=result,
+                                     wake=wake)
+            self.prober.apply(pod, ps)
             if ps.containers and all(cs.state == runtime.TERMINATED for cs in ps.containers.values()):
                 # Every main container is done for good: stop the sidecars and tear the sandbox down.
                 await self._stop_all(pod, ps, grace=0, containers=False)
@@ -268,6 +303,7 @@ class ProcessRuntime:
         for (u, _), run in list(self._runs.items()):
             if u == uid:
                 await self._stop(run, grace=0)
+        self.prober.forget(uid)
         ps = self._pods.pop(uid, None)
         if ps is not None:
             for ip in ps.ips:
@@ -381,18 +417,19 @@ class ProcessRuntime:
             cmd = [self.unshare, "--mount", "--propagation", "private", "--", *cmd]
         targets = [m.target for m in binds]
         claim_mount_points(targets)
-        logf = open(self.log_path(uid, name, attempt), "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
-            proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                                        env=env, cwd="/", start_new_session=True)
+            proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                        stderr=subprocess.STDOUT, env=env, cwd="/",
+                                                        start_new_session=True)
         except OSError as e:
-            logf.close()
             release_mount_points(targets)
             cs.termination = runtime.Termination(exit_code=START_ERROR_CODE, reason="StartError", finished_at=now,
                                                  started_at=now, message=OCI_PREFIX + str(e))
             cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
             return
-        logf.close()
+        assert proc.stdout is not None
+        pump = asyncio.get_running_loop().create_task(
+            pump_log(proc.stdout, path=self.log_path(uid, name, attempt), clock=self.clock), name=f"log-{name}")
         cs.restart_count = attempt
         cs.container_id = runtime.container_id(uid, name, attempt)
         cs.state, cs.reason, cs.message = runtime.RUNNING, "", ""
@@ -400,9 +437,11 @@ class ProcessRuntime:
         cs.ready = cs.started = True
         result.events.extend(runtime.start_events(c, init=init))
         waiter = asyncio.get_running_loop().create_task(
-            self._watch(uid, cs, proc, started_file=started_file, error_file=error_file, targets=targets),
+            self._watch(uid, cs, proc, started_file=started_file, error_file=error_file, targets=targets,
+                        pump=pump),
             name=f"container-{name}")
-        self._runs[(uid, name)] = _Run(proc=proc, waiter=waiter, targets=targets)
+        self._runs[(uid, name)] = _Run(proc=proc, waiter=waiter, targets=targets, probe_target=probes.Target(
+            env=env, working_dir=str(c.get("workingDir") or ""), pid=proc.pid, nsenter=cmd[0] == self.unshare))
 
     def _binds(self, pod: Mapping[str, Any], c: Mapping[str, Any], mounts: dict[str, str]) -> list[Mount]:
         kinds = {v.get("name"): next((k for k in v if k != "name"), "")
@@ -423,12 +462,18 @@ class ProcessRuntime:
         return out
 
     async def _watch(self, uid: str, cs: runtime.ContainerStatus, proc: asyncio.subprocess.Process, *,
-                     started_file: str, error_file: str, targets: list[str]) -> None:
+                     started_file: str, error_file: str, targets: list[str],
+                     pump: asyncio.Task[None] | None = None) -> None:
         """Wait for a container's exit and record how it ended; then tell the pod worker."""
         code = await proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             # The container is its whole process group: nothing outlives its main process.
             os.killpg(proc.pid, signal.SIGKILL)
+        if pump is not None:
+            # The log is complete before the container reads as terminated (a follower stops at that).
+            done, _ = await asyncio.wait({pump}, timeout=LOG_DRAIN_SECONDS)
+            if not done:
+                pump.cancel()
         release_mount_points(targets)
         now = self.clock.now()
         message = ""
@@ -447,6 +492,28 @@ class ProcessRuntime:
         self._runs.pop((uid, cs.name), None)
         if self._notify is not None:
             self._notify(uid)
+
+    async def _probe(self, pod: Mapping[str, Any], ps: runtime.PodStatus, *, now: datetime.datetime,
+                     result: runtime.SyncResult, wake: list[float]) -> set[str]:
+        """Run the due probes of the running containers; kill those failing liveness or startup."""
+        async def run(c: Mapping[str, Any], spec: probes.Spec) -> probes.Outcome:
+            r = self._runs.get((ps.uid, str(c.get("name") or "")))
+            return await probes.execute(c, spec, r.probe_target if r is not None else probes.Target())
+
+        verdict = await self.prober.sync(pod, ps, run, now=now)
+        result.events.extend(verdict.events)
+        pod_grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+        for kill in verdict.kills:
+            r = self._runs.get((ps.uid, kill.name))
+            if r is None:
+                continue
+            result.events.append(runtime.Event(runtime.NORMAL, "Killing", kill.message,
+                                               _field_path(False, kill.name)))
+            grace = kill.grace if kill.grace is not None else pod_grace if isinstance(pod_grace, int) else 30
+            await self._stop(r, grace=grace)
+        if verdict.retry_after is not None:
+            wake.append(verdict.retry_after)
+        return {k.name for k in verdict.kills}
 
     async def _stop(self, run: _Run, *, grace: float) -> None:
         """SIGTERM the container's process group, SIGKILL it once the grace period is over."""

@@ -1,0 +1,282 @@
+"""The node agent's kubelet API over HTTPS: container logs of the pods its process runtime runs."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from pocketkube.base import clock as clock_mod
+from pocketkube.base import pki as pki_mod
+from pocketkube.node import process, runtime
+
+FOLLOW_POLL_SECONDS = 0.1
+
+# Finds a pod this node runs by namespace and name (the pod workers' informer cache).
+PodFinder = Callable[[str, str], "Mapping[str, Any] | None"]
+
+
+class LogError(Exception):
+    """A request the kubelet answers with a plain-text error and an HTTP status."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def rfc3339_nano(dt: datetime.datetime) -> str:
+    """Go's time.RFC3339Nano in UTC: fractional seconds without trailing zeros."""
+    whole = dt.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{dt.microsecond:06d}".rstrip("0")
+    return f"{whole}.{frac}Z" if frac else f"{whole}Z"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The PodLogOptions the kubelet acts on."""
+
+    follow: bool = False
+    tail_lines: int | None = None
+    since: datetime.datetime | None = None
+    timestamps: bool = False
+    previous: bool = False
+    limit_bytes: int | None = None
+
+
+def _bool(query: Mapping[str, str], name: str) -> bool:
+    v = query.get(name, "")
+    if v in ("", "false", "0", "False"):
+        return False
+    if v in ("true", "1", "True"):
+        return True
+    raise LogError(400, f'strconv.ParseBool: parsing "{v}": invalid syntax')
+
+
+def _int(query: Mapping[str, str], name: str) -> int | None:
+    v = query.get(name, "")
+    if v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise LogError(400, f'strconv.ParseInt: parsing "{v}": invalid syntax') from None
+
+
+def parse_options(query: Mapping[str, str], *, now: datetime.datetime) -> Options:
+    """PodLogOptions from the query string; sinceSeconds becomes an absolute time before now."""
+    since = None
+    seconds = _int(query, "sinceSeconds")
+    if seconds is not None:
+        since = now - datetime.timedelta(seconds=seconds)
+    raw = query.get("sinceTime", "")
+    if raw:
+        try:
+            since = clock_mod.parse_time(raw)
+        except ValueError:
+            raise LogError(400, f'parsing time "{raw}" as "2006-01-02T15:04:05Z07:00": cannot parse') from None
+    return Options(follow=_bool(query, "follow"), tail_lines=_int(query, "tailLines"), since=since,
+                   timestamps=_bool(query, "timestamps"), previous=_bool(query, "previous"),
+                   limit_bytes=_int(query, "limitBytes"))
+
+
+Entry = tuple[datetime.datetime, bytes]
+
+
+class LogReader:
+    """Reads one container log and its time index incrementally, yielding whole lines with their times."""
+
+    def __init__(self, path: str, *, fallback: datetime.datetime) -> None:
+        self.path = path
+        self.fallback = fallback
+        self._offset = 0
+        self._ts_offset = 0
+        self._times: list[datetime.datetime] = []
+        self._lines = 0
+
+    def poll(self, *, final: bool) -> list[Entry]:
+        """Lines written since the last poll; a trailing partial line only when final (the writer is done)."""
+        data = _read_from(self.path, self._offset)
+        stamps = _read_from(process.ts_path(self.path), self._ts_offset)
+        cut = stamps.rfind(b"\n") + 1
+        self._ts_offset += cut
+        for raw in stamps[:cut].split(b"\n")[:-1]:
+            try:
+                self._times.append(clock_mod.parse_time(raw.decode("ascii")))
+            except (ValueError, UnicodeDecodeError):
+                self._times.append(self._times[-1] if self._times else self.fallback)
+        end = len(data) if final else data.rfind(b"\n") + 1
+        self._offset += end
+        out = []
+        for line in data[:end].splitlines(keepends=True):
+            at = self._times[self._lines] if self._lines < len(self._times) else (
+                self._times[-1] if self._times else self.fallback)
+            out.append((at, line))
+            self._lines += 1
+        return out
+
+
+def _read_from(path: str, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def select(entries: list[Entry], opts: Options) -> list[Entry]:
+    """The kubelet's order: the last tailLines lines, then only those at or after since."""
+    if opts.tail_lines is not None:
+        entries = entries[max(0, len(entries) - opts.tail_lines):]
+    if opts.since is not None:
+        since = opts.since
+        entries = [e for e in entries if e[0] >= since]
+    return entries
+
+
+def render(entries: list[Entry], *, timestamps: bool) -> bytes:
+    """Lines as sent: each prefixed by its RFC3339Nano time and a space when timestamps are asked for."""
+    if not timestamps:
+        return b"".join(line for _, line in entries)
+    return b"".join(rfc3339_nano(at).encode() + b" " + line for at, line in entries)
+
+
+class Limit:
+    """limitBytes: how much more may be sent (counting timestamp prefixes, as the kubelet does)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+
+    def take(self, data: bytes) -> bytes:
+        if self.left is None:
+            return data
+        data = data[:max(0, self.left)]
+        self.left -= len(data)
+        return data
+
+    @property
+    def spent(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+
+def attempts(container_dir: str) -> list[int]:
+    """The runs of a container that have a log, oldest first."""
+    try:
+        names = os.listdir(container_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n[:-4]) for n in names if n.endswith(".log") and n[:-4].isdigit())
+
+
+def choose_run(runs: list[int], *, previous: bool, container: str, pod: str,
+               status: runtime.ContainerStatus | None) -> int:
+    """Which run's log to read: the latest, or the one before it for previous; errors worded like the kubelet's."""
+    if previous:
+        if len(runs) < 2:
+            raise LogError(400, f'previous terminated container "{container}" in pod "{pod}" not found')
+        return runs[-2]
+    if runs:
+        return runs[-1]
+    if status is not None and status.state == runtime.WAITING:
+        reason = {"ErrImagePull": "image can't be pulled",
+                  "ImagePullBackOff": "trying and failing to pull image"}.get(status.reason, status.reason)
+        raise LogError(400, f'container "{container}" in pod "{pod}" is waiting to start: '
+                            f'{reason or "ContainerCreating"}')
+    raise LogError(400, f'container "{container}" in pod "{pod}" is waiting to start: ContainerCreating')
+
+
+def ssl_context(pki: pki_mod.Pki) -> ssl.SSLContext:
+    """TLS for the kubelet API: a serving cert from the cluster CA valid for 127.0.0.1; client certs required."""
+    ctx = pki_mod.ssl_server_context(pki)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class KubeletServer:
+    """Serves /containerLogs for one node's process runtime."""
+
+    def __init__(self, rt: process.ProcessRuntime, find_pod: PodFinder, *, ssl_context: ssl.SSLContext | None,
+                 clock: clock_mod.Clock | None = None) -> None:
+        self.runtime = rt
+        self.find_pod = find_pod
+        self.ssl_context = ssl_context
+        self.clock = clock or clock_mod.Clock()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on host:port (0: any free port); returns the bound port."""
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
+        await site.start()
+        for addr in self._runner.addresses:
+            if isinstance(addr, tuple):
+                self.port = addr[1]
+                break
+        return self.port
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self.logs(request)
+        except LogError as e:
+            return web.Response(status=e.code, text=e.message + "\n", content_type="text/plain")
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        ns, name, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        opts = parse_options(request.query, now=self.clock.now())
+        pod = self.find_pod(ns, name)
+        if pod is None:
+            raise LogError(404, f'pod "{ns}/{name}" does not exist')
+        spec = pod.get("spec") or {}
+        if not any(c.get("name") == container for key in ("containers", "initContainers")
+                   for c in spec.get(key) or []):
+            raise LogError(404, f'container "{container}" not found in pod "{name}"')
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        ps = self.runtime.pod_status(uid)
+        status = None if ps is None else ps.containers.get(container) or ps.init_containers.get(container)
+        cdir = os.path.join(self.runtime.pod_dir(uid), container)
+        runs = await asyncio.to_thread(attempts, cdir)
+        run = choose_run(runs, previous=opts.previous, container=container, pod=name, status=status)
+        path = self.runtime.log_path(uid, container, run)
+
+        def writing() -> bool:
+            return run == runs[-1] and self.runtime.writing_log(uid, container)
+
+        reader = LogReader(path, fallback=self.clock.now())
+        limit = Limit(opts.limit_bytes)
+        live = opts.follow and writing()
+        first = limit.take(render(select(reader.poll(final=not live), opts), timestamps=opts.timestamps))
+        if not live:
+            return web.Response(body=first, content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+        await response.prepare(request)
+        await response.write(first)
+        since_only = dataclasses.replace(opts, tail_lines=None)
+        while not limit.spent:
+            done = not writing()
+            out = limit.take(render(select(reader.poll(final=done), since_only), timestamps=opts.timestamps))
+            if out:
+                await response.write(out)
+            if done:
+                break
+            await self.clock.sleep(FOLLOW_POLL_SECONDS)
+        await response.write_eof()
+        return response
