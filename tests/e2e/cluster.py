@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +29,31 @@ def eventually(check: Callable[[], T], *, timeout: float = 15.0, every: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met in {timeout}s; last value: {got!r}")
         time.sleep(every)
+
+
+PROCESS_NODE = "pocketkube-node-1"
+
+
+@contextlib.contextmanager
+def process_node(cluster: Cluster) -> collections.abc.Iterator[str]:
+    """A node agent running pods as processes beside the cluster; yields the directory it keeps pods in."""
+    log = open(os.path.join(cluster.data_dir, "agent.log"), "a")  # noqa: SIM115 - lives as long as the agent
+    proc = subprocess.Popen([sys.executable, "-m", "pocketkube.node.agent", "--kubeconfig", cluster.kubeconfig,
+                             "--data-dir", cluster.data_dir, "--nodes", "1", "--process"],
+                            cwd=ROOT, stdout=log, stderr=log)
+    try:
+        eventually(lambda: proc.poll() is not None
+                   or cluster.kubectl("get", "node", PROCESS_NODE, check=False).returncode == 0,
+                   what="the process node to register")
+        assert proc.poll() is None, f"the node agent exited with {proc.returncode}"
+        yield os.path.join(cluster.data_dir, "nodes", PROCESS_NODE, "pods")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def kubectl_binary(minor: int | None = None) -> str:

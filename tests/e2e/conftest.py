@@ -16,3 +16,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterato
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: cluster_mod.Cluster) -> collections.abc.Iterator[str]:
+    """A node agent that runs pods as processes; yields the directory it keeps pods in."""
+    with cluster_mod.process_node(cluster) as pods_dir:
+        yield pods_dir

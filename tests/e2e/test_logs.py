@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import collections.abc
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from typing import Any
-
-import pytest
 
 from tests.e2e import cluster as cluster_mod
 
-NODE = "pocketkube-node-1"
+NODE = cluster_mod.PROCESS_NODE
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z"
 
-
-@pytest.fixture(scope="module")
-def agent(cluster: cluster_mod.Cluster) -> collections.abc.Iterator[None]:
-    """A process node agent beside the cluster, serving its kubelet API."""
-    log = open(os.path.join(cluster.data_dir, "agent.log"), "a")  # noqa: SIM115 - lives as long as the agent
-    proc = subprocess.Popen([sys.executable, "-m", "pocketkube.node.agent", "--kubeconfig", cluster.kubeconfig,
-                             "--data-dir", cluster.data_dir, "--nodes", "1", "--process"],
-                            cwd=cluster_mod.ROOT, stdout=log, stderr=log)
-    try:
-        cluster_mod.eventually(lambda: proc.poll() is not None
-                               or cluster.kubectl("get", "node", NODE, check=False).returncode == 0)
-        assert proc.poll() is None, f"the node agent exited with {proc.returncode}"
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _run(cluster: cluster_mod.Cluster, name: str, script: str, **spec: Any) -> None:

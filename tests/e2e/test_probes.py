@@ -2,53 +2,16 @@
 
 from __future__ import annotations
 
-import collections.abc
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.e2e import cluster as cluster_mod
 
-NODE = "pocketkube-node-1"
+NODE = cluster_mod.PROCESS_NODE
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def agent(cluster: cluster_mod.Cluster) -> collections.abc.Iterator[None]:
-    """A process node agent beside the cluster."""
-    log = open(os.path.join(cluster.data_dir, "agent.log"), "a")  # noqa: SIM115 - lives as long as the agent
-    proc = subprocess.Popen([sys.executable, "-m", "pocketkube.node.agent", "--kubeconfig", cluster.kubeconfig,
-                             "--data-dir", cluster.data_dir, "--nodes", "1", "--process"],
-                            cwd=cluster_mod.ROOT, stdout=log, stderr=log)
-    try:
-        _eventually(lambda: proc.poll() is not None or cluster.kubectl("get", "node", NODE, check=False).returncode == 0)
-        assert proc.poll() is None, f"the node agent exited with {proc.returncode}"
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _pod(name: str, command: list[str], **container: Any) -> str:
@@ -87,7 +50,7 @@ def test_http_readiness_probe_gates_ready(cluster: cluster_mod.Cluster, agent: N
         "web", ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", served],
         ports=[{"name": "http", "containerPort": port}],
         readinessProbe={"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1}))
-    _eventually(lambda: ("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 404")
+    cluster_mod.eventually(lambda: ("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 404")
                 in _events(cluster, "web"))
     pod = _get(cluster, "web")
     assert pod["status"]["phase"] == "Running" and _ready(pod) == "False"
@@ -95,7 +58,7 @@ def test_http_readiness_probe_gates_ready(cluster: cluster_mod.Cluster, agent: N
     assert "0/1" in cluster.kubectl("get", "pod", "web").stdout
     with open(os.path.join(served, "ready"), "w") as f:
         f.write("ok")
-    _eventually(lambda: _ready(_get(cluster, "web")) == "True")
+    cluster_mod.eventually(lambda: _ready(_get(cluster, "web")) == "True")
     assert "1/1" in cluster.kubectl("get", "pod", "web").stdout
     cluster.kubectl("delete", "pod", "web", "--wait=true")
 
@@ -106,7 +69,7 @@ def test_failing_liveness_probe_restarts_container(cluster: cluster_mod.Cluster,
         "doomed", ["python3", "-c", "import time; time.sleep(3600)"],
         livenessProbe={"exec": {"command": ["sh", "-c", "echo not alive; exit 1"]}, "periodSeconds": 1,
                        "failureThreshold": 2, "terminationGracePeriodSeconds": 1}))
-    _eventually(lambda: _get(cluster, "doomed")["status"]["containerStatuses"][0]["restartCount"] >= 1)
+    cluster_mod.eventually(lambda: _get(cluster, "doomed")["status"]["containerStatuses"][0]["restartCount"] >= 1)
     events = _events(cluster, "doomed")
     assert ("Unhealthy", "Liveness probe failed: not alive\n") in events
     assert ("Killing", "Container main failed liveness probe, will be restarted") in events
@@ -124,6 +87,6 @@ def test_exec_probe_sees_the_container_mounts(cluster: cluster_mod.Cluster, agen
         readinessProbe={"exec": {"command": ["test", "-f", f"{mount}/marker"]}, "periodSeconds": 1}))
     body["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
     cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
-    _eventually(lambda: _ready(_get(cluster, "mounted")) == "True")
+    cluster_mod.eventually(lambda: _ready(_get(cluster, "mounted")) == "True")
     assert not os.path.exists(os.path.join(mount, "marker"))  # the host itself does not see the bind mount
     cluster.kubectl("delete", "pod", "mounted", "--wait=true")

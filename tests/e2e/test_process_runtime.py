@@ -2,52 +2,15 @@
 
 from __future__ import annotations
 
-import collections.abc
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.e2e import cluster as cluster_mod
 
-NODE = "pocketkube-node-1"
+NODE = cluster_mod.PROCESS_NODE
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def agent(cluster: cluster_mod.Cluster) -> collections.abc.Iterator[str]:
-    """A process node agent beside the cluster; yields the directory its node keeps pods in."""
-    log = open(os.path.join(cluster.data_dir, "agent.log"), "a")  # noqa: SIM115 - lives as long as the agent
-    proc = subprocess.Popen([sys.executable, "-m", "pocketkube.node.agent", "--kubeconfig", cluster.kubeconfig,
-                             "--data-dir", cluster.data_dir, "--nodes", "1", "--process"],
-                            cwd=cluster_mod.ROOT, stdout=log, stderr=log)
-    try:
-        _eventually(lambda: proc.poll() is not None or cluster.kubectl("get", "node", NODE, check=False).returncode == 0)
-        assert proc.poll() is None, f"the node agent exited with {proc.returncode}"
-        yield os.path.join(cluster.data_dir, "nodes", NODE, "pods")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _pod(name: str, command: list[str], **spec: Any) -> str:
@@ -73,21 +36,21 @@ def test_running_pod_with_configmap_and_emptydir(cluster: cluster_mod.Cluster, a
         "runner", ["python3", "-c", script], container={
             "volumeMounts": [{"name": "demo", "mountPath": "/etc/demo"}, {"name": "scratch", "mountPath": "/scratch"}]},
         volumes=[{"name": "demo", "configMap": {"name": "demo"}}, {"name": "scratch", "emptyDir": {}}]))
-    _eventually(lambda: "1/1" in cluster.kubectl("get", "pod", "runner").stdout
+    cluster_mod.eventually(lambda: "1/1" in cluster.kubectl("get", "pod", "runner").stdout
                 and "Running" in cluster.kubectl("get", "pod", "runner").stdout)
     uid = cluster.kubectl("get", "pod", "runner", "-o", "jsonpath={.metadata.uid}").stdout
     scratch = os.path.join(agent, uid, "volumes", "scratch")
-    _eventually(lambda: os.path.exists(os.path.join(scratch, "pid")) and os.path.exists(os.path.join(scratch, "copied")))
+    cluster_mod.eventually(lambda: os.path.exists(os.path.join(scratch, "pid")) and os.path.exists(os.path.join(scratch, "copied")))
     with open(os.path.join(scratch, "copied")) as f:
         assert f.read() == "hello-from-configmap"
     with open(os.path.join(scratch, "pid")) as f:
         pid = int(f.read())
     assert _alive(pid)
-    _eventually(lambda: os.path.exists(os.path.join(agent, uid, "main", "0.log"))
+    cluster_mod.eventually(lambda: os.path.exists(os.path.join(agent, uid, "main", "0.log"))
                 and open(os.path.join(agent, uid, "main", "0.log")).read() == "hi\n")
     assert not os.path.exists("/scratch/copied"), "the volume is mounted only in the container's namespace"
     cluster.kubectl("delete", "pod", "runner", "--wait=true", timeout=30)
-    _eventually(lambda: not _alive(pid), timeout=5)
+    cluster_mod.eventually(lambda: not _alive(pid), timeout=5)
     assert not os.path.exists("/etc/demo") and not os.path.exists("/scratch"), "mount points made are removed"
     assert not os.path.exists(os.path.join(agent, uid)), "the pod's directory goes with the pod"
 
@@ -95,7 +58,7 @@ def test_running_pod_with_configmap_and_emptydir(cluster: cluster_mod.Cluster, a
 def test_exit_code_with_restart_policy_never(cluster: cluster_mod.Cluster, agent: str) -> None:
     """A command exiting 3 under restartPolicy Never leaves the pod Failed with exit code 3."""
     cluster.kubectl("apply", "-f", "-", input=_pod("fails", ["sh", "-c", "echo bye; exit 3"], restartPolicy="Never"))
-    _eventually(lambda: cluster.kubectl("get", "pod", "fails", "-o", "jsonpath={.status.phase}").stdout == "Failed")
+    cluster_mod.eventually(lambda: cluster.kubectl("get", "pod", "fails", "-o", "jsonpath={.status.phase}").stdout == "Failed")
     got = cluster.kubectl("get", "pod", "fails", "-o",
                           "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"
                           " {.status.containerStatuses[0].state.terminated.reason}").stdout
@@ -108,7 +71,7 @@ def test_unknown_image_without_command_fails_to_pull(cluster: cluster_mod.Cluste
                       "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "example.com/app:1"}]}})
     cluster.kubectl("apply", "-f", "-", input=pod)
     path = "jsonpath={.status.containerStatuses[0].state.waiting.reason}"
-    _eventually(lambda: cluster.kubectl("get", "pod", "nopull", "-o", path).stdout in ("ErrImagePull", "ImagePullBackOff"))
+    cluster_mod.eventually(lambda: cluster.kubectl("get", "pod", "nopull", "-o", path).stdout in ("ErrImagePull", "ImagePullBackOff"))
     message = cluster.kubectl("get", "pod", "nopull", "-o",
                               "jsonpath={.status.containerStatuses[0].state.waiting.message}").stdout
     assert "set the container's command" in message
