@@ -27,10 +27,6 @@ BURST_REPLICAS = 250
 meta = rsutil.meta
 
 
-def _path(gvr: rest.GVR, obj: dict[str, Any]) -> str:
-    return gvr.path(meta(obj).get("namespace") or "", meta(obj).get("name") or "")
-
-
 def _live(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """getNodesToDaemonPods without deleted terminal pods (they no longer hold a node's slot)."""
     return [p for p in pods if not (meta(p).get("deletionTimestamp")
@@ -180,26 +176,11 @@ class DaemonSetController:
         candidates = [p for p in self.pods.list() if meta(p).get("namespace") == ns]
         claims = rsutil.claim(ds, selector, candidates)
         owned = [p for p in claims.owned if p not in claims.adopt]
-        if claims.adopt and await self._can_adopt(ds):
-            for pod in claims.adopt:
-                try:
-                    await self.client.patch(_path(PODS, pod), rsutil.adopt_patch(ds, pod), patch_type="strategic")
-                    owned.append(pod)
-                except (errors.NotFound, errors.Conflict, errors.Invalid):
-                    continue
-        for pod in claims.release:
-            try:
-                await self.client.patch(_path(PODS, pod), rsutil.release_patch(ds, pod), patch_type="strategic")
-            except (errors.NotFound, errors.Conflict, errors.Invalid):
-                continue
+        if claims.adopt and await ownerrefs.can_adopt(self.client, DAEMONSETS, ds):
+            adopted = ownerrefs.uids(await ownerrefs.adopt(self.client, PODS, ds, claims.adopt))
+            owned += [p for p in claims.adopt if meta(p).get("uid") in adopted]
+        await ownerrefs.release(self.client, PODS, ds, claims.release)
         return owned
-
-    async def _can_adopt(self, ds: dict[str, Any]) -> bool:
-        try:
-            fresh = await self.client.get(_path(DAEMONSETS, ds))
-        except errors.NotFound:
-            return False
-        return meta(fresh).get("uid") == meta(ds).get("uid") and not meta(fresh).get("deletionTimestamp")
 
     # --- history
 
@@ -210,13 +191,8 @@ class DaemonSetController:
         mine = [r for r in self.revisions.list() if meta(r).get("namespace") == ns]
         claims = rsutil.claim(ds, selector, mine)
         revisions = [r for r in claims.owned if r not in claims.adopt]
-        if claims.adopt and await self._can_adopt(ds):
-            for rev in claims.adopt:
-                try:
-                    revisions.append(await self.client.patch(_path(history.CONTROLLER_REVISIONS, rev),
-                                                             rsutil.adopt_patch(ds, rev), patch_type="strategic"))
-                except (errors.NotFound, errors.Conflict, errors.Invalid):
-                    continue
+        if claims.adopt and await ownerrefs.can_adopt(self.client, DAEMONSETS, ds):
+            revisions += await ownerrefs.adopt(self.client, history.CONTROLLER_REVISIONS, ds, claims.adopt)
         patch = history.template_patch(ds)
         current: list[dict[str, Any]] = []
         old: list[dict[str, Any]] = []
@@ -246,10 +222,10 @@ class DaemonSetController:
         try:
             return await self.client.create(history.CONTROLLER_REVISIONS, body)
         except errors.AlreadyExists:
-            existing = await self.client.get(_path(history.CONTROLLER_REVISIONS, body))
+            existing = await self.client.get(ownerrefs.object_path(history.CONTROLLER_REVISIONS, body))
             if (existing.get("data") or {}) == patch:
                 return existing
-            fresh = await self.client.get(_path(DAEMONSETS, ds))
+            fresh = await self.client.get(ownerrefs.object_path(DAEMONSETS, ds))
             if (fresh.get("status") or {}).get("collisionCount") != collisions:
                 raise errors.Conflict(f"found a stale collision count ({collisions}) of DaemonSet "
                                       f"{meta(ds).get('name')!r} while processing; will retry until it is "
@@ -314,7 +290,7 @@ class DaemonSetController:
 
     async def _delete(self, key: str, ds: dict[str, Any], pod: dict[str, Any]) -> None:
         try:
-            await self.client.delete(_path(PODS, pod))
+            await self.client.delete(ownerrefs.object_path(PODS, pod))
         except errors.APIError as e:
             self.expectations.deletion_observed(key, informer.key_of(pod))
             if isinstance(e, errors.NotFound):
@@ -346,5 +322,5 @@ class DaemonSetController:
             except errors.Conflict:
                 if attempt:
                     raise
-                current = await self.client.get(_path(DAEMONSETS, ds))
+                current = await self.client.get(ownerrefs.object_path(DAEMONSETS, ds))
         return counts

@@ -25,11 +25,6 @@ COMPONENT = "deployment-controller"
 RECREATE_POLL = 1.0
 
 
-def _path(gvr: rest.GVR, obj: dict[str, Any]) -> str:
-    m = du.meta(obj)
-    return gvr.path(m.get("namespace") or "", m.get("name") or "")
-
-
 def _replace(rss: list[dict[str, Any]], updated: dict[str, Any]) -> list[dict[str, Any]]:
     uid = du.meta(updated).get("uid")
     return [updated if du.meta(rs).get("uid") == uid else rs for rs in rss]
@@ -157,26 +152,10 @@ class DeploymentController:
         ns = du.meta(d).get("namespace") or ""
         claims = rsutil.claim(d, selector, self.rs_index.in_namespace(ns))
         owned = [rs for rs in claims.owned if rs not in claims.adopt]
-        if claims.adopt and await self._can_adopt(d):
-            for rs in claims.adopt:
-                try:
-                    owned.append(await self.client.patch(_path(REPLICASETS, rs), rsutil.adopt_patch(d, rs),
-                                                         patch_type="strategic"))
-                except (errors.NotFound, errors.Conflict, errors.Invalid):
-                    continue
-        for rs in claims.release:
-            try:
-                await self.client.patch(_path(REPLICASETS, rs), rsutil.release_patch(d, rs), patch_type="strategic")
-            except (errors.NotFound, errors.Conflict, errors.Invalid):
-                continue
+        if claims.adopt and await ownerrefs.can_adopt(self.client, DEPLOYMENTS, d):
+            owned += await ownerrefs.adopt(self.client, REPLICASETS, d, claims.adopt)
+        await ownerrefs.release(self.client, REPLICASETS, d, claims.release)
         return owned
-
-    async def _can_adopt(self, d: dict[str, Any]) -> bool:
-        try:
-            fresh = await self.client.get(_path(DEPLOYMENTS, d))
-        except errors.NotFound:
-            return False
-        return du.meta(fresh).get("uid") == du.meta(d).get("uid") and not du.meta(fresh).get("deletionTimestamp")
 
     # --- writes
 
@@ -200,7 +179,7 @@ class DeploymentController:
         if ann.get(du.REVISION) == rev:
             return False
         d["metadata"]["annotations"] = {**ann, du.REVISION: rev}
-        updated = await self.client.patch(_path(DEPLOYMENTS, d), {"metadata": {"annotations": {du.REVISION: rev}}},
+        updated = await self.client.patch(ownerrefs.object_path(DEPLOYMENTS, d), {"metadata": {"annotations": {du.REVISION: rev}}},
                                           patch_type="merge")
         self._wrote(d, updated)
         return True
@@ -389,7 +368,7 @@ class DeploymentController:
     async def _cleanup(self, d: dict[str, Any], olds: list[dict[str, Any]]) -> None:
         for rs in du.cleanup_victims(olds, d):
             try:
-                await self.client.delete(_path(REPLICASETS, rs))
+                await self.client.delete(ownerrefs.object_path(REPLICASETS, rs))
             except errors.NotFound:
                 continue
 

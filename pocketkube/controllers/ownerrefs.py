@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pocketkube.api import errors, selectors
-from pocketkube.client import informer
+from pocketkube.client import informer, rest
 from pocketkube.controllers import podutil
 
 
@@ -24,6 +24,61 @@ def controller_ref(owner: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": owner.get("apiVersion") or "", "kind": owner.get("kind") or "",
             "name": m.get("name") or "", "uid": m.get("uid") or "", "controller": True,
             "blockOwnerDeletion": True}
+
+
+def adopt_patch(owner: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """The strategic merge patch kube sends to add the owner's controller reference."""
+    return {"metadata": {"ownerReferences": [controller_ref(owner)], "uid": podutil.meta(obj).get("uid")}}
+
+
+def release_patch(owner: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """The strategic merge patch kube sends to drop the owner's reference."""
+    return {"metadata": {"ownerReferences": [{"$patch": "delete", "uid": podutil.meta(owner).get("uid")}],
+                         "uid": podutil.meta(obj).get("uid")}}
+
+
+def object_path(gvr: rest.GVR, obj: dict[str, Any]) -> str:
+    m = podutil.meta(obj)
+    return gvr.path(m.get("namespace") or "", m.get("name") or "")
+
+
+# An object that vanished, changed its uid or was claimed meanwhile is simply skipped, as kube does.
+_CLAIM_RACES = (errors.NotFound, errors.Conflict, errors.Invalid)
+
+
+async def can_adopt(client: rest.Client, gvr: rest.GVR, owner: dict[str, Any]) -> bool:
+    """Re-read the owner: adopting for a deleted (or recreated) namesake would steal objects."""
+    try:
+        fresh = await client.get(object_path(gvr, owner))
+    except errors.NotFound:
+        return False
+    fm = podutil.meta(fresh)
+    return fm.get("uid") == podutil.meta(owner).get("uid") and not fm.get("deletionTimestamp")
+
+
+async def adopt(client: rest.Client, gvr: rest.GVR, owner: dict[str, Any],
+                objs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Patch owner's controller reference onto objs; returns the adopted objects as the server now has them."""
+    adopted = []
+    for obj in objs:
+        try:
+            adopted.append(await client.patch(object_path(gvr, obj), adopt_patch(owner, obj), patch_type="strategic"))
+        except _CLAIM_RACES:
+            continue
+    return adopted
+
+
+async def release(client: rest.Client, gvr: rest.GVR, owner: dict[str, Any], objs: Iterable[dict[str, Any]]) -> None:
+    """Drop owner's reference from objs it no longer selects."""
+    for obj in objs:
+        try:
+            await client.patch(object_path(gvr, obj), release_patch(owner, obj), patch_type="strategic")
+        except _CLAIM_RACES:
+            continue
+
+
+def uids(objs: Iterable[dict[str, Any]]) -> set[str]:
+    return {podutil.meta(o).get("uid") or "" for o in objs}
 
 
 def owner_key(owners: informer.Informer, kind: str, ns: str, ref: dict[str, Any] | None) -> str | None:

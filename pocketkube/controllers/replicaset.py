@@ -186,33 +186,11 @@ class ReplicaSetController:
         if not claims.adopt and not claims.release:
             return claims.owned
         owned = [p for p in claims.owned if p not in claims.adopt]
-        if claims.adopt and await self._can_adopt(rs):
-            for pod in claims.adopt:
-                try:
-                    await self.client.patch(PODS.path(util.meta(pod).get("namespace") or "",
-                                                      util.meta(pod).get("name") or ""),
-                                            util.adopt_patch(rs, pod), patch_type="strategic")
-                    owned.append(pod)
-                except (errors.NotFound, errors.Conflict, errors.Invalid):
-                    continue
-        for pod in claims.release:
-            try:
-                await self.client.patch(PODS.path(util.meta(pod).get("namespace") or "",
-                                                  util.meta(pod).get("name") or ""),
-                                        util.release_patch(rs, pod), patch_type="strategic")
-            except (errors.NotFound, errors.Conflict, errors.Invalid):
-                continue
+        if claims.adopt and await ownerrefs.can_adopt(self.client, self.gvr, rs):
+            adopted = ownerrefs.uids(await ownerrefs.adopt(self.client, PODS, rs, claims.adopt))
+            owned += [p for p in claims.adopt if util.meta(p).get("uid") in adopted]
+        await ownerrefs.release(self.client, PODS, rs, claims.release)
         return owned
-
-    async def _can_adopt(self, rs: dict[str, Any]) -> bool:
-        # Re-read the owner: adopting for a deleted (or recreated) namesake would steal pods.
-        m = util.meta(rs)
-        try:
-            fresh = await self.client.get(self.gvr.path(m.get("namespace") or "", m.get("name") or ""))
-        except errors.NotFound:
-            return False
-        fm = util.meta(fresh)
-        return fm.get("uid") == m.get("uid") and not fm.get("deletionTimestamp")
 
     async def _manage_replicas(self, key: str, rs: dict[str, Any], pods: list[dict[str, Any]]) -> None:
         diff = util.plan_replicas(rs, pods)

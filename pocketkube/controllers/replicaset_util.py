@@ -97,15 +97,8 @@ def claim(owner: dict[str, Any], selector: selectors.Selector, objs: Iterable[di
     return out
 
 
-def adopt_patch(owner: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
-    """The strategic merge patch kube sends to add the owner's controller reference."""
-    return {"metadata": {"ownerReferences": [controller_ref(owner)], "uid": meta(obj).get("uid")}}
-
-
-def release_patch(owner: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
-    """The strategic merge patch kube sends to drop the owner's reference."""
-    return {"metadata": {"ownerReferences": [{"$patch": "delete", "uid": meta(owner).get("uid")}],
-                         "uid": meta(obj).get("uid")}}
+adopt_patch = ownerrefs.adopt_patch
+release_patch = ownerrefs.release_patch
 
 
 # --- creating pods ---------------------------------------------------------------------

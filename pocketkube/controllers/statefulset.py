@@ -31,10 +31,6 @@ def _typed(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
     return {**obj, "apiVersion": obj.get("apiVersion") or api_version, "kind": obj.get("kind") or kind}
 
 
-def _path(gvr: rest.GVR, obj: dict[str, Any]) -> str:
-    return gvr.path(meta(obj).get("namespace") or "", meta(obj).get("name") or "")
-
-
 class StatefulSetController:
     """Reconciles StatefulSets by "namespace/name"."""
 
@@ -134,22 +130,10 @@ class StatefulSetController:
         ns = meta(sset).get("namespace")
         orphans = [r for r in self.revisions.list() if meta(r).get("namespace") == ns
                    and rsutil.controller_of(r) is None and selector.matches(meta(r).get("labels") or {})]
-        if not orphans or meta(sset).get("deletionTimestamp") or not await self._can_adopt(sset):
+        if not orphans or meta(sset).get("deletionTimestamp") or \
+                not await ownerrefs.can_adopt(self.client, STATEFULSETS, sset):
             return
-        for rev in orphans:
-            try:
-                await self.client.patch(_path(history.CONTROLLER_REVISIONS, rev), rsutil.adopt_patch(sset, rev),
-                                        patch_type="strategic")
-            except (errors.NotFound, errors.Conflict, errors.Invalid):
-                continue
-
-    async def _can_adopt(self, sset: dict[str, Any]) -> bool:
-        # Re-read the owner: adopting for a deleted (or recreated) namesake would steal objects.
-        try:
-            fresh = await self.client.get(_path(STATEFULSETS, sset))
-        except errors.NotFound:
-            return False
-        return meta(fresh).get("uid") == meta(sset).get("uid") and not meta(fresh).get("deletionTimestamp")
+        await ownerrefs.adopt(self.client, history.CONTROLLER_REVISIONS, sset, orphans)
 
     async def _claim_pods(self, sset: dict[str, Any], selector: selectors.Selector) -> list[dict[str, Any]]:
         """ClaimPods with isMemberOf: owned members stay, matching orphan members are adopted, others released."""
@@ -161,18 +145,11 @@ class StatefulSetController:
                      and (rsutil.controller_of(p) or {}).get("uid") == uid and not meta(p).get("deletionTimestamp")]
         claims = rsutil.claim(sset, selector, members)
         owned = [p for p in claims.owned if p not in claims.adopt]
-        if claims.adopt and await self._can_adopt(sset):
-            for pod in claims.adopt:
-                try:
-                    await self.client.patch(_path(PODS, pod), rsutil.adopt_patch(sset, pod), patch_type="strategic")
-                    owned.append(pod)
-                except (errors.NotFound, errors.Conflict, errors.Invalid):
-                    continue
-        for pod in claims.release + (strangers if not meta(sset).get("deletionTimestamp") else []):
-            try:
-                await self.client.patch(_path(PODS, pod), rsutil.release_patch(sset, pod), patch_type="strategic")
-            except (errors.NotFound, errors.Conflict, errors.Invalid):
-                continue
+        if claims.adopt and await ownerrefs.can_adopt(self.client, STATEFULSETS, sset):
+            adopted = ownerrefs.uids(await ownerrefs.adopt(self.client, PODS, sset, claims.adopt))
+            owned += [p for p in claims.adopt if meta(p).get("uid") in adopted]
+        await ownerrefs.release(self.client, PODS, sset,
+                                claims.release + (strangers if not meta(sset).get("deletionTimestamp") else []))
         return owned
 
     async def _revisions(self, sset: dict[str, Any],
@@ -260,7 +237,7 @@ class StatefulSetController:
                 claims[cname] = await self.client.create(PVCS, want)
             except errors.AlreadyExists:
                 # Our cache is behind our own earlier write; the claim is there.
-                claims[cname] = await self.client.get(_path(PVCS, want))
+                claims[cname] = await self.client.get(ownerrefs.object_path(PVCS, want))
                 continue
             except errors.APIError as e:
                 problems.append(f"failed to create PVC {cname}: {e.message}")
@@ -296,7 +273,7 @@ class StatefulSetController:
 
     async def _delete_pod(self, sset: dict[str, Any], pod: dict[str, Any]) -> None:
         try:
-            await self.client.delete(_path(PODS, pod), preconditions={"uid": meta(pod).get("uid") or ""})
+            await self.client.delete(ownerrefs.object_path(PODS, pod), preconditions={"uid": meta(pod).get("uid") or ""})
         except errors.NotFound:
             return
         except errors.APIError as e:
@@ -340,7 +317,7 @@ class StatefulSetController:
             except errors.Conflict:
                 if attempt:
                     raise
-                current = await self.client.get(_path(STATEFULSETS, sset))
+                current = await self.client.get(ownerrefs.object_path(STATEFULSETS, sset))
 
     async def _truncate_history(self, sset: dict[str, Any], pods: list[dict[str, Any]],
                                 revisions: list[dict[str, Any]], current: dict[str, Any],
