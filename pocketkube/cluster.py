@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pocketkube.api import conversion, resources
-from pocketkube.apiserver import admission, allocators, authz, bootstrap, context, crds, objects, server
+from pocketkube.apiserver import admission, allocators, authz, bootstrap, context, crds, objects, selfendpoints, server
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki
 from pocketkube.store import sqlite
@@ -87,6 +87,7 @@ class Cluster:
         host = s.host if s.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         api.server_address = f"{host}:{self.port}"
         await bootstrap.run(api, secure_port=self.port)
+        await selfendpoints.reconcile(api, ip=host, port=self.port)
         netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self.url = f"https://{netloc}"
         self._tasks.append(asyncio.create_task(_keep_bootstrapped(api, self.port), name="bootstrap"))
@@ -139,6 +140,7 @@ async def _keep_bootstrapped(api: context.Server, port: int, *, every: float = 1
         await api.clock.sleep(every)
         try:
             await bootstrap.run(api, secure_port=port)
+            await selfendpoints.reconcile(api, ip=api.server_address.rpartition(":")[0].strip("[]"), port=port)
         except Exception:  # noqa: BLE001 - a failed round is retried on the next tick
             log.exception("re-creating system objects failed")
 

@@ -57,6 +57,9 @@ async def _ensure(server: context.Server, res: resources.Resource | None, obj: d
             raise
 
 
+ensure = _ensure
+
+
 async def run(server: context.Server, *, secure_port: int) -> None:
     """Create what is missing; independent writes go together so the store commits them in one batch."""
     reg = server.registry

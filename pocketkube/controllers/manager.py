@@ -14,6 +14,8 @@ from pocketkube.controllers import (
     daemonset,
     deployment,
     disruption,
+    endpoints,
+    endpointslice,
     garbagecollector,
     job,
     namespace,
@@ -60,6 +62,8 @@ def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Cloc
         ("job", job.JobController(client, clock=clock)),
         ("cronjob", cronjob.CronJobController(client, clock=clock)),
         ("ttlafterfinished", ttlafterfinished.TTLAfterFinishedController(client, clock=clock)),
+        ("endpointslice", endpointslice.EndpointSliceController(client, clock=clock)),
+        ("endpoints", endpoints.EndpointsController(client, clock=clock)),
     ]
 
 

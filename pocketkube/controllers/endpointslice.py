@@ -1,0 +1,214 @@
+"""EndpointSlice controller: each selecting Service's ready, serving and terminating pod addresses as EndpointSlices."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from pocketkube.api import errors
+from pocketkube.base import clock as clock_mod
+from pocketkube.client import informer, rest
+from pocketkube.controllers import endpoints_util, ownerrefs, podutil
+from pocketkube.runtime import controller
+
+log = logging.getLogger("pocketkube.controllers.endpointslice")
+
+SERVICES = rest.GVR("", "v1", "services")
+PODS = rest.GVR("", "v1", "pods")
+NODES = rest.GVR("", "v1", "nodes")
+SLICES = rest.GVR("discovery.k8s.io", "v1", "endpointslices")
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+CONTROLLER_NAME = "endpointslice-controller.k8s.io"
+# kube-controller-manager's --max-endpoints-per-slice default.
+MAX_ENDPOINTS_PER_SLICE = 100
+
+
+def endpoint(service: Mapping[str, Any], pod: Mapping[str, Any], *, zones: Mapping[str, str]) -> dict[str, Any]:
+    """One pod as a slice endpoint, with kube's ready/serving/terminating conditions."""
+    publish = bool((service.get("spec") or {}).get("publishNotReadyAddresses"))
+    serving = podutil.is_ready(dict(pod))
+    terminating = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+    ready = publish or (serving and not terminating)
+    ep: dict[str, Any] = {"addresses": endpoints_util.pod_ips(pod)[:1],
+                          "conditions": {"ready": ready, "serving": serving, "terminating": terminating}}
+    if endpoints_util.should_set_hostname(pod, service):
+        ep["hostname"] = (pod.get("spec") or {})["hostname"]
+    ep["targetRef"] = endpoints_util.target_ref(pod)
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        ep["nodeName"] = node
+        if zones.get(node):
+            ep["zone"] = zones[node]
+    return ep
+
+
+def desired(service: Mapping[str, Any], pods: list[dict[str, Any]], *, zones: Mapping[str, str],
+            max_per_slice: int = MAX_ENDPOINTS_PER_SLICE) -> list[tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]]:
+    """(ports, endpoints) of every slice the Service should have; one empty placeholder when no pod qualifies."""
+    groups: dict[bytes, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    for pod in endpoints_util.selected_pods(service, pods):
+        if not endpoints_util.should_include(pod, include_terminating=True):
+            continue
+        ports = endpoints_util.endpoint_ports(service, pod)
+        key = orjson.dumps(ports)
+        groups.setdefault(key, (ports, []))[1].append(endpoint(service, pod, zones=zones))
+    out: list[tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]] = []
+    for ports, eps in groups.values():
+        for i in range(0, len(eps), max_per_slice):
+            out.append((ports, eps[i:i + max_per_slice]))
+    return out or [(None, [])]
+
+
+def labels_for(service: Mapping[str, Any]) -> dict[str, str]:
+    labels = endpoints_util.copied_labels(service, drop=(SERVICE_NAME_LABEL, MANAGED_BY_LABEL))
+    labels[SERVICE_NAME_LABEL] = str((service.get("metadata") or {}).get("name", ""))
+    labels[MANAGED_BY_LABEL] = CONTROLLER_NAME
+    return labels
+
+
+def _same_ports(a: Any, b: Any) -> bool:
+    return (a or None) == (b or None)
+
+
+def plan(service: Mapping[str, Any], pods: list[dict[str, Any]], existing: list[dict[str, Any]], *,
+         zones: Mapping[str, str], trigger: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(slices to create, slices to update, slices to delete) that make `existing` what the Service needs."""
+    meta = service.get("metadata") or {}
+    labels = labels_for(service)
+    owner = endpoints_util.owner_ref(service)
+    unused = sorted(existing, key=lambda s: (s.get("metadata") or {}).get("name", ""))
+    creates: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for ports, eps in desired(service, pods, zones=zones):
+        match = next((s for s in unused if _same_ports(s.get("ports"), ports)), None)
+        if match is not None:
+            unused.remove(match)
+            smeta = match.get("metadata") or {}
+            if match.get("endpoints") == eps and smeta.get("labels") == labels \
+                    and owner in (smeta.get("ownerReferences") or []):
+                continue
+            body = dict(match)
+            body["metadata"] = dict(smeta, labels=labels, ownerReferences=[owner],
+                                    annotations={**(smeta.get("annotations") or {}),
+                                                 endpoints_util.LAST_CHANGE_TRIGGER_TIME: trigger})
+            body["endpoints"] = eps
+            body["ports"] = ports
+            updates.append(body)
+            continue
+        creates.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"generateName": _name_prefix(str(meta.get("name", ""))),
+                         "namespace": meta.get("namespace", ""), "labels": labels,
+                         "annotations": {endpoints_util.LAST_CHANGE_TRIGGER_TIME: trigger},
+                         "ownerReferences": [owner]},
+            "addressType": "IPv4", "endpoints": eps, "ports": ports})
+    return creates, updates, unused
+
+
+def _name_prefix(service_name: str) -> str:
+    # generateName appends 5 characters; kube trims the prefix so the whole name stays a valid 63-char label.
+    prefix = service_name + "-"
+    return prefix[:58] if len(prefix) > 58 else prefix
+
+
+class EndpointSliceController:
+    """Reconciles Services by key: their EndpointSlices follow the selected pods' IPs, ports and readiness."""
+
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+        self.client = client
+        self.clock = clock or clock_mod.Clock()
+        self.controller = controller.Controller("endpointslice", self.reconcile, workers=workers, clock=self.clock)
+        self.services = informer.Informer(client, SERVICES, clock=self.clock)
+        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.nodes = informer.Informer(client, NODES, clock=self.clock)
+        self.slices = informer.Informer(client, SLICES, clock=self.clock,
+                                        label_selector=f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}")
+        # Slices we wrote (None: deleted) that the informer may not have caught up with, by Service key.
+        self._written: dict[str, dict[str, dict[str, Any] | None]] = {}
+        self.service_index = ownerrefs.OwnerIndex()
+        self.pod_index = ownerrefs.OwnerIndex()
+        self.services.add_handler(self.service_index.update)
+        self.pods.add_handler(self.pod_index.update)
+        self.controller.watch(self.services)
+        self.controller.watch(self.pods, self._pod_keys)
+        self.controller.watch(self.slices, _slice_key)
+        self.controller.watch(self.nodes, controller.no_keys)
+
+    async def run(self) -> None:
+        await self.controller.run()
+
+    def _existing(self, ns: str, name: str) -> list[dict[str, Any]]:
+        """The Service's slices: the informer's, overlaid with our own writes it has not shown us yet."""
+        cached = {podutil.meta(s).get("name") or "": s for s in self.slices.list()
+                  if (podutil.meta(s).get("namespace") or "") == ns
+                  and (podutil.meta(s).get("labels") or {}).get(SERVICE_NAME_LABEL) == name}
+        written = self._written.get(f"{ns}/{name}", {})
+        for slice_name, mine in list(written.items()):
+            seen = cached.get(slice_name)
+            if mine is None:
+                if seen is None:
+                    del written[slice_name]
+                else:
+                    cached.pop(slice_name)
+            elif seen is not None and podutil.resource_version(seen) >= podutil.resource_version(mine):
+                del written[slice_name]
+            else:
+                cached[slice_name] = mine
+        return list(cached.values())
+
+    def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
+        pod = new if new is not None else old
+        ns = podutil.meta(pod).get("namespace") or "" if pod is not None else ""
+        return endpoints_util.services_selecting(self.service_index.in_namespace(ns), old, new)
+
+    def _zones(self) -> dict[str, str]:
+        return {podutil.meta(n).get("name") or "": (podutil.meta(n).get("labels") or {}).get(endpoints_util.ZONE_LABEL, "")
+                for n in self.nodes.list()}
+
+    async def reconcile(self, key: str) -> controller.Outcome:
+        ns, _, name = key.partition("/")
+        service = self.services.get(key)
+        if service is None or endpoints_util.selector_of(service) is None \
+                or podutil.meta(service).get("deletionTimestamp"):
+            # The garbage collector removes a deleted Service's slices through their owner references.
+            return controller.DONE
+        existing = self._existing(ns, name)
+        pods = self.pod_index.in_namespace(ns)
+        selected = endpoints_util.selected_pods(service, pods)
+        creates, updates, deletes = plan(service, pods, existing, zones=self._zones(),
+                                         trigger=endpoints_util.trigger_time(service, selected))
+        written = self._written.setdefault(key, {})
+        try:
+            for body in updates:
+                done = await self.client.update(SLICES, body)
+                written[podutil.meta(done).get("name") or ""] = done
+            for body in creates:
+                done = await self.client.create(SLICES, body, namespace=ns)
+                written[podutil.meta(done).get("name") or ""] = done
+            for s in deletes:
+                written[podutil.meta(s).get("name") or ""] = None
+                try:
+                    await self.client.delete(ownerrefs.object_path(SLICES, s))
+                except errors.NotFound:
+                    pass
+        except errors.Conflict:
+            self._written.pop(key, None)
+            return controller.REQUEUE
+        except (errors.Forbidden, errors.NotFound) as e:
+            if "being terminated" in e.message or isinstance(e, errors.NotFound):
+                return controller.DONE
+            raise
+        return controller.DONE
+
+
+def _slice_key(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
+    obj = new if new is not None else old
+    if obj is None:
+        return []
+    name = (podutil.meta(obj).get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return [f"{podutil.meta(obj).get('namespace') or ''}/{name}"] if name else []
