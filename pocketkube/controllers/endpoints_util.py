@@ -151,3 +151,35 @@ def owner_ref(service: Mapping[str, Any]) -> dict[str, Any]:
     meta = service.get("metadata") or {}
     return {"apiVersion": "v1", "kind": "Service", "name": meta.get("name", ""), "uid": meta.get("uid", ""),
             "controller": True, "blockOwnerDeletion": True}
+
+
+class WriteTracker:
+    """Our own recent writes of slices (None: deleted), overlaid on an informer cache that may lag behind them."""
+
+    def __init__(self) -> None:
+        self._written: dict[str, dict[str, dict[str, Any] | None]] = {}
+
+    def record(self, key: str, name: str, obj: dict[str, Any] | None) -> None:
+        self._written.setdefault(key, {})[name] = obj
+
+    def forget(self, key: str) -> None:
+        self._written.pop(key, None)
+
+    def overlay(self, key: str, cached: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The objects as they are after our writes: newer cache entries win and retire the record."""
+        by_name = {podutil.meta(o).get("name") or "": o for o in cached}
+        written = self._written.get(key, {})
+        for name, mine in list(written.items()):
+            seen = by_name.get(name)
+            if mine is None:
+                if seen is None:
+                    del written[name]
+                else:
+                    by_name.pop(name)
+            elif seen is not None and podutil.resource_version(seen) >= podutil.resource_version(mine):
+                del written[name]
+            else:
+                by_name[name] = mine
+        if not written:
+            self._written.pop(key, None)
+        return list(by_name.values())

@@ -128,8 +128,7 @@ class EndpointSliceController:
         self.nodes = informer.Informer(client, NODES, clock=self.clock)
         self.slices = informer.Informer(client, SLICES, clock=self.clock,
                                         label_selector=f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}")
-        # Slices we wrote (None: deleted) that the informer may not have caught up with, by Service key.
-        self._written: dict[str, dict[str, dict[str, Any] | None]] = {}
+        self.written = endpoints_util.WriteTracker()
         self.service_index = ownerrefs.OwnerIndex()
         self.pod_index = ownerrefs.OwnerIndex()
         self.services.add_handler(self.service_index.update)
@@ -143,23 +142,9 @@ class EndpointSliceController:
         await self.controller.run()
 
     def _existing(self, ns: str, name: str) -> list[dict[str, Any]]:
-        """The Service's slices: the informer's, overlaid with our own writes it has not shown us yet."""
-        cached = {podutil.meta(s).get("name") or "": s for s in self.slices.list()
-                  if (podutil.meta(s).get("namespace") or "") == ns
-                  and (podutil.meta(s).get("labels") or {}).get(SERVICE_NAME_LABEL) == name}
-        written = self._written.get(f"{ns}/{name}", {})
-        for slice_name, mine in list(written.items()):
-            seen = cached.get(slice_name)
-            if mine is None:
-                if seen is None:
-                    del written[slice_name]
-                else:
-                    cached.pop(slice_name)
-            elif seen is not None and podutil.resource_version(seen) >= podutil.resource_version(mine):
-                del written[slice_name]
-            else:
-                cached[slice_name] = mine
-        return list(cached.values())
+        cached = [s for s in self.slices.list() if (podutil.meta(s).get("namespace") or "") == ns
+                  and (podutil.meta(s).get("labels") or {}).get(SERVICE_NAME_LABEL) == name]
+        return self.written.overlay(f"{ns}/{name}", cached)
 
     def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
         pod = new if new is not None else old
@@ -182,28 +167,34 @@ class EndpointSliceController:
         selected = endpoints_util.selected_pods(service, pods)
         creates, updates, deletes = plan(service, pods, existing, zones=self._zones(),
                                          trigger=endpoints_util.trigger_time(service, selected))
-        written = self._written.setdefault(key, {})
         try:
-            for body in updates:
-                done = await self.client.update(SLICES, body)
-                written[podutil.meta(done).get("name") or ""] = done
-            for body in creates:
-                done = await self.client.create(SLICES, body, namespace=ns)
-                written[podutil.meta(done).get("name") or ""] = done
-            for s in deletes:
-                written[podutil.meta(s).get("name") or ""] = None
-                try:
-                    await self.client.delete(ownerrefs.object_path(SLICES, s))
-                except errors.NotFound:
-                    pass
+            await write_slices(self.client, self.written, key, creates=creates, updates=updates, deletes=deletes)
         except errors.Conflict:
-            self._written.pop(key, None)
+            self.written.forget(key)
             return controller.REQUEUE
         except (errors.Forbidden, errors.NotFound) as e:
             if "being terminated" in e.message or isinstance(e, errors.NotFound):
                 return controller.DONE
             raise
         return controller.DONE
+
+
+async def write_slices(client: rest.Client, written: endpoints_util.WriteTracker, key: str, *,
+                       creates: list[dict[str, Any]], updates: list[dict[str, Any]], deletes: list[dict[str, Any]]) -> None:
+    """Apply a plan, remembering each write so the next reconcile sees it before the informer does."""
+    ns = key.partition("/")[0]
+    for body in updates:
+        done = await client.update(SLICES, body)
+        written.record(key, podutil.meta(done).get("name") or "", done)
+    for body in creates:
+        done = await client.create(SLICES, body, namespace=ns)
+        written.record(key, podutil.meta(done).get("name") or "", done)
+    for s in deletes:
+        written.record(key, podutil.meta(s).get("name") or "", None)
+        try:
+            await client.delete(ownerrefs.object_path(SLICES, s))
+        except errors.NotFound:
+            pass
 
 
 def _slice_key(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:

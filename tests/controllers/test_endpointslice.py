@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pocketkube.controllers import endpoints, endpoints_util, endpointslice
+from pocketkube.controllers import endpoints, endpoints_util, endpointslice, endpointslicemirroring
 
 
 def _svc(**spec: Any) -> dict[str, Any]:
@@ -120,3 +120,37 @@ def test_services_without_selector_are_left_alone() -> None:
     assert endpoints_util.selector_of(_svc(selector=None)) is None
     assert endpoints_util.selector_of(_svc(type="ExternalName")) is None
     assert endpoints.subsets(_svc(selector={}), [_pod("a")]) == []
+
+
+def test_mirroring_turns_subsets_into_slices() -> None:
+    """Each Endpoints subset becomes a mirrored slice; not-ready addresses become endpoints with ready=false."""
+    eps = {"metadata": {"name": "ext", "namespace": "ns", "uid": "e1", "labels": {"a": "b"},
+                        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "note": "x"}},
+           "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "notReadyAddresses": [{"ip": "192.0.2.2"}],
+                        "ports": [{"name": "db", "port": 5432, "protocol": "TCP"}]}]}
+    svc = {"metadata": {"name": "ext", "namespace": "ns"}, "spec": {"ports": [{"port": 5432}]}}
+    creates, updates, deletes = endpointslicemirroring.plan(svc, eps, [])
+    [made] = creates
+    assert made["endpoints"] == [{"addresses": ["192.0.2.1"], "conditions": {"ready": True}},
+                                 {"addresses": ["192.0.2.2"], "conditions": {"ready": False}}]
+    assert made["ports"] == [{"name": "db", "port": 5432, "protocol": "TCP"}]
+    assert made["metadata"]["labels"] == {"a": "b", "kubernetes.io/service-name": "ext",
+                                          "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io"}
+    assert made["metadata"]["annotations"] == {"note": "x"}
+    assert made["metadata"]["ownerReferences"][0]["kind"] == "Endpoints"
+    existing = dict(made, metadata=dict(made["metadata"], name="ext-abcde"))
+    assert endpointslicemirroring.plan(svc, eps, [existing]) == ([], [], [])
+    assert not endpointslicemirroring.wanted({"metadata": {"labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}})
+
+
+def test_write_tracker_overlays_until_the_cache_catches_up() -> None:
+    """A slice we just created or deleted counts as such until the informer shows a version at least as new."""
+    tracker = endpoints_util.WriteTracker()
+    mine = {"metadata": {"name": "s1", "resourceVersion": "5"}}
+    tracker.record("ns/web", "s1", mine)
+    assert tracker.overlay("ns/web", []) == [mine]
+    newer = {"metadata": {"name": "s1", "resourceVersion": "6"}}
+    assert tracker.overlay("ns/web", [newer]) == [newer]
+    assert tracker.overlay("ns/web", []) == []
+    tracker.record("ns/web", "s1", None)
+    assert tracker.overlay("ns/web", [newer]) == []

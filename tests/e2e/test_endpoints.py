@@ -99,3 +99,21 @@ def test_kubernetes_service_points_at_the_api_server(cluster: cluster_mod.Cluste
     s = cluster.json("get", "endpointslice", "kubernetes")
     assert s["endpoints"] == [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]
     assert f"127.0.0.1:{port}" in cluster.kubectl("get", "endpoints", "kubernetes").stdout
+
+
+def test_hand_written_endpoints_are_mirrored(cluster: cluster_mod.Cluster) -> None:
+    """A selectorless Service's hand-written Endpoints show up as a mirrored EndpointSlice."""
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "external"},
+             "spec": {"ports": [{"name": "pg", "port": 5432}]}},
+            {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "external"},
+             "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"name": "pg", "port": 5432}]}]}]}))
+
+    def mirrored() -> list[Any]:
+        return [(s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], s["endpoints"])
+                for s in _slices(cluster, "external")]
+
+    cluster_mod.eventually(lambda: mirrored() == [("endpointslicemirroring-controller.k8s.io",
+                                                   [{"addresses": ["192.0.2.10"], "conditions": {"ready": True}}])],
+                           what="a mirrored slice")

@@ -1,0 +1,1 @@
+"""Ingress and gateway data plane: compiled route tables and the proxy that serves them."""

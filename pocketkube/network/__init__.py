@@ -1,0 +1,1 @@
+"""Cluster networking: pod IPs, service virtual IPs to endpoints, DNS records, NetworkPolicy evaluation."""
