@@ -54,6 +54,8 @@ class Call:
     user: User
     query: dict[str, str]
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # Key/value notes for the audit log (PodSecurity, webhooks, policies add theirs).
+    audit_annotations: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def namespace(self) -> str:
