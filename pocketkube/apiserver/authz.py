@@ -1,24 +1,14 @@
-"""Authorization until RBAC lands: authenticated users may do anything; anonymous only health and version."""
+"""The API server's authorizer: system:masters, the Node authorizer and RBAC, as kube-apiserver's Node,RBAC mode."""
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from pocketkube.api import errors
-from pocketkube.apiserver import context, requestinfo
-
-# What kube's system:public-info-viewer role grants to everyone.
-_PUBLIC = {"/healthz", "/livez", "/readyz", "/version", "/version/"}
+from pocketkube.apiserver import rbac
 
 
-async def authorize(server: context.Server, user: context.User, info: requestinfo.RequestInfo,
-                    request: web.Request) -> None:
-    if "system:authenticated" in user.groups:
-        return
-    if not info.is_resource_request:
-        path = info.path.rstrip("/") or "/"
-        if info.path in _PUBLIC or path in _PUBLIC or path.startswith(("/healthz/", "/livez/", "/readyz/")):
-            return
-        raise errors.Forbidden(f'forbidden: User "{user.name}" cannot {info.verb} path "{info.path}"', details={})
-    raise errors.Forbidden.for_resource(user=user.name, verb=info.verb, resource=info.resource, group=info.group,
-                                        name=info.name, namespace=info.namespace)
+def new() -> rbac.Authorizer:
+    """A fresh authorizer for server.authorizer; it follows the store's RBAC objects once it first runs.
+
+    Anonymous callers get what the default bindings give system:unauthenticated (the
+    system:public-info-viewer role: /healthz, /livez, /readyz, /version), nothing more.
+    """
+    return rbac.Authorizer()
