@@ -1,25 +1,29 @@
-"""The process runtime: each container a local process group in its own mount namespace, volumes bind-mounted."""
+"""The process runtime: each container a local process group in its own mount namespace and cgroup."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import ctypes
 import dataclasses
 import datetime
+import hashlib
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import rest
-from pocketkube.node import envvars, images, probes, runtime, volumes
+from pocketkube.node import cgroups, envvars, hooks, images, logrotate, probes, runtime, volumes
 
 log = logging.getLogger("pocketkube.node.process")
 
@@ -122,13 +126,18 @@ class Mount:
     read_only: bool
 
 
-def launcher(mounts: list[Mount], *, working_dir: str, error_file: str, started_file: str) -> str:
-    """The shell that sets a container up (mounts, working dir, command lookup) and execs its argv ("$@").
+def launcher(mounts: list[Mount], *, working_dir: str, error_file: str, started_file: str,
+             cgroup_procs: list[str] | None = None) -> str:
+    """The shell that sets a container up (cgroups, mounts, working dir, command lookup) and execs its argv ("$@").
 
+    It joins the container's cgroups first, so everything it becomes or starts is limited and counted.
     Anything failing before the exec is written to error_file and ends the launcher with 128, so a
-    container never runs without its volumes; started_file marks that the exec happened."""
+    container never runs without its volumes or limits; started_file marks that the exec happened."""
     q = shlex.quote
     lines = [f"fail() {{ printf '%s\\n' \"$1\" > {q(error_file)}; exit {START_ERROR_CODE}; }}"]
+    for procs in cgroup_procs or []:
+        msg = f"failed to join cgroup: cannot write {procs}"
+        lines.append(f"echo $$ > {q(procs)} || fail {q(OCI_PREFIX + msg)}")
     for m in sorted(mounts, key=lambda m: m.target.count("/")):
         src, dst = q(m.source), q(m.target)
         lines.append(f"if [ -d {src} ]; then mkdir -p {dst}; "
@@ -149,36 +158,100 @@ def launcher(mounts: list[Mount], *, working_dir: str, error_file: str, started_
     return "\n".join(lines) + "\n"
 
 
-def ts_path(log_path: str) -> str:
-    """The index beside a container log: the time each of its lines began, one RFC 3339 time a line."""
-    return log_path.removesuffix(".log") + ".ts"
+# The log file helpers live in logrotate; these names stay for the kubelet server and older callers.
+ts_path = logrotate.ts_path
+pump_log = logrotate.pump
+
+PR_SET_PDEATHSIG = 1
+# The watchdog beside the runtime: it reads "+pg N"/"-pg N" (process groups) and "+cg F"/"-cg F"
+# (cgroup.procs files) from the agent; when its input ends because the agent died, even by SIGKILL, it kills
+# every container process left, including the ones a container's main process started.
+REAPER = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+groups, files, roots = set(), set(), set()
+for line in sys.stdin:
+    op, _, arg = line.strip().partition(" ")
+    box = {"pg": groups, "cg": files, "rt": roots}.get(op[1:], set())
+    value = int(arg) if box is groups else arg
+    (box.add if op[:1] == "+" else box.discard)(value)
+for attempt in range(50):
+    if attempt:
+        time.sleep(0.02)
+    for pg in groups:
+        try:
+            os.killpg(pg, signal.SIGKILL)
+        except OSError:
+            pass
+    for f in files:
+        try:
+            pids = open(f).read().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+    # The runtime's cgroups go too, once the processes killed above have left them.
+    for root in roots:
+        for d, subs, _ in os.walk(root, topdown=False):
+            for sub in subs:
+                try:
+                    os.rmdir(os.path.join(d, sub))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+    if not any(os.path.isdir(r) for r in roots):
+        break
+"""
 
 
-async def pump_log(reader: asyncio.StreamReader, *, path: str, clock: clock_mod.Clock) -> None:
-    """Copy a container's output into its log unchanged, noting when each line began in the index beside it."""
-    at_start = True
-    with open(path, "ab") as logf, open(ts_path(path), "a", encoding="ascii") as tsf:
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return
-            starts = chunk.count(b"\n") - chunk.endswith(b"\n") + at_start
-            at_start = chunk.endswith(b"\n")
-            # The index first: a reader may then find a time for a line not written yet, never a line without one.
-            tsf.write((clock_mod.rfc3339_micro(clock.now()) + "\n") * starts)
-            tsf.flush()
-            logf.write(chunk)
-            logf.flush()
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec function: the child gets SIGKILL when the agent process ends, however it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the agent died before the line above took effect
+            os._exit(START_ERROR_CODE)
+
+    return preexec
 
 
 @dataclasses.dataclass
 class _Run:
-    """One running container process and the task waiting for its exit."""
+    """One running container process, the task waiting for its exit, and what its hooks need."""
 
     proc: asyncio.subprocess.Process
     waiter: asyncio.Task[None]
     targets: list[str]
     probe_target: probes.Target = dataclasses.field(default_factory=probes.Target)
+    pod: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    container: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    init: bool = False
+    cgroup_procs: list[str] = dataclasses.field(default_factory=list)
+    post_start: asyncio.Task[None] | None = None
+    stopping: bool = False
+
+
+def cgroup_name(data_dir: str) -> str:
+    """The runtime's own cgroup subtree, one per data dir, so agents on one machine never touch each other's."""
+    return "pocketkube-" + hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:12]
+
+
+def past_attempts(container_dir: str) -> int:
+    """How many runs of a container have a log on disk (its next attempt number), rotated files included."""
+    try:
+        names = os.listdir(container_dir)
+    except FileNotFoundError:
+        return 0
+    runs = [int(m.group(1)) for n in names if (m := re.fullmatch(r"(\d+)\.log(\..*)?", n))]
+    return max(runs) + 1 if runs else 0
 
 
 class ProcessRuntime:
@@ -188,7 +261,9 @@ class ProcessRuntime:
     version = "0.1.0"
 
     def __init__(self, client: rest.Client, *, data_dir: str, pod_cidr: str, host_ip: str,
-                 allocatable: Mapping[str, str] | None = None, clock: clock_mod.Clock | None = None) -> None:
+                 allocatable: Mapping[str, str] | None = None, clock: clock_mod.Clock | None = None,
+                 log_policy: logrotate.Policy | None = None, cgroup_layout: cgroups.Layout | None = None,
+                 pids_limit: int | None = None) -> None:
         self.client = client
         self.data_dir = data_dir
         self.host_ip = host_ip
@@ -196,10 +271,16 @@ class ProcessRuntime:
         self.clock = clock or clock_mod.Clock()
         self.ips = runtime.IPAllocator(pod_cidr)
         self.unshare = shutil.which("unshare")
+        self.log_policy = log_policy or logrotate.policy_from_env()
+        self._layout = cgroup_layout
+        self._pids_limit = pids_limit
+        self.cgroups: cgroups.Manager | None = None
         self._mount_problem: str | None = None
         self._pods: dict[str, runtime.PodStatus] = {}
         self._runs: dict[tuple[str, str], _Run] = {}
         self._notify: Callable[[str], None] | None = None
+        self._events: dict[str, list[runtime.Event]] = {}
+        self._reaper: asyncio.subprocess.Process | None = None
         self.prober = probes.Prober()
 
     def set_notify(self, notify: Callable[[str], None]) -> None:
@@ -225,6 +306,66 @@ class ProcessRuntime:
         run = self._runs.get((uid, container))
         return run.proc.pid if run is not None and run.proc.returncode is None else None
 
+    @property
+    def limits_problem(self) -> str:
+        """Why pod resource limits are not enforced on this node ("" when they are, or before the first pod)."""
+        return self.cgroups.problem if self.cgroups is not None else ""
+
+    def usage(self, uid: str) -> dict[str, Any]:
+        """CPU (cumulative ns) and memory (working set bytes) of a pod and its running containers; {} if unknown."""
+        ps = self._pods.get(uid)
+        if ps is None or self.cgroups is None:
+            return {}
+        names = [n for (u, n), r in self._runs.items() if u == uid and r.proc.returncode is None]
+        got = self.cgroups.usage(uid, names)
+        if got:
+            got["timestamp"] = clock_mod.rfc3339(self.clock.now())
+        return got
+
+    def _event(self, uid: str, event: runtime.Event) -> None:
+        """Keep an event that happened outside a sync (a hook's outcome) for the pod's next sync or kill."""
+        self._events.setdefault(uid, []).append(event)
+
+    def _take_events(self, uid: str) -> list[runtime.Event]:
+        return self._events.pop(uid, [])
+
+    async def _ensure_started(self) -> None:
+        """On first use: find the cgroup hierarchy, remove a previous agent's leftovers, start the watchdog."""
+        if self.cgroups is None:
+            layout = self._layout
+            if layout is None:
+                layout = await asyncio.to_thread(cgroups.detect, cgroup_name(self.data_dir))
+            manager = cgroups.Manager(layout, pids_limit=self._pids_limit)
+            await asyncio.to_thread(manager.setup)
+            await asyncio.to_thread(manager.clean)
+            if manager.problem:
+                log.warning("pod resource limits are not enforced: %s", manager.problem)
+            self.cgroups = manager
+        if self._reaper is None or self._reaper.returncode is not None:
+            try:
+                self._reaper = await asyncio.create_subprocess_exec(
+                    sys.executable, "-I", "-S", "-c", REAPER, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True)
+            except OSError as e:
+                log.warning("cannot start the container watchdog (%s): processes may outlive a crashed agent", e)
+            if self.cgroups.enforced:
+                for root in self.cgroups.layout.roots.values():
+                    self._tell_reaper(f"+rt {root}")
+
+    def _tell_reaper(self, line: str) -> None:
+        r = self._reaper
+        if r is not None and r.stdin is not None and r.returncode is None:
+            with contextlib.suppress(OSError, RuntimeError):
+                r.stdin.write((line + "\n").encode())
+
+    def summary(self) -> dict[str, Any]:
+        """Per-node usage for a metrics API: every pod's usage and the node's totals over them."""
+        pods = {uid: u for uid in list(self._pods) if (u := self.usage(uid))}
+        return {"pods": pods, "node": {
+            "cpuUsageNanoSeconds": sum(p["pod"]["cpuUsageNanoSeconds"] for p in pods.values()),
+            "memoryWorkingSetBytes": sum(p["pod"]["memoryWorkingSetBytes"] for p in pods.values())},
+            "limitsEnforced": self.cgroups is not None and self.cgroups.enforced}
+
     # --- the Runtime protocol
 
     async def sync_pod(self, pod: Mapping[str, Any]) -> runtime.SyncResult:
@@ -233,11 +374,20 @@ class ProcessRuntime:
         uid = str(meta.get("uid") or "")
         now = self.clock.now()
         result = runtime.SyncResult()
+        await self._ensure_started()
         ps = self._pods.get(uid)
         if ps is None:
-            ips = [self.host_ip] if spec.get("hostNetwork") else [self.ips.allocate()]
+            ip = str((pod.get("status") or {}).get("podIP") or "")
+            ips = [self.host_ip] if spec.get("hostNetwork") else \
+                [ip if ip and self.ips.reserve(ip) else self.ips.allocate()]
             ps = runtime.PodStatus(uid=uid, ips=ips, network_ready=True, created_at=now)
             self._pods[uid] = ps
+            await self._adopt(pod, ps, now=now, result=result)
+            if self.cgroups is not None and self.cgroups.problem and _has_limits(pod):
+                result.events.append(runtime.Event(runtime.WARNING, "LimitsNotEnforced",
+                                                   f"Resource limits are not enforced on this node: "
+                                                   f"{self.cgroups.problem}"))
+        result.events.extend(self._take_events(uid))
         if not ps.network_ready:
             return result
         try:
@@ -265,6 +415,9 @@ class ProcessRuntime:
             for c in spec.get("containers") or []:
                 await self._step(pod, ps, c, init=False, policy=policy, mounts=mounts, now=now, result=result,
                                  wake=wake)
+                run = self._runs.get((uid, str(c.get("name") or "")))
+                if run is not None and run.post_start is not None and not run.post_start.done():
+                    break  # as the kubelet does, the next container starts once this one's postStart is done
             killed = await self._probe(pod, ps, now=now, result=result, wake=wake)
             for c in spec.get("containers") or []:
                 if c.get("name") in killed:  # restart (or settle) what a failed probe killed, as for an exit
@@ -285,6 +438,7 @@ class ProcessRuntime:
         if ps is None:
             return []
         events = await self._stop_all(pod, ps, grace=grace_seconds, containers=True)
+        events.extend(self._take_events(uid))
         for statuses in (ps.containers, ps.init_containers):
             for cs in statuses.values():
                 if cs.state == runtime.WAITING:
@@ -302,19 +456,70 @@ class ProcessRuntime:
     async def remove_pod(self, uid: str) -> None:
         for (u, _), run in list(self._runs.items()):
             if u == uid:
-                await self._stop(run, grace=0)
+                await self._stop(run, grace=0, pre_stop=False)
         self.prober.forget(uid)
+        self._events.pop(uid, None)
         ps = self._pods.pop(uid, None)
         if ps is not None:
             for ip in ps.ips:
                 self.ips.release(ip)
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove_pod, uid)
         await asyncio.to_thread(shutil.rmtree, self.pod_dir(uid), True)
 
     async def close(self) -> None:
         # Container processes live in their own sessions: without this they would outlive the agent.
-        await asyncio.gather(*(self._stop(run, grace=2) for run in list(self._runs.values())),
+        await asyncio.gather(*(self._stop(run, grace=2, pre_stop=False) for run in list(self._runs.values())),
                              return_exceptions=True)
         self._runs.clear()
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.clean, keep_root=False)
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and reaper.stdin is not None:
+            reaper.stdin.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reaper.wait(), 5)
+
+    async def _adopt(self, pod: Mapping[str, Any], ps: runtime.PodStatus, *, now: datetime.datetime,
+                     result: runtime.SyncResult) -> None:
+        """Take over a pod an earlier agent ran here: its containers died with that agent, so, as the kubelet
+        does after its restart, make a new sandbox and run them again, counting the restarts from the logs."""
+        status = pod.get("status") or {}
+        spec = pod.get("spec") or {}
+        adopted = False
+        for key, field, statuses in (("initContainerStatuses", "initContainers", ps.init_containers),
+                                     ("containerStatuses", "containers", ps.containers)):
+            specs = {str(c.get("name") or ""): c for c in spec.get(field) or []}
+            for s in status.get(key) or []:
+                name = str(s.get("name") or "")
+                c = specs.get(name)
+                ran = await asyncio.to_thread(past_attempts, os.path.join(self.pod_dir(ps.uid), name))
+                if c is None or not (s.get("containerID") or ran):
+                    continue
+                adopted = True
+                image = str(c.get("image") or "")
+                count = max(int(s.get("restartCount") or 0), ran - 1)
+                cs = runtime.ContainerStatus(name=name, image=runtime.normalize_image(image),
+                                             image_id=runtime.image_id(image), restart_count=count,
+                                             container_id=str(s.get("containerID") or runtime.container_id(
+                                                 ps.uid, name, count)))
+                state, last = s.get("state") or {}, (s.get("lastState") or {}).get("terminated")
+                ended = _termination(state.get("terminated"))
+                if ended is not None and field == "containers":
+                    cs.state, cs.termination = runtime.TERMINATED, ended  # the restart policy decides
+                    cs.last_termination = _termination(last)
+                else:
+                    if "running" in state:
+                        started = _time(state["running"].get("startedAt"))
+                        # It was killed with the agent that ran it.
+                        ended = runtime.Termination(exit_code=137, reason="Error", finished_at=now,
+                                                    started_at=started, container_id=cs.container_id)
+                    cs.last_termination = ended or _termination(last)
+                    cs.state, cs.backoff_until = runtime.WAITING, now
+                statuses[name] = cs
+        if adopted:
+            result.events.append(runtime.Event(runtime.NORMAL, "SandboxChanged",
+                                               "Pod sandbox changed, it will be killed and re-created."))
 
     # --- containers
 
@@ -410,8 +615,18 @@ class ProcessRuntime:
         for stale in (error_file, started_file):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
+        procs: list[str] = []
+        if self.cgroups is not None:
+            try:
+                procs = await asyncio.to_thread(self.cgroups.create, pod, c)
+            except OSError as e:
+                cs.termination = runtime.Termination(exit_code=START_ERROR_CODE, reason="StartError",
+                                                     finished_at=now, started_at=now,
+                                                     message=f"{OCI_PREFIX}failed to set up the container's cgroup: {e}")
+                cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
+                return
         script = launcher(binds, working_dir=str(c.get("workingDir") or ""), error_file=error_file,
-                          started_file=started_file)
+                          started_file=started_file, cgroup_procs=procs)
         cmd = ["/bin/sh", "-c", script, "launcher", *argv]
         if binds and self.unshare:
             cmd = [self.unshare, "--mount", "--propagation", "private", "--", *cmd]
@@ -420,16 +635,20 @@ class ProcessRuntime:
         try:
             proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                                         stderr=subprocess.STDOUT, env=env, cwd="/",
-                                                        start_new_session=True)
-        except OSError as e:
+                                                        start_new_session=True, preexec_fn=_die_with(os.getpid()))
+        except (OSError, subprocess.SubprocessError) as e:
             release_mount_points(targets)
             cs.termination = runtime.Termination(exit_code=START_ERROR_CODE, reason="StartError", finished_at=now,
                                                  started_at=now, message=OCI_PREFIX + str(e))
             cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
             return
+        self._tell_reaper(f"+pg {proc.pid}")
+        for procs_file in procs:
+            self._tell_reaper(f"+cg {procs_file}")
         assert proc.stdout is not None
         pump = asyncio.get_running_loop().create_task(
-            pump_log(proc.stdout, path=self.log_path(uid, name, attempt), clock=self.clock), name=f"log-{name}")
+            logrotate.pump(proc.stdout, path=self.log_path(uid, name, attempt), clock=self.clock,
+                           policy=self.log_policy), name=f"log-{name}")
         cs.restart_count = attempt
         cs.container_id = runtime.container_id(uid, name, attempt)
         cs.state, cs.reason, cs.message = runtime.RUNNING, "", ""
@@ -440,12 +659,43 @@ class ProcessRuntime:
             self._watch(uid, cs, proc, started_file=started_file, error_file=error_file, targets=targets,
                         pump=pump),
             name=f"container-{name}")
-        self._runs[(uid, name)] = _Run(proc=proc, waiter=waiter, targets=targets, probe_target=probes.Target(
-            env=env, working_dir=str(c.get("workingDir") or ""), pid=proc.pid, nsenter=cmd[0] == self.unshare))
+        run = _Run(proc=proc, waiter=waiter, targets=targets, probe_target=probes.Target(
+            env=env, working_dir=str(c.get("workingDir") or ""), pid=proc.pid, nsenter=cmd[0] == self.unshare),
+            pod=pod, container=c, init=init, cgroup_procs=procs)
+        self._runs[(uid, name)] = run
+        post_start = hooks.handler(c, hooks.POST_START)
+        if post_start is not None:
+            # Not running (nor started) until its postStart hook is done, as the kubelet reports it.
+            cs.state, cs.ready, cs.started = runtime.WAITING, False, False
+            run.post_start = asyncio.get_running_loop().create_task(
+                self._post_start(uid, cs, run, post_start), name=f"post-start-{name}")
+
+    async def _post_start(self, uid: str, cs: runtime.ContainerStatus, run: _Run, handler: Mapping[str, Any]) -> None:
+        """Run a container's postStart hook; on success it runs, on failure it is killed (preStop and all)."""
+        out = await hooks.run(run.pod, run.container, handler, run.probe_target, clock=self.clock)
+        if run.stopping or run.proc.returncode is not None:
+            return
+        name = cs.name
+        if out.ok:
+            cs.state, cs.ready, cs.started = runtime.RUNNING, True, True
+        else:
+            log.info("postStart hook of %s in %s failed: %s", name, runtime.pod_ref(run.pod), out.message)
+            path = _field_path(run.init, name)
+            self._event(uid, runtime.Event(runtime.WARNING, hooks.FAILED_POST_START, "PostStartHook failed", path))
+            self._event(uid, runtime.Event(runtime.NORMAL, "Killing", hooks.FAILED_POST_START, path))
+            cs.reason, cs.message = hooks.POST_START_ERROR, out.message
+            if self._notify is not None:
+                self._notify(uid)
+            grace = (run.pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+            await self._stop(run, grace=grace if isinstance(grace, int) else 30)
+            return
+        if self._notify is not None:
+            self._notify(uid)
 
     def _binds(self, pod: Mapping[str, Any], c: Mapping[str, Any], mounts: dict[str, str]) -> list[Mount]:
         kinds = {v.get("name"): next((k for k in v if k != "name"), "")
                  for v in (pod.get("spec") or {}).get("volumes") or []}
+        forced = {v.get("name") for v in (pod.get("spec") or {}).get("volumes") or [] if volumes.forces_read_only(v)}
         out = []
         for m in c.get("volumeMounts") or []:
             vol = str(m.get("name") or "")
@@ -458,7 +708,7 @@ class ProcessRuntime:
                 if not os.path.exists(source):
                     os.makedirs(source, exist_ok=True)
             out.append(Mount(source=source, target=str(m.get("mountPath") or ""),
-                             read_only=bool(m.get("readOnly")) or kinds.get(vol) in READ_ONLY_KINDS))
+                             read_only=bool(m.get("readOnly")) or kinds.get(vol) in READ_ONLY_KINDS or vol in forced))
         return out
 
     async def _watch(self, uid: str, cs: runtime.ContainerStatus, proc: asyncio.subprocess.Process, *,
@@ -469,6 +719,17 @@ class ProcessRuntime:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             # The container is its whole process group: nothing outlives its main process.
             os.killpg(proc.pid, signal.SIGKILL)
+        run = self._runs.get((uid, cs.name))
+        if run is not None and run.post_start is not None and not run.post_start.done() and not run.stopping:
+            run.post_start.cancel()
+        oom = False
+        if self.cgroups is not None and self.cgroups.enforced:
+            oom = await asyncio.to_thread(self.cgroups.oom_killed, uid, cs.name)
+            # Nor does anything that left the process group: the container is its whole cgroup too.
+            await asyncio.to_thread(self.cgroups.remove_container, uid, cs.name)
+        self._tell_reaper(f"-pg {proc.pid}")
+        for procs_file in run.cgroup_procs if run is not None else []:
+            self._tell_reaper(f"-cg {procs_file}")
         if pump is not None:
             # The log is complete before the container reads as terminated (a follower stops at that).
             done, _ = await asyncio.wait({pump}, timeout=LOG_DRAIN_SECONDS)
@@ -485,6 +746,8 @@ class ProcessRuntime:
         else:
             exit_code = 128 - code if code < 0 else code
             reason = "Completed" if exit_code == 0 else "Error"
+            if oom:
+                reason = "OOMKilled"
         cs.termination = runtime.Termination(exit_code=exit_code, reason=reason, finished_at=now,
                                              started_at=cs.started_at, container_id=cs.container_id,
                                              message=message, signal=-code if code < 0 else 0)
@@ -515,8 +778,28 @@ class ProcessRuntime:
             wake.append(verdict.retry_after)
         return {k.name for k in verdict.kills}
 
-    async def _stop(self, run: _Run, *, grace: float) -> None:
-        """SIGTERM the container's process group, SIGKILL it once the grace period is over."""
+    async def _stop(self, run: _Run, *, grace: float, pre_stop: bool = True) -> None:
+        """Run the preStop hook, SIGTERM the container's process group, SIGKILL it once the grace period is over.
+
+        As in the kubelet, the preStop hook's time counts against the grace period, and whatever is left
+        (at least two seconds) is the time between SIGTERM and SIGKILL."""
+        run.stopping = True
+        if run.post_start is not None and not run.post_start.done() and run.post_start is not asyncio.current_task():
+            run.post_start.cancel()
+        handler = hooks.handler(run.container, hooks.PRE_STOP) if pre_stop else None
+        if run.proc.returncode is None and handler is not None and grace > 0:
+            began = self.clock.monotonic()
+            hook = asyncio.get_running_loop().create_task(
+                hooks.run(run.pod, run.container, handler, run.probe_target, clock=self.clock, timeout=grace))
+            await asyncio.wait({hook, run.waiter}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            if hook.done() and not hook.cancelled() and hook.exception() is None and not hook.result().ok:
+                uid = str((run.pod.get("metadata") or {}).get("uid") or "")
+                log.info("preStop hook of %s failed: %s", runtime.pod_ref(run.pod), hook.result().message)
+                self._event(uid, runtime.Event(runtime.WARNING, hooks.FAILED_PRE_STOP, "PreStopHook failed",
+                                               _field_path(run.init, str(run.container.get("name") or ""))))
+            if not hook.done():
+                hook.cancel()
+            grace = hooks.grace_left(int(grace), self.clock.monotonic() - began)
         if run.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(run.proc.pid, signal.SIGTERM)
@@ -540,13 +823,39 @@ class ProcessRuntime:
                 name = str(c.get("name") or "")
                 run = self._runs.get((ps.uid, name))
                 cs = (ps.init_containers if init else ps.containers).get(name)
-                if run is None or cs is None or cs.state != runtime.RUNNING:
+                # A container still in its postStart hook (waiting, not yet running) is stopped too.
+                if run is None or cs is None or run.proc.returncode is not None:
                     continue
                 events.append(runtime.Event(runtime.NORMAL, "Killing", f"Stopping container {name}",
                                             _field_path(init, name)))
                 runs.append(self._stop(run, grace=grace))
             await asyncio.gather(*runs)
         return events
+
+
+def _has_limits(pod: Mapping[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    return any((c.get("resources") or {}).get("limits") for key in ("containers", "initContainers")
+               for c in spec.get(key) or [])
+
+
+def _time(raw: Any) -> datetime.datetime | None:
+    try:
+        return clock_mod.parse_time(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def _termination(t: Any) -> runtime.Termination | None:
+    """A reported v1.ContainerStateTerminated as the runtime's Termination (None if absent or unreadable)."""
+    if not isinstance(t, Mapping):
+        return None
+    finished = _time(t.get("finishedAt"))
+    if finished is None:
+        return None
+    return runtime.Termination(exit_code=int(t.get("exitCode") or 0), reason=str(t.get("reason") or ""),
+                               finished_at=finished, started_at=_time(t.get("startedAt")),
+                               container_id=str(t.get("containerID") or ""), message=str(t.get("message") or ""))
 
 
 def _field_path(init: bool, name: str) -> str:
