@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
-from pocketkube.node import process, runtime
+from pocketkube.node import logrotate, portforward, process, runtime, streaming
 
 FOLLOW_POLL_SECONDS = 0.1
 
@@ -90,7 +91,10 @@ Entry = tuple[datetime.datetime, bytes]
 
 
 class LogReader:
-    """Reads one container log and its time index incrementally, yielding whole lines with their times."""
+    """Reads one container log and its time index incrementally, yielding whole lines with their times.
+
+    It follows the log across a rotation: once the path names a new file, it finishes the one it was
+    reading (now under its rotated name) and goes on from the start of the new one."""
 
     def __init__(self, path: str, *, fallback: datetime.datetime) -> None:
         self.path = path
@@ -99,11 +103,48 @@ class LogReader:
         self._ts_offset = 0
         self._times: list[datetime.datetime] = []
         self._lines = 0
+        self._ino: int | None = None
 
     def poll(self, *, final: bool) -> list[Entry]:
         """Lines written since the last poll; a trailing partial line only when final (the writer is done)."""
-        data = _read_from(self.path, self._offset)
-        stamps = _read_from(process.ts_path(self.path), self._ts_offset)
+        out: list[Entry] = []
+        moved = self._moved()
+        if moved is not None:
+            out = self._read(moved, final=True, ino=self._ino)
+            self._offset = self._ts_offset = self._lines = 0
+            self._times, self._ino = [], None
+        return out + self._read(self.path, final=final, ino=self._ino)
+
+    def _moved(self) -> str | None:
+        """Where the file being read went if the log was rotated since (None if it was not)."""
+        if self._ino is None:
+            return None
+        try:
+            if os.stat(self.path).st_ino == self._ino:
+                return None
+        except FileNotFoundError:
+            pass
+        for p in reversed(logrotate.rotated(self.path)):
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(p).st_ino == self._ino:
+                    return p
+        self._offset = self._ts_offset = self._lines = 0  # rotated and already pruned: start afresh
+        self._times, self._ino = [], None
+        return None
+
+    def _read(self, path: str, *, final: bool, ino: int | None) -> list[Entry]:
+        try:
+            with open(path, "rb") as f:
+                found = os.fstat(f.fileno()).st_ino
+                if ino is not None and found != ino:
+                    return []  # rotated under us: the next poll finishes the old file first
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        if path == self.path:
+            self._ino = found
+        stamps = _read_from(logrotate.ts_path(path), self._ts_offset)
         cut = stamps.rfind(b"\n") + 1
         self._ts_offset += cut
         for raw in stamps[:cut].split(b"\n")[:-1]:
@@ -214,6 +255,9 @@ class KubeletServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
+        streaming.Handlers(self.runtime, self.find_pod, clock=self.clock).add_routes(app)
+        for method in ("GET", "POST"):
+            app.router.add_route(method, "/portForward/{namespace}/{pod}", self._port_forward)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -232,6 +276,9 @@ class KubeletServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
+        return await portforward.serve(request, self.find_pod, clock=self.clock)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         try:
