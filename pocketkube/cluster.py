@@ -13,7 +13,19 @@ from collections.abc import Callable
 from typing import Any
 
 from pocketkube.api import conversion, resources
-from pocketkube.apiserver import admission, allocators, authz, bootstrap, context, crds, objects, selfendpoints, server
+from pocketkube.apiserver import (
+    admission,
+    allocators,
+    authn,
+    authz,
+    bootstrap,
+    context,
+    crds,
+    objects,
+    satokens,
+    selfendpoints,
+    server,
+)
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki
 from pocketkube.store import sqlite
@@ -32,6 +44,8 @@ class Settings:
     nodes: int = 0
     virtual_nodes: int = 0
     zones: list[str] | None = None
+    # kube-apiserver --token-auth-file: CSV token,user,uid,"group1,group2" of static bearer tokens.
+    token_auth_file: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -72,7 +86,8 @@ class Cluster:
         api = context.Server(registry=registry, objects=objects.Objects(self._store, conversion.convert),
                              store=self._store, clock=clock)
         api.allocators = allocators.Allocators()
-        api.authorizer = authz.authorize
+        api.authorizer = authz.new()
+        await _attach_authenticator(api, self.pki, s.token_auth_file)
         api.admission = list(admission.PLUGINS)
         api.crds = crds.CRDs(api)
         api.kubelet_ssl = pki.ssl_client_context(self.pki)
@@ -132,6 +147,13 @@ class Cluster:
             await self.api.crds.close()
         if self._store is not None:
             await self._store.close()
+
+
+async def _attach_authenticator(api: context.Server, p: pki.Pki, token_file: str | None) -> None:
+    """Bearer tokens the API server accepts: ServiceAccount JWTs signed with sa.key, and the static token file."""
+    private_pem, _ = await asyncio.to_thread(pki.service_account_key, p)
+    tokens = await asyncio.to_thread(authn.load_token_file, token_file) if token_file else {}
+    authn.attach(api, authn.Authenticator(signer=satokens.Signer(private_pem), tokens=tokens))
 
 
 async def _keep_bootstrapped(api: context.Server, port: int, *, every: float = 10.0) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context, objects
+from pocketkube.apiserver import (
+    admission_limitranger,
+    admission_podsecurity,
+    admission_quota,
+    admission_serviceaccount,
+    admission_storage,
+    context,
+    objects,
+    rbac_escalation,
+)
 
 _IMMORTAL = {"default", "kube-system", "kube-public"}
 
@@ -106,7 +115,11 @@ async def default_toleration_seconds(server: context.Server, call: context.Call,
         obj["spec"]["tolerations"] = tolerations
 
 
-PLUGINS = [namespace_lifecycle, priority, default_toleration_seconds, service_allocation]
+PLUGINS = [namespace_lifecycle, admission_limitranger.limit_ranger, admission_serviceaccount.admit, priority, default_toleration_seconds, admission_storage.default_storage_class,
+           admission_storage.storage_object_in_use_protection, admission_podsecurity.pod_security,
+           rbac_escalation.check,
+           # ResourceQuota is the last admission check (it charges usage); allocation follows admission as in kube's registry.
+           admission_quota.resource_quota, service_allocation]
 
 
 def refuse_immortal_delete(res_kind: tuple[str, str], name: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pocketkube.api import defaults, managedfields, resources
+from pocketkube.api import bootstrappolicy, defaults, managedfields, resources
 from pocketkube.apiserver import context, objects, strategy, typeinfo
 from pocketkube.base import clock as clock_mod
 
@@ -32,6 +32,26 @@ def _kubernetes_service(cluster_ip: str, port: int) -> dict[str, Any]:
 def _priority_class(name: str, value: int, description: str) -> dict[str, Any]:
     return {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
             "value": value, "description": description, "preemptionPolicy": "PreemptLowerPriority"}
+
+
+def _standard_storage_class() -> dict[str, Any]:
+    # What kind ships: the local-path provisioner as the default class, binding once a pod needs the claim.
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer"}
+
+
+# The identity the node agents' local-path provisioner uses, bound to kube's role for volume provisioners.
+PROVISIONER_USER = "system:local-path-provisioner"
+
+
+def _provisioner_binding() -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "local-path-provisioner-bind"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:persistent-volume-provisioner"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": PROVISIONER_USER}]}
 
 
 async def _ensure(server: context.Server, res: resources.Resource | None, obj: dict[str, Any]) -> None:
@@ -68,6 +88,8 @@ async def run(server: context.Server, *, secure_port: int) -> None:
     pcs = reg.get("scheduling.k8s.io", "v1", "priorityclasses")
     api_res = reg.get("apiregistration.k8s.io", "v1", "apiservices")
     now = clock_mod.rfc3339(server.clock.now())
+    # Add-ons such as the default StorageClass are installed once, on a fresh cluster: deleting them sticks.
+    fresh = ns is not None and await server.objects.get_or_none(ns, "", "kube-system") is None
     # Namespaces first: the kubernetes Service lives in one.
     await asyncio.gather(*(_ensure(server, ns, _namespace(name)) for name in SYSTEM_NAMESPACES))
     await asyncio.gather(
@@ -76,4 +98,10 @@ async def run(server: context.Server, *, secure_port: int) -> None:
                                              "Used for system critical pods that must not be moved from their current node.")),
         _ensure(server, pcs, _priority_class("system-cluster-critical", 2000000000,
                                              "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.")),
-        *(_ensure(server, api_res, svc) for svc in resources.builtin_apiservices(reg, now=now)))
+        *(_ensure(server, api_res, svc) for svc in resources.builtin_apiservices(reg, now=now)),
+        # The default RBAC policy, reconciled as kube-apiserver's autoupdate does: missing objects come back.
+        *(_ensure(server, reg.get(bootstrappolicy.GROUP, "v1", bootstrappolicy.RESOURCES[o["kind"]]), o)
+          for o in bootstrappolicy.all_objects()),
+        _ensure(server, reg.get(bootstrappolicy.GROUP, "v1", "clusterrolebindings"), _provisioner_binding()))
+    if fresh:
+        await _ensure(server, reg.get("storage.k8s.io", "v1", "storageclasses"), _standard_storage_class())

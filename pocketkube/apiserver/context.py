@@ -36,6 +36,7 @@ class Server:
     allocators: Any = None       # allocators.Allocators
     crds: Any = None             # crds.CRDs
     authorizer: Any = None
+    authenticator: Any = None    # authn.Authenticator: token file, ServiceAccount and legacy Secret tokens
     admission: list[Any] = dataclasses.field(default_factory=list)
     server_address: str = "127.0.0.1:6443"
     min_watch_timeout: float = 1800.0

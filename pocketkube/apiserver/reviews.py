@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context, negotiate, objects, requestinfo, writes
+from pocketkube.apiserver import context, negotiate, objects, rbac, requestinfo, tokenreview, writes
 from pocketkube.base import clock as clock_mod
 
 
@@ -13,6 +13,8 @@ async def _allowed(server: context.Server, user: context.User, attrs: dict[str, 
     """Ask the authorizer whether `user` may do what the review's attributes describe."""
     if server.authorizer is None:
         return True, ""
+    if isinstance(server.authorizer, rbac.Authorizer):
+        return await server.authorizer.decide(server, user, rbac.review_attributes(attrs))
     if "resourceAttributes" in attrs:
         ra = attrs["resourceAttributes"] or {}
         info = requestinfo.RequestInfo(True, "", ra.get("verb", ""), "apis" if ra.get("group") else "api",
@@ -69,7 +71,9 @@ async def create(server: context.Server, call: context.Call) -> tuple[Any, int]:
         return await _finish(server, call, obj, _decision(allowed, reason)), 201
     if kind == "SelfSubjectRulesReview":
         rules = {"resourceRules": [], "nonResourceRules": [], "incomplete": False}
-        if "system:masters" in call.user.groups:
+        if isinstance(server.authorizer, rbac.Authorizer):
+            rules = await server.authorizer.rules_review(server, call.user, str(spec.get("namespace") or ""))
+        elif "system:masters" in call.user.groups:
             rules["resourceRules"] = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
             rules["nonResourceRules"] = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
         else:
@@ -83,8 +87,7 @@ async def create(server: context.Server, call: context.Call) -> tuple[Any, int]:
             info["extra"] = call.user.extra
         return await _finish(server, call, obj, {"userInfo": info}), 201
     if kind == "TokenReview":
-        # No token authenticator yet: every token is unauthenticated.
-        return await _finish(server, call, obj, {"user": {}}), 201
+        return await _finish(server, call, obj, await tokenreview.status(server, call, obj)), 201
     if kind == "Binding":
         return await bind(server, call, obj), 201
     raise errors.MethodNotAllowed("the server does not allow this method on the requested resource", details={})

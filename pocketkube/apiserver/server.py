@@ -19,6 +19,7 @@ from pocketkube.apiserver import (
     delete,
     eviction,
     get,
+    impersonation,
     listing,
     negotiate,
     nonresource,
@@ -27,6 +28,8 @@ from pocketkube.apiserver import (
     requestinfo,
     reviews,
     scale,
+    streamproxy,
+    tokenrequest,
     update,
     watch,
 )
@@ -64,7 +67,8 @@ async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
-    user = authn.authenticate(request)
+    user = await authn.authenticate(server, request)
+    user = await impersonation.apply(server, user, request)
     watch_param = request.query.get("watch", "") in ("true", "1", "True")
     info = requestinfo.parse(request.method, request.path, watch_param=watch_param)
     if server.authorizer is not None:
@@ -99,6 +103,10 @@ _SUBRESOURCE_VERBS = {
     "binding": {"create"},
     "eviction": {"create"},
     "log": {"get"},
+    "token": {"create"},
+    "exec": {"get", "create"},
+    "attach": {"get", "create"},
+    "portforward": {"get", "create"},
 }
 
 
@@ -119,8 +127,12 @@ async def _verb(server: context.Server, call: context.Call) -> Any:
             return await reviews.bind_subresource(server, call)
         if sub == "eviction":
             return await eviction.create(server, call)
+        if sub in ("exec", "attach", "portforward"):
+            return await streamproxy.handle(server, call)
         if sub == "log":
             return await podlogs.handle(server, call)
+        if sub == "token":
+            return await tokenrequest.create(server, call)
         if sub == "scale" and verb == "get":
             return await scale.get(server, call), 200
         if verb == "get":

@@ -125,7 +125,38 @@ def ensure_pki(data_dir: str, *, hosts: Sequence[str] = (), clock: clock_mod.Clo
             usage=ExtendedKeyUsageOID.CLIENT_AUTH,
         )
         _write_pair(p["admin_cert_path"], p["admin_key_path"], admin)
+    ensure_service_account_key(p["directory"])
     return load(data_dir)
+
+
+SA_KEY = "sa.key"
+SA_PUB = "sa.pub"
+
+
+def ensure_service_account_key(directory: str) -> tuple[bytes, bytes]:
+    """The ServiceAccount token signing pair (sa.key, sa.pub; ES256) in directory, created once and kept.
+
+    Unlike leaf certs it never expires or rotates: replacing it would invalidate every issued token."""
+    key_path, pub_path = os.path.join(directory, SA_KEY), os.path.join(directory, SA_PUB)
+    try:
+        key = serialization.load_pem_private_key(_read(key_path), password=None)
+    except (OSError, ValueError, TypeError):
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_file(key_path, _key_pem(key), mode=0o600)  # type: ignore[arg-type]
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        current = _read(pub_path)
+    except OSError:
+        current = b""
+    if current != pub:
+        _write_file(pub_path, pub, mode=0o644)
+    return _read(key_path), pub
+
+
+def service_account_key(pki: Pki) -> tuple[bytes, bytes]:
+    """The PEM private and public ServiceAccount signing keys of a PKI (created if missing)."""
+    return ensure_service_account_key(pki.directory)
 
 
 def issue_client_cert(

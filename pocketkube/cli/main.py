@@ -104,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
         help="spread nodes over these topology.kubernetes.io/zone values",
     )
     up.add_argument(
+        "--token-auth-file", default=None, metavar="FILE",
+        help='accept the bearer tokens of FILE (CSV: token,user,uid,"group1,group2"), as kube-apiserver does',
+    )
+    up.add_argument(
         "--merge-kubeconfig",
         action="store_true",
         help="also merge the admin context into $KUBECONFIG or ~/.kube/config and make it current",
@@ -190,8 +194,13 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
             flush=True,
         )
 
+    extra: dict[str, Any] = {}
+    if args.token_auth_file:
+        if not os.path.isfile(args.token_auth_file):
+            raise UserError(f"--token-auth-file {args.token_auth_file}: no such file")
+        extra["token_auth_file"] = os.path.abspath(args.token_auth_file)
     settings = cluster.Settings(data_dir=data_dir, host=args.host, port=args.port,
-                                nodes=args.nodes, virtual_nodes=args.virtual_nodes, zones=args.zones)
+                                nodes=args.nodes, virtual_nodes=args.virtual_nodes, zones=args.zones, **extra)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(cluster.run(settings, on_ready=on_ready))
     print("pocketkube stopped", file=err, flush=True)

@@ -10,19 +10,25 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, rest
 from pocketkube.controllers import (
+    clusterroleaggregation,
     cronjob,
     daemonset,
     deployment,
     disruption,
     endpoints,
     endpointslice,
+    endpointslicemirroring,
     garbagecollector,
     job,
     namespace,
     nodelifecycle,
+    persistentvolume,
     podgc,
+    pvcprotection,
     replicaset,
+    resourcequota,
     serviceaccount,
+    serviceaccounttoken,
     statefulset,
     tainteviction,
     ttlafterfinished,
@@ -49,12 +55,16 @@ def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Cloc
     return [
         ("namespace", namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clock)),
         ("garbagecollector", garbagecollector.GarbageCollector(client, clock=clock)),
+        ("clusterrole-aggregation", clusterroleaggregation.ClusterRoleAggregationController(client, clock=clock)),
         ("statefulset", statefulset.StatefulSetController(client, clock=clock)),
         ("daemonset", daemonset.DaemonSetController(client, clock=clock)),
         ("replicaset", replicaset.ReplicaSetController(client, clock=clock)),
         ("replicationcontroller", replicaset.ReplicaSetController(client, kind="ReplicationController", clock=clock)),
         ("deployment", deployment.DeploymentController(client, clock=clock)),
         ("serviceaccount", serviceaccount.ServiceAccountController(client, clock=clock)),
+        ("serviceaccount-token", serviceaccounttoken.TokensController(
+            client, signing_key_pem=pki_mod.service_account_key(pki)[0], ca_pem=pki.ca_cert_pem.decode("ascii"),
+            clock=clock)),
         ("disruption", disruption.DisruptionController(client, clock=clock)),
         ("nodelifecycle", nodelifecycle.NodeLifecycleController(client, settings=nodelifecycle.settings_from_env(), clock=clock)),
         ("tainteviction", tainteviction.TaintEvictionController(client, clock=clock)),
@@ -62,8 +72,12 @@ def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Cloc
         ("job", job.JobController(client, clock=clock)),
         ("cronjob", cronjob.CronJobController(client, clock=clock)),
         ("ttlafterfinished", ttlafterfinished.TTLAfterFinishedController(client, clock=clock)),
+        ("resourcequota", resourcequota.ResourceQuotaController(client, clock=clock, resync_seconds=resourcequota.resync_from_env())),
+        ("persistentvolume-binder", persistentvolume.PersistentVolumeController(client, clock=clock)),
+        ("pvc-protection", pvcprotection.PVCProtectionController(client, clock=clock)),
         ("endpointslice", endpointslice.EndpointSliceController(client, clock=clock)),
         ("endpoints", endpoints.EndpointsController(client, clock=clock)),
+        ("endpointslicemirroring", endpointslicemirroring.EndpointSliceMirroringController(client, clock=clock)),
     ]
 
 

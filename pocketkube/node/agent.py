@@ -19,7 +19,7 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, rest
 from pocketkube.node import events as events_mod
-from pocketkube.node import kubeletserver, nodes, podworkers, process, runtime
+from pocketkube.node import kubeletserver, nodes, podworkers, process, provisioner, runtime
 from pocketkube.node import machine as machine_mod
 
 log = logging.getLogger("pocketkube.node")
@@ -289,7 +289,20 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
         agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk, workers=workers,
                           kubelet_ssl=kubelet_ssl)
         tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
+    if specs:
+        cert, key = await asyncio.to_thread(pki_mod.issue_client_cert, pki, provisioner.USER, days=CERT_DAYS)
+        tasks.append(_provisioner(config.from_pem(url, ca_pem=pki.ca_cert_pem, cert_pem=cert, key_pem=key,
+                                                  user_agent=provisioner.USER_AGENT), specs,
+                                  data_dir=data_dir or os.path.dirname(pki.directory), clock=clk))
     return tasks
+
+
+def _provisioner(client: rest.Client, specs: list[nodes.NodeSpec], *, data_dir: str,
+                 clock: clock_mod.Clock) -> asyncio.Task[Any]:
+    """One local-path provisioner serving every node started together, in each node's own directory."""
+    dirs = {s.name: os.path.join(data_dir, "nodes", s.name) for s in specs}
+    return asyncio.get_running_loop().create_task(provisioner.LocalPathProvisioner(client, dirs, clock=clock).run(),
+                                                  name="local-path-provisioner")
 
 
 async def start_from_kubeconfig(kubeconfig: str, *, nodes: int = 1, zones: list[str] | None = None,
@@ -309,6 +322,9 @@ async def start_from_kubeconfig(kubeconfig: str, *, nodes: int = 1, zones: list[
                           allocatable=cap)
         agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk)
         tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
+    if specs:
+        tasks.append(_provisioner(config.from_kubeconfig(kubeconfig, user_agent=provisioner.USER_AGENT), specs,
+                                  data_dir=data_dir or os.path.dirname(os.path.abspath(kubeconfig)), clock=clk))
     return tasks
 
 

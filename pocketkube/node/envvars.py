@@ -9,7 +9,7 @@ from typing import Any
 
 from pocketkube.api import errors
 from pocketkube.client import rest
-from pocketkube.node import volumes
+from pocketkube.node import satoken, volumes
 
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 # What every container starts from: a usable PATH and HOME, never the agent's own environment.
@@ -81,6 +81,7 @@ async def resolve(client: rest.Client, pod: Mapping[str, Any], container: Mappin
     env = {k: os.environ[k] for k in BASE_KEYS if k in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["HOSTNAME"] = str((pod.get("spec") or {}).get("hostname") or meta.get("name") or "")
+    env.update(satoken.service_env(client))  # the kubernetes Service's variables, in every container
     own: dict[str, str] = {}
     for src in container.get("envFrom") or []:
         prefix = str(src.get("prefix") or "")

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import math
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from typing import Any
 
 from pocketkube.api import errors, quantity
 from pocketkube.client import rest
+from pocketkube.node import satoken
 
 CONFIGMAPS = rest.GVR("", "v1", "configmaps")
 SECRETS = rest.GVR("", "v1", "secrets")
+PVCS = rest.GVR("", "v1", "persistentvolumeclaims")
+PVS = rest.GVR("", "v1", "persistentvolumes")
 DEFAULT_MODE = 0o644
 DATA_LINK = "..data"
 
@@ -23,6 +28,10 @@ Files = dict[str, tuple[bytes, int]]
 
 class VolumeError(Exception):
     """A volume that cannot be set up now; the message is the kubelet's reason after "MountVolume.SetUp failed"."""
+
+
+class MountError(VolumeError):
+    """A volume error already worded as the kubelet's whole FailedMount message (never wrapped again)."""
 
 
 class ConfigError(Exception):
@@ -238,6 +247,126 @@ async def _source_files(client: rest.Client, pod: Mapping[str, Any], kind: str, 
     raise VolumeError(f"{kind} volumes are not supported by the process runtime")
 
 
+# --- hostPath and persistentVolumeClaim: host paths bind-mounted as they are ----------------------
+
+_TYPE_CHECKS = {
+    "Socket": (stat.S_ISSOCK, "is not a socket file"),
+    "CharDevice": (stat.S_ISCHR, "is not a character device"),
+    "BlockDevice": (stat.S_ISBLK, "is not a block device"),
+}
+
+
+def check_host_path(path: str, path_type: str) -> None:
+    """The kubelet's hostPath type check, creating the path for the *OrCreate types (and, as CRI does, for "")."""
+    exists = os.path.exists(path)
+    if path_type in ("", "DirectoryOrCreate") and not exists:
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise VolumeError(f"mkdir {path}: {(e.strerror or str(e)).lower()}") from e
+        return
+    if path_type == "FileOrCreate" and not exists:
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o644))
+        except OSError as e:
+            raise VolumeError(f"open {path}: {(e.strerror or str(e)).lower()}") from e
+        return
+    if path_type in ("Directory", "DirectoryOrCreate", "File", "FileOrCreate"):
+        if not exists:
+            raise VolumeError(f"hostPath type check failed: {path} does not exist")
+        want_dir = path_type.startswith("Directory")
+        if os.path.isdir(path) != want_dir:
+            raise VolumeError(f"hostPath type check failed: {path} is not a {'directory' if want_dir else 'file'}")
+    elif path_type in _TYPE_CHECKS:
+        test, words = _TYPE_CHECKS[path_type]
+        try:
+            ok = test(os.stat(path).st_mode)
+        except OSError:
+            ok = False
+        if not ok:
+            raise VolumeError(f"hostPath type check failed: {path} {words}")
+    elif path_type:
+        raise VolumeError(f"{path_type} is an invalid volume type")
+
+
+def _unprocessable(vol: str, why: str) -> MountError:
+    return MountError(f"Unable to attach or mount volumes: unmounted volumes=[{vol}], unattached volumes=[], "
+                      f"failed to process volumes=[{vol}]: {why}")
+
+
+async def claimed_volume(client: rest.Client, pod: Mapping[str, Any], vol: str, claim_name: str) -> dict[str, Any]:
+    """The PersistentVolume bound to a pod's claim, or the kubelet's reason why the pod must wait for it."""
+    ns = str((pod.get("metadata") or {}).get("namespace") or "")
+    where = f"error processing PVC {ns}/{claim_name}"
+    try:
+        claim = await client.get(PVCS.path(ns, claim_name))
+    except errors.APIError as e:
+        raise _unprocessable(vol, f"{where}: failed to fetch PVC from API server: {e}") from e
+    if (claim.get("metadata") or {}).get("deletionTimestamp"):
+        raise _unprocessable(vol, f"{where}: PVC is being deleted")
+    if (claim.get("status") or {}).get("phase") != "Bound":
+        raise _unprocessable(vol, f"{where}: PVC is not bound")
+    pv_name = str((claim.get("spec") or {}).get("volumeName") or "")
+    if not pv_name:
+        raise _unprocessable(vol, f"{where}: PVC has empty pvc.Spec.VolumeName")
+    try:
+        pv = await client.get(PVS.path("", pv_name))
+    except errors.APIError as e:
+        raise _unprocessable(vol, f"{where}: failed to fetch PV {pv_name} from API server: {e}") from e
+    ref = (pv.get("spec") or {}).get("claimRef")
+    uid = (claim.get("metadata") or {}).get("uid")
+    if not ref:
+        raise _unprocessable(vol, f"{where}: found PV object {pv_name} but it has a nil pv.Spec.ClaimRef "
+                                  "indicating it is not yet bound to the claim")
+    if ref.get("uid") != uid:
+        raise _unprocessable(vol, f"{where}: found PV object {pv_name} but its pv.Spec.ClaimRef.UID "
+                                  f"({ref.get('uid', '')}) does not point to claim.UID ({uid})")
+    return pv
+
+
+async def host_path_of(client: rest.Client, pod: Mapping[str, Any], vol: Mapping[str, Any]) -> str:
+    """The host path a hostPath or persistentVolumeClaim volume mounts, checked (and created) as the kubelet does."""
+    name = str(vol.get("name") or "")
+    if "hostPath" in vol:
+        hp = vol.get("hostPath") or {}
+        path = str(hp.get("path") or "")
+        try:
+            await asyncio.to_thread(check_host_path, path, str(hp.get("type") or ""))
+        except VolumeError as e:
+            raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
+        return path
+    claim_name = str((vol.get("persistentVolumeClaim") or {}).get("claimName") or "")
+    pv = await claimed_volume(client, pod, name, claim_name)
+    spec = pv.get("spec") or {}
+    pv_name = str((pv.get("metadata") or {}).get("name") or "")
+    if isinstance(spec.get("hostPath"), Mapping):
+        path, path_type = str(spec["hostPath"].get("path") or ""), str(spec["hostPath"].get("type") or "")
+    elif isinstance(spec.get("local"), Mapping):
+        path = str(spec["local"].get("path") or "")
+        if not os.path.exists(path):
+            raise MountError(f'MountVolume.NewMounter initialization failed for volume "{pv_name}" : '
+                             f'path "{path}" does not exist')
+        return path
+    else:
+        other = next((k for k in spec if k not in _PV_FIELDS), "unknown")
+        raise MountError(f'MountVolume.SetUp failed for volume "{pv_name}" : {other} volumes are not supported '
+                         "by the process runtime")
+    try:
+        await asyncio.to_thread(check_host_path, path, path_type)
+    except VolumeError as e:
+        raise MountError(f'MountVolume.SetUp failed for volume "{pv_name}" : {e}') from e
+    return path
+
+
+_PV_FIELDS = {"accessModes", "capacity", "claimRef", "mountOptions", "nodeAffinity", "persistentVolumeReclaimPolicy",
+              "storageClassName", "volumeMode", "volumeAttributesClassName"}
+
+
+def forces_read_only(vol: Mapping[str, Any]) -> bool:
+    """Whether a volume source itself asks to be mounted read-only (persistentVolumeClaim.readOnly)."""
+    return bool((vol.get("persistentVolumeClaim") or {}).get("readOnly"))
+
+
 async def materialise(client: rest.Client, pod: Mapping[str, Any], *, data_dir: str,
                       allocatable: Mapping[str, str], now: datetime.datetime) -> dict[str, str]:
     """Create or refresh every volume of pod on disk; volume name -> host directory.
@@ -251,11 +380,21 @@ async def materialise(client: rest.Client, pod: Mapping[str, Any], *, data_dir: 
         try:
             if "emptyDir" in vol:
                 os.makedirs(target, exist_ok=True)
+            elif "hostPath" in vol or "persistentVolumeClaim" in vol:
+                out[name] = await host_path_of(client, pod, vol)
+                continue
             elif "projected" in vol:
                 proj = vol["projected"] or {}
                 files: Files = {}
                 for src in proj.get("sources") or []:
                     for kind, source in src.items():
+                        if kind == "serviceAccountToken":
+                            try:
+                                files.update(await satoken.files(client, pod, source or {}, now=now,
+                                                                 default_mode=proj.get("defaultMode")))
+                            except satoken.FetchError as e:
+                                raise VolumeError(str(e)) from e
+                            continue
                         files.update(await _source_files(client, pod, kind, source or {}, allocatable=allocatable,
                                                          default_mode=proj.get("defaultMode")))
                 write_atomic(target, files, now=now)
@@ -266,6 +405,8 @@ async def materialise(client: rest.Client, pod: Mapping[str, Any], *, data_dir: 
                     raise VolumeError(f"{other} volumes are not supported by the process runtime")
                 write_atomic(target, await _source_files(client, pod, kind, vol[kind] or {}, allocatable=allocatable),
                              now=now)
+        except MountError:
+            raise
         except (VolumeError, ConfigError) as e:
             raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
         out[name] = target

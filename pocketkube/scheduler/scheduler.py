@@ -22,6 +22,7 @@ from pocketkube.scheduler import (
     preemption,
     spread,
     taints,
+    volumebinding,
 )
 from pocketkube.scheduler import queue as queue_mod
 
@@ -49,10 +50,13 @@ POD_PLACED = ("InterPodAffinity", "PodTopologySpread")
 PREEMPTION_MESSAGE = "default-scheduler: preempting to accommodate a higher priority pod"
 
 
-def plugins(default_selector: spread.DefaultSelector | None = None) -> list[framework.Plugin]:
-    """kube-scheduler 1.32's default plugins that apply here, in its order."""
+def plugins(default_selector: spread.DefaultSelector | None = None,
+            volumes: volumebinding.Listers | None = None) -> list[framework.Plugin]:
+    """kube-scheduler 1.32's default plugins that apply here, in its order (VolumeBinding given listers)."""
     return [taints.NodeUnschedulable(), fit.NodeName(), taints.TaintToleration(), nodeaffinity.NodeAffinity(),
-            fit.NodePorts(), fit.NodeResourcesFit(), spread.PodTopologySpread(default_selector),
+            fit.NodePorts(), fit.NodeResourcesFit(),
+            *([volumebinding.VolumeBinding(volumes)] if volumes is not None else []),
+            spread.PodTopologySpread(default_selector),
             interpod.InterPodAffinity(), fit.BalancedAllocation()]
 
 
@@ -94,7 +98,11 @@ class Scheduler:
         self.clock = clock or clock_mod.Clock()
         self.cache = nodeinfo.Cache()
         self.queue = queue_mod.SchedulingQueue(clock=self.clock)
-        self.framework = framework.Framework(plugins(self._default_selector), rng=rng)
+        self.volumes = volumebinding.InformerListers(client, clock=self.clock)
+        self.volume_binder = volumebinding.Binder(client, self.volumes, clock=self.clock)
+        for inf in self.volumes.informers:
+            inf.add_handler(self._on_volume_object)
+        self.framework = framework.Framework(plugins(self._default_selector, self.volumes), rng=rng)
         self.recorder = events.Recorder(client, controller=name, clock=self.clock)
         self.nominated: dict[str, dict[str, nodeinfo.PodInfo]] = {}
         self._bind_slots = asyncio.Semaphore(bind_concurrency)
@@ -113,7 +121,7 @@ class Scheduler:
 
     @property
     def informers(self) -> list[informer_mod.Informer]:
-        return [self.nodes, self.namespaces, self.services, *self.owners.values(), self.pods]
+        return [self.nodes, self.namespaces, self.services, *self.owners.values(), *self.volumes.informers, self.pods]
 
     # --- informer handlers: keep the cache and the queue in step with the cluster ----------
 
@@ -125,6 +133,10 @@ class Scheduler:
         self.cache.set_node(new)
         if old is None or _node_view(old) != _node_view(new):
             self.queue.move_all(None)
+
+    def _on_volume_object(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        # A claim, volume or class that changed may let pods VolumeBinding turned away fit now.
+        self.queue.move_all((volumebinding.NAME,))
 
     def _on_namespace(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         obj = new if new is not None else old
@@ -294,6 +306,8 @@ class Scheduler:
                 "metadata": {"name": name, "namespace": ns, "uid": meta.get("uid")},
                 "target": {"kind": "Node", "name": node}}
         try:
+            node_info = self.cache.nodes.get(node)
+            await self.volume_binder.pre_bind(pod, node, node_info.labels if node_info is not None else {})
             async with self._bind_slots:
                 await self._post_binding(ns, name, body)
         except asyncio.CancelledError:

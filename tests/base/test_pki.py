@@ -46,7 +46,17 @@ def test_creates_all_files_under_data_dir_pki(tmp_path):
     """ensure_pki writes the CA, serving and admin cert/key pairs under DATA_DIR/pki."""
     p = pki.ensure_pki(str(tmp_path), hosts=[])
     assert p.directory == str(tmp_path / "pki")
-    assert sorted(os.listdir(p.directory)) == sorted(KEY_FILES + CERT_FILES)
+    assert sorted(os.listdir(p.directory)) == sorted(KEY_FILES + CERT_FILES + (pki.SA_KEY, pki.SA_PUB))
+
+
+def test_service_account_key_is_kept_across_restarts(tmp_path):
+    """The ServiceAccount signing pair is created once (key 0600) and reused, so issued tokens stay valid."""
+    p = pki.ensure_pki(str(tmp_path), hosts=[])
+    first = pki.service_account_key(p)
+    assert stat.S_IMODE(os.stat(os.path.join(p.directory, pki.SA_KEY)).st_mode) == 0o600
+    pki.ensure_pki(str(tmp_path), hosts=["example.test"])
+    assert pki.service_account_key(p) == first
+    assert first[1].startswith(b"-----BEGIN PUBLIC KEY-----")
 
 
 def test_key_files_are_owner_only(tmp_path):

@@ -78,12 +78,12 @@ class Cluster:
         self.url = ""
         self.log_path = os.path.join(data_dir, "server.log")
 
-    def start(self, *, port: int = 0, timeout: float = 30.0) -> Cluster:
+    def start(self, *, port: int = 0, timeout: float = 30.0, args: collections.abc.Sequence[str] = ()) -> Cluster:
         os.makedirs(self.data_dir, exist_ok=True)
         log = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the process
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pocketkube", "up", "--data-dir", self.data_dir, "--port", str(port)],
+            [sys.executable, "-m", "pocketkube", "up", "--data-dir", self.data_dir, "--port", str(port), *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

@@ -125,7 +125,8 @@ async def test_materialise_every_kind(tmp_path):
 @pytest.mark.parametrize("vol,message", [
     ({"name": "cfg", "configMap": {"name": "nope"}}, 'MountVolume.SetUp failed for volume "cfg" : configmap "nope" not found'),
     ({"name": "s", "secret": {"secretName": "nope"}}, 'MountVolume.SetUp failed for volume "s" : secret "nope" not found'),
-    ({"name": "h", "hostPath": {"path": "/"}}, "hostPath volumes are not supported by the process runtime"),
+    ({"name": "h", "hostPath": {"path": "/", "type": "File"}},
+     'MountVolume.SetUp failed for volume "h" : hostPath type check failed: / is not a file'),
 ])
 async def test_materialise_failures(tmp_path, vol, message):
     """A volume that cannot be set up is reported with the kubelet's MountVolume.SetUp wording."""
