@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pocketkube.api import defaults_core as core
-from pocketkube.api import quantity
+from pocketkube.api import quantity, webhookconfig
 
 Defaulter = Callable[[dict[str, Any]], None]
 
@@ -294,6 +294,10 @@ _BY_GROUP_KIND: dict[tuple[str, str], Defaulter] = {
     ("storage.k8s.io", "CSIDriver"): csi_driver,
     ("events.k8s.io", "Event"): events_v1_event,
     ("discovery.k8s.io", "EndpointSlice"): endpoint_slice,
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"):
+        lambda o: webhookconfig.apply_defaults(o, mutating=True),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"):
+        lambda o: webhookconfig.apply_defaults(o, mutating=False),
 }
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pocketkube.api import errors, names, quantity
+from pocketkube.api import errors, names, quantity, webhookconfig
 from pocketkube.api import validation_apps as va
+from pocketkube.api import validation_certificates as vcert
 from pocketkube.api import validation_core as vc
 from pocketkube.api import validation_meta as vm
 from pocketkube.api import validation_other as vo
@@ -56,6 +57,10 @@ _CREATE: dict[tuple[str, str], Validator] = {
     ("coordination.k8s.io", "Lease"): vo.validate_lease,
     ("storage.k8s.io", "StorageClass"): vo.validate_storage_class,
     ("discovery.k8s.io", "EndpointSlice"): vo.validate_endpoint_slice,
+    ("certificates.k8s.io", "CertificateSigningRequest"): vcert.validate_create,
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): lambda o: webhookconfig.validate(o, mutating=True),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"):
+        lambda o: webhookconfig.validate(o, mutating=False),
 }
 
 # Update validators that replace "metadata update + create rules" entirely.
@@ -65,6 +70,7 @@ _UPDATE: dict[tuple[str, str], UpdateRule] = {
     ("", "ConfigMap"): vc.validate_config_map_update,
     ("", "Secret"): vc.validate_secret_update,
     ("", "PersistentVolumeClaim"): vc.validate_pvc_update,
+    ("certificates.k8s.io", "CertificateSigningRequest"): vcert.validate_update,
     ("batch", "CronJob"): lambda n, o: (vm.validate_metadata_update(n.get("metadata"), o.get("metadata"))
                                         + va.validate_cron_job(n, o)),
 }
