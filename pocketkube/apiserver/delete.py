@@ -86,9 +86,11 @@ def _success(call: context.Call, obj: dict[str, Any]) -> dict[str, Any]:
 async def delete_one(server: context.Server, call: context.Call, name: str, opts: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Delete (or start deleting) one object; returns (object, gone-now)."""
     res = call.res
-    for _ in range(5):
+    for attempt in range(5):
         obj = await server.objects.get(res, call.namespace, name)
         _check_preconditions(call, obj, opts)
+        if attempt == 0:
+            await admission.admit_delete(server, call, obj)
         policy = _policy((res.group, res.kind), opts)
         new = objects.clone(obj)
         meta = new["metadata"]

@@ -229,3 +229,44 @@ def test_the_issue_example(cluster: cluster_mod.Cluster) -> None:
             "failed expression: object.spec.replicas <= 5") in got.stderr
     cluster.kubectl("create", "deployment", "small", "-n", "issue", "--image=nginx", "--replicas=2")
     cluster.kubectl("delete", "validatingadmissionpolicybinding", "issue-max-binding")
+
+
+def test_delete_is_judged_on_the_old_object(cluster: cluster_mod.Cluster) -> None:
+    """A policy matching DELETE sees oldObject and can refuse deleting a protected ConfigMap."""
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+             "metadata": {"name": "keep-protected"},
+             "spec": {"failurePolicy": "Fail",
+                      "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                              "operations": ["DELETE"], "resources": ["configmaps"]}]},
+                      "validations": [{"expression": "!has(oldObject.metadata.labels) || "
+                                                     "oldObject.metadata.labels.?protected.orValue('') != 'true'",
+                                       "message": "protected configmaps cannot be deleted"}]}},
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+             "metadata": {"name": "keep-protected-binding"},
+             "spec": {"policyName": "keep-protected", "validationActions": ["Deny"]}}]}))
+    cluster.kubectl("create", "configmap", "precious")
+    cluster.kubectl("label", "configmap", "precious", "protected=true")
+    cluster.kubectl("create", "configmap", "disposable")
+    _eventually_denied(cluster, "delete", "configmap", "precious", want="protected configmaps cannot be deleted")
+    cluster.kubectl("delete", "configmap", "disposable")
+    assert cluster.kubectl("get", "configmap", "precious", check=False).returncode == 0
+
+
+def test_warnings_survive_a_denial(cluster: cluster_mod.Cluster) -> None:
+    """When one binding warns and another denies, kubectl shows the warning along with the error."""
+    def policy(name: str, expression: str, message: str, action: str) -> list[dict[str, Any]]:
+        return [{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                 "metadata": {"name": name},
+                 "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                                  "operations": ["CREATE"], "resources": ["secrets"]}]},
+                          "validations": [{"expression": expression, "message": message}]}},
+                {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                 "metadata": {"name": name + "-binding"},
+                 "spec": {"policyName": name, "validationActions": [action]}}]
+    items = policy("secret-warn", "object.metadata.name != 'both'", "secret names are watched", "Warn") + \
+        policy("secret-deny", "object.metadata.name != 'both'", "secret name refused", "Deny")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    got = _eventually_denied(cluster, "create", "secret", "generic", "both", want="secret name refused")
+    assert "Warning: Validation failed for ValidatingAdmissionPolicy 'secret-warn'" in got.stderr
