@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from pocketkube.api import resources
-from pocketkube.apiserver import objects
+from pocketkube.apiserver import csr, objects
 from pocketkube.base import clock as clock_mod
 
 # Kinds whose metadata.generation tracks spec changes (the rest never get one, as in 1.32).
@@ -137,6 +137,9 @@ def prepare_update(res: resources.Resource, new: dict[str, Any], old: dict[str, 
         else:
             meta.pop(k, None)
     meta.pop("selfLink", None)
+    if csr.is_csr(res.group, res.kind):
+        csr.prepare_update(new, old, subresource=subresource)
+        return
     if subresource == "status":
         # /status writes change status (and, as kube allows, nothing of the spec).
         status = new.get("status")

@@ -58,7 +58,8 @@ def test_role_rules(name: str, rules: list[dict[str, Any]]) -> None:
         {"kind": "ServiceAccount", "name": "deployment-controller", "namespace": "kube-system"},
         _u("system:kube-controller-manager")]),
     ("system:controller:certificate-controller", [
-        {"kind": "ServiceAccount", "name": "certificate-controller", "namespace": "kube-system"}]),
+        {"kind": "ServiceAccount", "name": "certificate-controller", "namespace": "kube-system"},
+        _u("system:kube-controller-manager")]),
 ])
 def test_binding_subjects(name: str, subjects: list[dict[str, str]] | None) -> None:
     """Default bindings bind kube's subjects; the controllers we run are also bound to the controller manager."""
