@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pocketkube.gateway import routes
+from pocketkube.network import podnet
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -14,11 +15,10 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 def endpoint_address(address: str, port: int) -> tuple[str, int]:
     """Where the proxy connects to reach an endpoint: the one place that decides it.
 
-    Pods share the host network today, so every endpoint listens on the host's loopback at its
-    target port; once pods have their own network namespaces this returns (address, port).
+    A pod with its own network namespace is dialled at its IP; pods sharing the host network (no pod
+    network on this machine) listen on the host's loopback at their target port.
     """
-    del address
-    return ("127.0.0.1", port)
+    return (address, port) if podnet.routed_to_pod(address) else ("127.0.0.1", port)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, rest
+from pocketkube.network import podnet
 from pocketkube.node import events as events_mod
 from pocketkube.node import kubeletserver, nodes, podworkers, process, provisioner, runtime
 from pocketkube.node import machine as machine_mod
@@ -77,9 +78,14 @@ class NodeAgent:
             kubelet = kubeletserver.KubeletServer(self.runtime, lambda ns, name: self.pods.informer.get(f"{ns}/{name}"),
                                                   ssl_context=self.kubelet_ssl, clock=self.clock)
             self.kubelet_port = await kubelet.start(self.spec.address)
+        network = getattr(self.runtime, "network", None)
+        if isinstance(network, podnet.PodNetwork):
+            await network.setup()
         try:
             await self._run()
         finally:
+            if isinstance(network, podnet.PodNetwork):
+                network.close()  # first and synchronous: a second cancellation cannot skip it
             if kubelet is not None:
                 await kubelet.close()
 
@@ -132,6 +138,12 @@ class NodeAgent:
             node = await self.client.patch(NODES.path("", self.name, subresource="status"), {"status": status},
                                            patch_type="strategic")
             self._events_at_start()
+        network = getattr(self.runtime, "network", None)
+        if isinstance(network, podnet.PodNetwork) and \
+                (node["metadata"].get("annotations") or {}).get(podnet.ANNOTATION) != network.describe():
+            # Where pods get their addresses, or the limit they run under (they share the host's network).
+            node = await self.client.patch(NODES.path("", self.name), {"metadata": {"annotations": {
+                podnet.ANNOTATION: network.describe()}}}, patch_type="strategic")
         self.node_uid = str(node["metadata"].get("uid") or "")
         self._conditions = (node.get("status") or {}).get("conditions") or []
         self._reported_at = self.clock.monotonic()
@@ -223,13 +235,14 @@ def virtual_runtime(spec: nodes.NodeSpec, *, clock: clock_mod.Clock) -> runtime.
 
 
 def plan_nodes(count: int, *, prefix: str, zones: Sequence[str] | None = None,
-               virtual: bool = True) -> list[nodes.NodeSpec]:
+               virtual: bool = True, cluster_cidr: str = "") -> list[nodes.NodeSpec]:
     """Names, zones (round robin) and pod CIDRs of `count` nodes."""
     if count < 0:
         raise ValueError(f"the number of nodes is not negative, got {count}")
     zs = [z for z in (zones or []) if z]
     return [nodes.NodeSpec(name=nodes.node_name(prefix, i + 1), zone=zs[i % len(zs)] if zs else "",
-                           pod_cidr=nodes.pod_cidr(i, virtual=virtual), virtual=virtual)
+                           pod_cidr=podnet.node_cidr(cluster_cidr, i) if cluster_cidr and not virtual
+                           else nodes.pod_cidr(i, virtual=virtual), virtual=virtual)
             for i in range(count)]
 
 
@@ -238,12 +251,15 @@ def _capacity(spec: nodes.NodeSpec, machine: nodes.Machine, share: int) -> dict[
 
 
 def _runtime_for(spec: nodes.NodeSpec, clock: clock_mod.Clock, *, client: rest.Client, data_dir: str,
-                 allocatable: dict[str, str]) -> runtime.Runtime:
+                 allocatable: dict[str, str], pod_network: str = "off") -> runtime.Runtime:
     if spec.virtual:
         return virtual_runtime(spec, clock=clock)
     # Each node keeps its pods apart from the other nodes' on disk.
-    return process.ProcessRuntime(client, data_dir=os.path.join(data_dir, "nodes", spec.name),
-                                  pod_cidr=spec.pod_cidr, host_ip=spec.address, allocatable=allocatable, clock=clock)
+    node_dir = os.path.join(data_dir, "nodes", spec.name)
+    return process.ProcessRuntime(client, data_dir=node_dir, pod_cidr=spec.pod_cidr, host_ip=spec.address,
+                                  allocatable=allocatable, clock=clock,
+                                  network=None if pod_network == "off" else
+                                  podnet.PodNetwork(node_dir, pod_cidr=spec.pod_cidr, mode=pod_network))
 
 
 async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
@@ -266,14 +282,14 @@ async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
 async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] | None = None,
                 virtual: bool = True, clock: clock_mod.Clock | None = None, name_prefix: str = "",
                 workers: int = 4, runtime_factory: RuntimeFactory | None = None,
-                data_dir: str = "") -> list[asyncio.Task[Any]]:
+                data_dir: str = "", pod_network: str = "off", cluster_cidr: str = "") -> list[asyncio.Task[Any]]:
     """Start `nodes` node agents against url, each authenticated as system:node:<name>; cancel to stop.
 
     runtime_factory builds each node's container runtime (default: see _runtime_for); process nodes keep
     their pods under data_dir/nodes/<name> (default: the cluster's data dir, holding pki.directory)."""
     clk = clock or clock_mod.Clock()
     specs = plan_nodes(nodes, prefix=name_prefix or (VIRTUAL_PREFIX if virtual else DEFAULT_PREFIX),
-                       zones=zones, virtual=virtual)
+                       zones=zones, virtual=virtual, cluster_cidr=cluster_cidr)
     machine = await asyncio.to_thread(machine_mod.detect, pki.directory)
     kubelet_ssl = None if virtual else await asyncio.to_thread(kubeletserver.ssl_context, pki)
     loop = asyncio.get_running_loop()
@@ -285,7 +301,8 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
                                  user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
         cap = _capacity(spec, machine, len(specs))
         rt = runtime_factory(spec) if runtime_factory else _runtime_for(
-            spec, clk, client=client, data_dir=data_dir or os.path.dirname(pki.directory), allocatable=cap)
+            spec, clk, client=client, data_dir=data_dir or os.path.dirname(pki.directory), allocatable=cap,
+            pod_network=pod_network)
         agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk, workers=workers,
                           kubelet_ssl=kubelet_ssl)
         tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
@@ -339,7 +356,8 @@ async def _main(args: argparse.Namespace) -> None:
         # The cluster's own CA is at hand: authenticate each node as system:node:<name>.
         pki = pki_mod.load(args.data_dir)
         tasks = await start(url=_server_of(args.kubeconfig), pki=pki, nodes=args.nodes, zones=zones,
-                            virtual=not args.process, name_prefix=args.name_prefix, data_dir=args.data_dir)
+                            virtual=not args.process, name_prefix=args.name_prefix, data_dir=args.data_dir,
+                            pod_network=args.pod_network, cluster_cidr=args.cluster_cidr)
     else:
         tasks = await start_from_kubeconfig(args.kubeconfig, nodes=args.nodes, zones=zones,
                                             virtual=not args.process, name_prefix=args.name_prefix)
@@ -364,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-dir", default="", help="the cluster's data dir: sign node certificates with its CA")
     parser.add_argument("--process", action="store_true",
                         help="run pods as local processes (default: virtual nodes that run nothing)")
+    parser.add_argument("--pod-network", choices=podnet.MODES, default="off",
+                        help="own network namespace and IP per pod (auto: where the host allows; default off)")
+    parser.add_argument("--cluster-cidr", default="", help="pod IPs: node i gets the i-th /24 of it")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pocketkube.api import errors
@@ -35,6 +35,64 @@ def expand(text: str, env: Mapping[str, str]) -> str:
             out.append(text[i])
             i += 1
     return "".join(out)
+
+
+SERVICES = rest.GVR("", "v1", "services")
+MASTER_SERVICE = ("default", "kubernetes")
+
+
+def service_link_env(services: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The kubelet's per-Service variables (FOO_SERVICE_HOST, FOO_PORT_80_TCP_ADDR, ...) of services with a ClusterIP."""
+    env: dict[str, str] = {}
+    for svc in sorted(services, key=lambda s: str((s.get("metadata") or {}).get("name") or "")):
+        spec = svc.get("spec") or {}
+        ip = str(spec.get("clusterIP") or "")
+        ports = [p for p in spec.get("ports") or [] if isinstance(p.get("port"), int)]
+        if not ip or ip == "None" or spec.get("type") == "ExternalName" or not ports:
+            continue
+        name = str((svc.get("metadata") or {}).get("name") or "").upper().replace("-", "_")
+        host = f"[{ip}]" if ":" in ip else ip
+        env[f"{name}_SERVICE_HOST"] = ip
+        env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+        for p in ports:
+            if p.get("name"):
+                env[f"{name}_SERVICE_PORT_{str(p['name']).upper().replace('-', '_')}"] = str(p["port"])
+        first = ports[0]
+        env[f"{name}_PORT"] = f"{str(first.get('protocol') or 'TCP').lower()}://{host}:{first['port']}"
+        for p in ports:
+            proto = str(p.get("protocol") or "TCP")
+            prefix = f"{name}_PORT_{p['port']}_{proto.upper()}"
+            env[prefix] = f"{proto.lower()}://{host}:{p['port']}"
+            env[f"{prefix}_PROTO"] = proto.lower()
+            env[f"{prefix}_PORT"] = str(p["port"])
+            env[f"{prefix}_ADDR"] = ip
+    return env
+
+
+async def _service_links(client: rest.Client, pod: Mapping[str, Any], *, in_pod_network: bool) -> dict[str, str]:
+    """Service variables a container starts with: its namespace's services (enableServiceLinks) and the master one."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    ns = str(meta.get("namespace") or "")
+    found: list[Mapping[str, Any]] = []
+    if spec.get("enableServiceLinks") is not False:
+        try:
+            found = list((await client.get(SERVICES.path(ns, ""))).get("items") or [])
+        except errors.APIError:
+            found = []
+    env = service_link_env(found)
+    if in_pod_network:
+        # The master service's ClusterIP is routed to the API server by the service proxy.
+        try:
+            master = await client.get(SERVICES.path(*MASTER_SERVICE))
+        except errors.APIError:
+            master = None
+        if master is not None:
+            env.update({k: v for k, v in service_link_env([master]).items() if k.startswith("KUBERNETES_")})
+    else:
+        # Without a pod network pods share the host's: the API's real address replaces the ClusterIP.
+        env = {k: v for k, v in env.items() if not k.startswith("KUBERNETES_")}
+        env.update(satoken.service_env(client))
+    return env
 
 
 class _Objects:
@@ -74,14 +132,14 @@ async def _key_ref(objs: _Objects, kind: str, ref: Mapping[str, Any]) -> str | N
 
 
 async def resolve(client: rest.Client, pod: Mapping[str, Any], container: Mapping[str, Any], *,
-                  allocatable: Mapping[str, str]) -> dict[str, str]:
+                  allocatable: Mapping[str, str], in_pod_network: bool = False) -> dict[str, str]:
     """The full environment of a container (base, envFrom, then env in order); ConfigError when it cannot be built."""
     meta = pod.get("metadata") or {}
     objs = _Objects(client, str(meta.get("namespace") or ""))
     env = {k: os.environ[k] for k in BASE_KEYS if k in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["HOSTNAME"] = str((pod.get("spec") or {}).get("hostname") or meta.get("name") or "")
-    env.update(satoken.service_env(client))  # the kubernetes Service's variables, in every container
+    env.update(await _service_links(client, pod, in_pod_network=in_pod_network))
     own: dict[str, str] = {}
     for src in container.get("envFrom") or []:
         prefix = str(src.get("prefix") or "")

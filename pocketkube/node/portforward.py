@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from pocketkube.base import clock as clock_mod
+from pocketkube.network import podnet
 from pocketkube.node import spdy
 
 log = logging.getLogger("pocketkube.node.portforward")
@@ -85,6 +86,16 @@ async def _dial(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.Str
 
 async def connect(pod: Mapping[str, Any], port: int, *, uid: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A TCP connection to the pod's port; on loopback IPv6 is tried too, as containerd does."""
+    netns = podnet.find_netns(uid) if not (pod.get("spec") or {}).get("hostNetwork") else None
+    if netns:
+        # As the kubelet does: localhost inside the pod's own network namespace.
+        try:
+            sock = await asyncio.wait_for(asyncio.to_thread(
+                podnet.connect_in, netns, "127.0.0.1", port, timeout=CONNECT_SECONDS), CONNECT_SECONDS + 1)
+            return await asyncio.open_connection(sock=sock)
+        except (OSError, TimeoutError) as e:
+            raise ForwardError(f'failed to connect to localhost:{port} inside namespace "{uid}", IPv4: '
+                               f'{go_dial_error("tcp4", "127.0.0.1", port=port, exc=e)} ') from e
     host = target_host(pod)
     try:
         return await _dial(host, port)

@@ -23,6 +23,7 @@ from typing import Any
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import rest
+from pocketkube.network import podnet
 from pocketkube.node import cgroups, envvars, hooks, images, logrotate, probes, runtime, volumes
 
 log = logging.getLogger("pocketkube.node.process")
@@ -263,8 +264,10 @@ class ProcessRuntime:
     def __init__(self, client: rest.Client, *, data_dir: str, pod_cidr: str, host_ip: str,
                  allocatable: Mapping[str, str] | None = None, clock: clock_mod.Clock | None = None,
                  log_policy: logrotate.Policy | None = None, cgroup_layout: cgroups.Layout | None = None,
-                 pids_limit: int | None = None) -> None:
+                 pids_limit: int | None = None, network: podnet.PodNetwork | None = None) -> None:
         self.client = client
+        # The node's pod network: each pod in its own namespace on the bridge (None: pods share the host's).
+        self.network = network
         self.data_dir = data_dir
         self.host_ip = host_ip
         self.allocatable = dict(allocatable or {})
@@ -341,6 +344,8 @@ class ProcessRuntime:
             if manager.problem:
                 log.warning("pod resource limits are not enforced: %s", manager.problem)
             self.cgroups = manager
+        if self.network is not None and not self.network.started:
+            await self.network.setup()
         if self._reaper is None or self._reaper.returncode is not None:
             try:
                 self._reaper = await asyncio.create_subprocess_exec(
@@ -378,8 +383,17 @@ class ProcessRuntime:
         ps = self._pods.get(uid)
         if ps is None:
             ip = str((pod.get("status") or {}).get("podIP") or "")
-            ips = [self.host_ip] if spec.get("hostNetwork") else \
+            ips = [self.host_ip] if spec.get("hostNetwork") or (self.network and not self.network.enabled) else \
                 [ip if ip and self.ips.reserve(ip) else self.ips.allocate()]
+            if self.network is not None and self.network.enabled and not spec.get("hostNetwork"):
+                try:
+                    await self.network.add_pod(uid, ips[0])
+                except podnet.NetworkError as e:
+                    self.ips.release(ips[0])
+                    result.events.append(runtime.Event(runtime.WARNING, "FailedCreatePodSandBox",
+                                                       f"Failed to create pod sandbox: {e}"))
+                    result.retry_after = CONFIG_RETRY_SECONDS
+                    return result
             ps = runtime.PodStatus(uid=uid, ips=ips, network_ready=True, created_at=now)
             self._pods[uid] = ps
             await self._adopt(pod, ps, now=now, result=result)
@@ -463,6 +477,8 @@ class ProcessRuntime:
         if ps is not None:
             for ip in ps.ips:
                 self.ips.release(ip)
+        if self.network is not None:
+            await self.network.remove_pod(uid)
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_pod, uid)
         await asyncio.to_thread(shutil.rmtree, self.pod_dir(uid), True)
@@ -474,6 +490,8 @@ class ProcessRuntime:
         self._runs.clear()
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.clean, keep_root=False)
+        if self.network is not None:
+            self.network.close()
         reaper, self._reaper = self._reaper, None
         if reaper is not None and reaper.stdin is not None:
             reaper.stdin.close()
@@ -594,7 +612,8 @@ class ProcessRuntime:
             return
         uid = ps.uid
         try:
-            env = await envvars.resolve(self.client, pod, c, allocatable=self.allocatable)
+            env = await envvars.resolve(self.client, pod, c, allocatable=self.allocatable, in_pod_network=bool(
+                self.network is not None and self.network.netns_path(uid)))
             binds = self._binds(pod, c, mounts)
             if binds and self._mount_problem is None:
                 self._mount_problem = await asyncio.to_thread(probe_mounts, self.unshare)
@@ -628,6 +647,9 @@ class ProcessRuntime:
         script = launcher(binds, working_dir=str(c.get("workingDir") or ""), error_file=error_file,
                           started_file=started_file, cgroup_procs=procs)
         cmd = ["/bin/sh", "-c", script, "launcher", *argv]
+        netns = self.network.netns_path(uid) if self.network is not None else None
+        if netns:
+            cmd = ["nsenter", f"--net={netns}", "--", *cmd]  # every container of the pod shares its namespace
         if binds and self.unshare:
             cmd = [self.unshare, "--mount", "--propagation", "private", "--", *cmd]
         targets = [m.target for m in binds]
@@ -660,7 +682,8 @@ class ProcessRuntime:
                         pump=pump),
             name=f"container-{name}")
         run = _Run(proc=proc, waiter=waiter, targets=targets, probe_target=probes.Target(
-            env=env, working_dir=str(c.get("workingDir") or ""), pid=proc.pid, nsenter=cmd[0] == self.unshare),
+            env=env, working_dir=str(c.get("workingDir") or ""), pid=proc.pid, nsenter=cmd[0] == self.unshare,
+            host=ps.ips[0] if netns else "127.0.0.1"),
             pod=pod, container=c, init=init, cgroup_procs=procs)
         self._runs[(uid, name)] = run
         post_start = hooks.handler(c, hooks.POST_START)

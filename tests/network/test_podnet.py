@@ -1,0 +1,71 @@
+"""Pod network helpers: node CIDRs from the cluster CIDR, interface names, and clash detection."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from pocketkube.network import podnet
+
+
+@pytest.mark.parametrize(("cidr", "index", "want"), [
+    ("10.244.0.0/16", 0, "10.244.0.0/24"),
+    ("10.244.0.0/16", 3, "10.244.3.0/24"),
+    ("10.123.0.0/16", 255, "10.123.255.0/24"),
+    ("192.168.0.0/24", 0, "192.168.0.0/24"),
+])
+def test_node_cidr(cidr: str, index: int, want: str) -> None:
+    """Node i gets the i-th /24 of the cluster CIDR."""
+    assert podnet.node_cidr(cidr, index) == want
+
+
+@pytest.mark.parametrize(("cidr", "index"), [("10.244.0.0/24", 1), ("10.0.0.0/25", 0), ("10.244.0.0/16", -1)])
+def test_node_cidr_refuses_what_does_not_fit(cidr: str, index: int) -> None:
+    """An index past the cluster CIDR, a CIDR smaller than a /24, or a negative index is a clear error."""
+    with pytest.raises(ValueError):
+        podnet.node_cidr(cidr, index)
+
+
+def test_names_fit_linux_limits_and_differ_per_node() -> None:
+    """Bridge and veth names stay within 15 characters; two data dirs never share a bridge or namespace prefix."""
+    a, b = podnet.node_id("/tmp/one"), podnet.node_id("/tmp/two")
+    assert a != b
+    assert len(podnet.bridge_name(a)) <= 15
+    assert len(podnet.veth_name(a, "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab")) <= 15
+    assert not podnet.netns_name(a, "x").startswith(podnet.netns_name(b, ""))
+
+
+@pytest.mark.parametrize(("routes", "want"), [
+    ([{"dst": "default", "dev": "eth0"}, {"dst": "172.17.0.0/16", "dev": "docker0"}], ""),
+    ([{"dst": "10.244.0.0/24", "dev": "pkbother"}], "pkbother (10.244.0.0/24)"),
+    ([{"dst": "10.0.0.0/8", "dev": "eth1"}], "eth1 (10.0.0.0/8)"),
+    ([{"dst": "10.244.0.0/24", "dev": "pkbmine"}], ""),
+])
+def test_overlaps_finds_routes_of_other_interfaces(routes: list[dict[str, object]], want: str) -> None:
+    """A pod CIDR already routed elsewhere (another cluster) is found; our own bridge's route is not a clash."""
+    assert podnet.overlaps("10.244.0.0/24", routes, own="pkbmine") == want
+
+
+def test_off_mode_reports_the_limit() -> None:
+    """With the pod network off, the Node annotation states that pods share the host network."""
+    net = podnet.PodNetwork("/tmp/x", pod_cidr="10.244.0.0/24", mode="off")
+    assert not net.enabled and net.describe().startswith("host network:")
+    with pytest.raises(ValueError):
+        podnet.PodNetwork("/tmp/x", pod_cidr="10.244.0.0/24", mode="maybe")
+
+
+ROUTES = ("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+          "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+          "pkb1234abcd\t0000F40A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+          "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+
+
+@pytest.mark.parametrize(("address", "want"), [
+    ("10.244.0.7", True), ("10.244.1.7", False), ("192.0.2.9", False), ("127.0.0.1", False), ("fd00::1", False),
+])
+def test_routed_to_pod(tmp_path: pathlib.Path, address: str, want: bool) -> None:
+    """Only addresses on a pod bridge's route count as real pod IPs the host dials directly."""
+    table = tmp_path / "route"
+    table.write_text(ROUTES)
+    assert podnet.routed_to_pod(address, route_table=str(table)) is want
