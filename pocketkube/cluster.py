@@ -16,15 +16,19 @@ from pocketkube.api import conversion, resources
 from pocketkube.apiserver import (
     admission,
     allocators,
+    audit,
+    audit_policy,
     authn,
     authz,
     bootstrap,
     context,
     crds,
+    encryption,
     objects,
     satokens,
     selfendpoints,
     server,
+    webhooks,
 )
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki
@@ -46,6 +50,25 @@ class Settings:
     zones: list[str] | None = None
     # kube-apiserver --token-auth-file: CSV token,user,uid,"group1,group2" of static bearer tokens.
     token_auth_file: str | None = None
+    # kube-apiserver --encryption-provider-config: an EncryptionConfiguration for values at rest.
+    encryption_provider_config: str | None = None
+    # kube-apiserver --audit-policy-file, --audit-log-path ("-" = stdout), --audit-log-maxsize (MB), --audit-log-maxbackup.
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None
+    audit_log_maxsize: int = 0
+    audit_log_maxbackup: int = 0
+    # Pod IPs (each process node gets a /24 of it), Service ClusterIPs, and whether pods get their own netns.
+    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    pod_network: str = "auto"
+    # Host ports of the ingress proxy; None tries 80/443, then 8080/8443, then any free port.
+    ingress_http_port: int | None = None
+    ingress_https_port: int | None = None
+    # Cluster DNS (kube-system/kube-dns): listens on host at dns_port (0: a free port); names outside
+    # cluster.local go to dns_upstreams ("ip[:port]"), by default the nameservers of /etc/resolv.conf.
+    dns: bool = True
+    dns_port: int = 0
+    dns_upstreams: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -59,6 +82,7 @@ class ReadyInfo:
     url: str
     port: int
     data_dir: str
+    dns_address: str = ""
 
 
 class Cluster:
@@ -73,6 +97,8 @@ class Cluster:
         self.port = 0
         self.url = ""
         self.pki: pki.Pki | None = None
+        self._auditor: audit.Auditor | None = None
+        self.dns: Any = None
 
     async def start(self) -> ReadyInfo:
         s = self.settings
@@ -81,11 +107,13 @@ class Cluster:
         self.pki = await asyncio.to_thread(pki.ensure_pki, s.data_dir, hosts=hosts)
         self._store = sqlite.SQLiteStore(os.path.join(s.data_dir, "state.db"))
         await self._store.start()
+        store = encryption.wrap(self._store, encryption.load(s.encryption_provider_config)
+                                if s.encryption_provider_config else None)
         clock = clock_mod.Clock()
         registry = resources.Registry.builtin()
-        api = context.Server(registry=registry, objects=objects.Objects(self._store, conversion.convert),
-                             store=self._store, clock=clock)
-        api.allocators = allocators.Allocators()
+        api = context.Server(registry=registry, objects=objects.Objects(store, conversion.convert),
+                             store=store, clock=clock)
+        api.allocators = allocators.Allocators(s.service_cidr)
         api.authorizer = authz.new()
         await _attach_authenticator(api, self.pki, s.token_auth_file)
         api.admission = list(admission.PLUGINS)
@@ -94,11 +122,15 @@ class Cluster:
         await api.crds.load()
         svc_res = registry.get("", "v1", "services")
         assert svc_res is not None
-        listed = await self._store.list(objects.list_prefix(svc_res, ""))
+        listed = await store.list(objects.list_prefix(svc_res, ""))
         api.allocators.load([objects.decode(e.value, e.mod_revision) for e in listed.entries])
         self.api = api
         ssl_ctx = pki.ssl_server_context(self.pki)
-        self._runner, self.port = await server.start(api, host=s.host, port=s.port, ssl_context=ssl_ctx)
+        if s.audit_policy_file and s.audit_log_path:
+            self._auditor = audit.Auditor(audit_policy.load_policy(s.audit_policy_file), audit.LogSink(
+                s.audit_log_path, max_size_mb=s.audit_log_maxsize, max_backups=s.audit_log_maxbackup), clock=clock)
+        self._runner, self.port = await server.start(api, host=s.host, port=s.port, ssl_context=ssl_ctx,
+                                                     auditor=self._auditor)
         host = s.host if s.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         api.server_address = f"{host}:{self.port}"
         await bootstrap.run(api, secure_port=self.port)
@@ -109,7 +141,21 @@ class Cluster:
         # The API is ready now; controllers, the scheduler and node agents start behind it, as their
         # processes would on a real control plane, so start-up does not wait for them.
         self._tasks.append(asyncio.create_task(self._run_components(), name="components"))
-        return ReadyInfo(url=self.url, port=self.port, data_dir=s.data_dir)
+        dns_address = await self._start_dns() if s.dns else ""
+        return ReadyInfo(url=self.url, port=self.port, data_dir=s.data_dir, dns_address=dns_address)
+
+    async def _start_dns(self) -> str:
+        """Bind the cluster DNS server now (its address is part of being ready); it follows the API behind."""
+        from pocketkube.network import dnsbootstrap
+
+        s = self.settings
+        assert self.pki is not None
+        self.dns = dnsbootstrap.ClusterDNS(
+            dnsbootstrap.Settings(host=s.host or "127.0.0.1", port=s.dns_port, upstreams=s.dns_upstreams,
+                                  service_cidr=s.service_cidr), url=self.url, pki=self.pki)
+        await self.dns.listen()
+        self._tasks.append(asyncio.create_task(self.dns.run(), name="dns"))
+        return str(self.dns.address)
 
     async def _run_components(self) -> None:
         s = self.settings
@@ -123,7 +169,9 @@ class Cluster:
                 assert self.pki is not None
                 if s.nodes:
                     tasks += await agent.start(url=self.url, pki=self.pki, nodes=s.nodes, zones=s.zones,
-                                               virtual=False, data_dir=s.data_dir)
+                                               virtual=False, data_dir=s.data_dir, pod_network=s.pod_network,
+                                               cluster_cidr=s.cluster_cidr)
+                    tasks += await _start_proxy(self)
                 if s.virtual_nodes:
                     tasks += await agent.start(url=self.url, pki=self.pki, nodes=s.virtual_nodes,
                                                zones=s.zones, virtual=True)
@@ -145,6 +193,10 @@ class Cluster:
             await self._runner.cleanup()
         if self.api is not None and self.api.crds is not None:
             await self.api.crds.close()
+        if self.api is not None:
+            await webhooks.close(self.api)
+        if self._auditor is not None:
+            self._auditor.close()
         if self._store is not None:
             await self._store.close()
 
@@ -167,6 +219,16 @@ async def _keep_bootstrapped(api: context.Server, port: int, *, every: float = 1
             log.exception("re-creating system objects failed")
 
 
+async def _start_proxy(cluster: Cluster) -> list[asyncio.Task[Any]]:
+    """The service proxy (kube-proxy) of the machine the process nodes share, as user system:kube-proxy."""
+    from pocketkube.node import proxy
+
+    assert cluster.pki is not None
+    s = cluster.settings
+    return await proxy.start(url=cluster.url, pki=cluster.pki, data_dir=s.data_dir, cluster_cidr=s.cluster_cidr,
+                             service_cidr=s.service_cidr)
+
+
 async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:
     """Start the built-in controllers; they reach the API over HTTPS like any client."""
     from pocketkube.controllers import manager
@@ -175,6 +237,11 @@ async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:
     assert cluster.pki is not None
     tasks = await manager.start(url=cluster.url, pki=cluster.pki)
     tasks += await scheduler_app.start(url=cluster.url, pki=cluster.pki)
+    from pocketkube.gateway import controller as ingress
+
+    s = cluster.settings
+    tasks += await ingress.start(url=cluster.url, pki=cluster.pki, host=s.host, http_port=s.ingress_http_port,
+                                 https_port=s.ingress_https_port)
     return tasks
 
 

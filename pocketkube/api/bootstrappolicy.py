@@ -27,12 +27,12 @@ RESOURCES = {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebi
 # manager so holds exactly the union of its controllers' default roles, and a controller added to
 # controllers/manager.py adds its role name here.
 CONTROLLER_MANAGER_ROLES = (
-    "clusterrole-aggregation-controller", "cronjob-controller", "daemon-set-controller", "deployment-controller",
+    "certificate-controller", "clusterrole-aggregation-controller", "cronjob-controller", "daemon-set-controller", "deployment-controller",
     "disruption-controller", "endpoint-controller", "endpointslice-controller", "endpointslicemirroring-controller",
     "generic-garbage-collector", "horizontal-pod-autoscaler", "job-controller", "namespace-controller",
     "node-controller", "persistent-volume-binder", "pod-garbage-collector", "pv-protection-controller",
     "pvc-protection-controller", "replicaset-controller", "replication-controller", "resourcequota-controller",
-    "root-ca-cert-publisher", "service-account-controller", "statefulset-controller",
+    "root-ca-cert-publisher", "service-account-controller", "service-controller", "statefulset-controller",
     "ttl-after-finished-controller",
 )
 
@@ -474,6 +474,37 @@ def addon_objects() -> list[dict[str, Any]]:
     binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": {"name": "local-path-provisioner-bind"},
                "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "local-path-provisioner-role"},
                "subjects": [_subject("User", LOCAL_PATH_PROVISIONER)]}
+    return [role, binding, *_ingress_controller(), *_coredns()]
+
+
+INGRESS_CONTROLLER = "system:pocketkube-ingress"
+
+
+def _ingress_controller() -> list[dict[str, Any]]:
+    """The built-in ingress controller's role, as ingress-nginx's chart grants it (plus creating its IngressClass)."""
+    role = {"apiVersion": API_VERSION, "kind": "ClusterRole", "metadata": {"name": "pocketkube-ingress"},
+            "rules": [_rule("list watch", [""], "configmaps endpoints nodes pods secrets namespaces"),
+                      _rule("get", [""], "nodes"),
+                      _rule(_READ, [""], "services secrets"),
+                      _rule(_READ, ["networking.k8s.io"], "ingresses"),
+                      _rule("update", ["networking.k8s.io"], "ingresses/status"),
+                      _rule("create get list watch", ["networking.k8s.io"], "ingressclasses"),
+                      _rule("list watch get", ["discovery.k8s.io"], "endpointslices"),
+                      _rule("create patch", ["", "events.k8s.io"], "events")]}
+    binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": {"name": "pocketkube-ingress"},
+               "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "pocketkube-ingress"},
+               "subjects": [_subject("User", INGRESS_CONTROLLER)]}
+    return [role, binding]
+
+
+def _coredns() -> list[dict[str, Any]]:
+    """kubeadm's CoreDNS RBAC; the cluster DNS server presents the coredns ServiceAccount in its certificate."""
+    role = {"apiVersion": API_VERSION, "kind": "ClusterRole", "metadata": {"name": "system:coredns"},
+            "rules": [_rule("list watch", [""], "endpoints services pods namespaces"),
+                      _rule("list watch", ["discovery.k8s.io"], "endpointslices")]}
+    binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": {"name": "system:coredns"},
+               "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "system:coredns"},
+               "subjects": [_subject("ServiceAccount", "coredns", "kube-system")]}
     return [role, binding]
 
 

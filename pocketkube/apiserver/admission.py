@@ -6,14 +6,18 @@ from typing import Any
 
 from pocketkube.api import errors
 from pocketkube.apiserver import (
+    admission_ingress,
     admission_limitranger,
     admission_podsecurity,
     admission_quota,
     admission_serviceaccount,
     admission_storage,
+    admission_vap,
     context,
+    csr,
     objects,
     rbac_escalation,
+    webhooks,
 )
 
 _IMMORTAL = {"default", "kube-system", "kube-public"}
@@ -116,10 +120,23 @@ async def default_toleration_seconds(server: context.Server, call: context.Call,
 
 
 PLUGINS = [namespace_lifecycle, admission_limitranger.limit_ranger, admission_serviceaccount.admit, priority, default_toleration_seconds, admission_storage.default_storage_class,
-           admission_storage.storage_object_in_use_protection, admission_podsecurity.pod_security,
-           rbac_escalation.check,
+           admission_storage.storage_object_in_use_protection, csr.stamp, admission_ingress.default_ingress_class,
+           # Mutating webhooks end the mutating phase: validating plugins below see their patches.
+           webhooks.mutate, admission_podsecurity.pod_security,
+           rbac_escalation.check, csr.admit, admission_vap.validating_admission_policy, webhooks.validate,
            # ResourceQuota is the last admission check (it charges usage); allocation follows admission as in kube's registry.
            admission_quota.resource_quota, service_allocation]
+
+
+# The plugins that also judge DELETE requests (kube sends them the old object only).
+DELETE_PLUGINS = (webhooks.mutate, admission_vap.validating_admission_policy, webhooks.validate)
+
+
+async def admit_delete(server: context.Server, call: context.Call, old: dict[str, Any]) -> None:
+    """Run the server's delete-aware plugins on a DELETE of `old`."""
+    for plugin in server.admission:
+        if plugin in DELETE_PLUGINS:
+            await plugin(server, call, None, old, "DELETE")
 
 
 def refuse_immortal_delete(res_kind: tuple[str, str], name: str) -> None:

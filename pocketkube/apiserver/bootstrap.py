@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from pocketkube.api import bootstrappolicy, defaults, managedfields, resources
-from pocketkube.apiserver import context, objects, strategy, typeinfo
+from pocketkube.apiserver import context, flowcontrol_defaults, objects, strategy, typeinfo
 from pocketkube.base import clock as clock_mod
 
 MANAGER = "kube-apiserver"
@@ -102,6 +102,8 @@ async def run(server: context.Server, *, secure_port: int) -> None:
         # The default RBAC policy, reconciled as kube-apiserver's autoupdate does: missing objects come back.
         *(_ensure(server, reg.get(bootstrappolicy.GROUP, "v1", bootstrappolicy.RESOURCES[o["kind"]]), o)
           for o in bootstrappolicy.all_objects()),
-        _ensure(server, reg.get(bootstrappolicy.GROUP, "v1", "clusterrolebindings"), _provisioner_binding()))
+        _ensure(server, reg.get(bootstrappolicy.GROUP, "v1", "clusterrolebindings"), _provisioner_binding()),
+        # API Priority and Fairness: the mandatory and suggested FlowSchemas and priority levels.
+        flowcontrol_defaults.ensure(server, _ensure))
     if fresh:
         await _ensure(server, reg.get("storage.k8s.io", "v1", "storageclasses"), _standard_storage_class())

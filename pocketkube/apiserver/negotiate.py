@@ -82,7 +82,16 @@ def _stringify_keys(value: Any) -> Any:
         return [_stringify_keys(v) for v in value]
     if hasattr(value, "isoformat") and not isinstance(value, (int, float, str)):
         return value.isoformat().replace("+00:00", "Z")
+    if type(value) is int and not -(2 ** 63) <= value < 2 ** 64:
+        # Past 64 bits JSON numbers decode as float64 (as orjson and Go's decoder both do).
+        try:
+            return float(value)
+        except OverflowError:
+            raise errors.BadRequest(f"error converting YAML to JSON: number {value} is out of range") from None
     return value
+
+
+BODY_KEY: web.RequestKey[bytes] = web.RequestKey("pocketkube.body", bytes)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -95,7 +104,9 @@ async def read_body(request: web.Request) -> bytes:
         if size > MAX_BODY:
             raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    request[BODY_KEY] = body  # the audit log records it after the handler has consumed the stream
+    return body
 
 
 def decode_object(raw: bytes, content_type: str | None, *, what: str) -> dict[str, Any]:

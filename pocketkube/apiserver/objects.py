@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from pocketkube.api import errors, resources
+from pocketkube.apiserver import encryption
 from pocketkube.store import base as store_base
 
 _META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
@@ -75,7 +76,14 @@ def clone(obj: Any) -> Any:
 
 
 def decode(value: bytes, revision: int) -> dict[str, Any]:
-    obj: dict[str, Any] = orjson.loads(value)
+    try:
+        obj: dict[str, Any] = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # encrypted values read without their EncryptionConfiguration fail as kube's identity provider does
+        err = encryption.unreadable(value)
+        if err is None:
+            raise
+        raise err from None
     meta = obj.setdefault("metadata", {})
     meta["resourceVersion"] = str(revision)
     return obj
@@ -95,6 +103,16 @@ class Objects:
         if obj.get("apiVersion") != target:
             obj = self._convert(obj, target)
         return obj
+
+    def stale(self, res: resources.Resource, obj: dict[str, Any]) -> bool:
+        """True when obj was read with an encryption provider or key other than the first: an update must
+        rewrite it even when nothing changed (key rotation by `kubectl replace`)."""
+        check = getattr(self.store, "is_stale", None)
+        if check is None:
+            return False
+        meta = obj.get("metadata") or {}
+        rv = meta.get("resourceVersion") or ""
+        return rv.isdigit() and bool(check(key(res, meta.get("namespace", ""), meta.get("name", "")), int(rv)))
 
     def from_storage(self, res: resources.Resource, obj: dict[str, Any]) -> dict[str, Any]:
         if obj.get("apiVersion") != res.api_version:

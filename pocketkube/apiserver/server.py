@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+import unicodedata
 import uuid
 from typing import Any
 
@@ -13,11 +14,13 @@ from aiohttp import web
 
 from pocketkube.api import errors
 from pocketkube.apiserver import (
+    audit,
     authn,
     context,
     create,
     delete,
     eviction,
+    flowcontrol,
     get,
     impersonation,
     listing,
@@ -38,6 +41,7 @@ log = logging.getLogger("pocketkube.apiserver")
 
 _random = random.Random()
 SERVER_KEY: web.AppKey[context.Server] = web.AppKey("server", context.Server)
+AUDIT_KEY: web.AppKey[audit.Auditor] = web.AppKey("audit", audit.Auditor)  # present only with an audit policy
 
 
 def _status_response(err: errors.APIError, fmt: str = "json") -> web.Response:
@@ -51,26 +55,39 @@ def _status_response(err: errors.APIError, fmt: str = "json") -> web.Response:
 async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     # Audit IDs need uniqueness, not secrecy: a PRNG avoids a urandom syscall per request.
     audit_id = str(uuid.UUID(int=_random.getrandbits(128), version=4))
+    auditor = request.app.get(AUDIT_KEY)
+    if auditor is not None:
+        auditor.begin(request, audit_id)
     try:
-        response = await handler(request)
+        response = await flowcontrol.serve(request, handler)
     except errors.APIError as err:
         response = _status_response(err)
     except web.HTTPException:
         raise
-    except Exception:  # a 500 is a bug: log it with the request, answer with a Status
+    except Exception as exc:  # a 500 is a bug: log it with the request, answer with a Status
         log.exception("internal error serving %s %s", request.method, request.path_qs)
+        if auditor is not None:
+            auditor.panic(request, exc)
         response = _status_response(errors.InternalError("an error on the server has prevented the request from succeeding"))
     if not response.prepared:
         response.headers["Audit-Id"] = audit_id
+    if auditor is not None:
+        await auditor.complete(request, response)
     return response
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     user = await authn.authenticate(server, request)
+    auditor = request.app.get(AUDIT_KEY)
+    if auditor is not None:
+        auditor.received(request, user)
     user = await impersonation.apply(server, user, request)
     watch_param = request.query.get("watch", "") in ("true", "1", "True")
     info = requestinfo.parse(request.method, request.path, watch_param=watch_param)
+    await flowcontrol.admit(server, request, user, info)
+    if auditor is not None:
+        await auditor.authorizing(request, server, user, info)
     if server.authorizer is not None:
         await server.authorizer(server, user, info, request)
     if not info.is_resource_request:
@@ -85,15 +102,33 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     if res.namespaced and not info.namespace and info.verb not in ("list", "watch", "deletecollection"):
         raise errors.NotFound.resource()
     call = context.Call(request=request, info=info, res=res, user=user, query=dict(request.query))
-    result = await _verb(server, call)
+    if auditor is not None:
+        auditor.bind(request, call)
+    try:
+        result = await _verb(server, call)
+    except errors.APIError as err:
+        # Warnings gathered before a refusal (a warning policy, then a denying one) still reach the client.
+        if call.warnings:
+            err.headers["Warning"] = ", ".join(_warning(w) for w in call.warnings if _sendable(w))
+        raise
     if isinstance(result, web.StreamResponse):
         return result
     body, status = result
     fmt = negotiate.response_format(request.headers.get("Accept"))
     response = negotiate.respond(body, status=status, fmt=fmt)
     for w in call.warnings:
-        response.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        if _sendable(w):
+            response.headers.add("Warning", _warning(w))
     return response
+
+
+def _sendable(text: str) -> bool:
+    # kube's NewWarningHeader refuses control characters (they could split headers): such warnings are dropped.
+    return text.isprintable() or not any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def _warning(text: str) -> str:
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 _SUBRESOURCE_VERBS = {
@@ -104,6 +139,7 @@ _SUBRESOURCE_VERBS = {
     "eviction": {"create"},
     "log": {"get"},
     "token": {"create"},
+    "approval": {"get", "update", "patch"},
     "exec": {"get", "create"},
     "attach": {"get", "create"},
     "portforward": {"get", "create"},
@@ -172,18 +208,25 @@ async def _verb(server: context.Server, call: context.Call) -> Any:
     raise errors.MethodNotAllowed("the server does not allow this method on the requested resource", details={})
 
 
-def make_app(server: context.Server) -> web.Application:
+def make_app(server: context.Server, *, auditor: audit.Auditor | None = None, **flow_control: Any) -> web.Application:
     app = web.Application(middlewares=[_middleware], client_max_size=negotiate.MAX_BODY + 1)
+    flowcontrol.install(app, **flow_control)
     app[SERVER_KEY] = server
+    if auditor is not None:
+        app[AUDIT_KEY] = auditor
+        app.on_response_prepare.append(auditor.on_prepare)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
 
 
 async def start(server: context.Server, *, host: str, port: int, ssl_context: ssl.SSLContext | None,
-                ) -> tuple[web.AppRunner, int]:
+                header_timeout: float = flowcontrol.HEADER_TIMEOUT, auditor: audit.Auditor | None = None,
+                **flow_control: Any) -> tuple[web.AppRunner, int]:
     """Serve the API on host:port (0 = any free port); returns the runner and the bound port."""
-    app = make_app(server)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    app = make_app(server, auditor=auditor, **flow_control)
+    # aiohttp's keep-alive timer also runs while a request's headers trickle in: it bounds slow-loris reads.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                           keepalive_timeout=header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
     await site.start()

@@ -35,7 +35,7 @@ async def update_object(server: context.Server, call: context.Call, new: dict[st
     await writes.admit(server, call, new, old, "UPDATE")
     if managed:
         writes.update_managed_fields(server, call, old, new, subresource=sub)
-    if _unchanged(new, old):
+    if _unchanged(new, old) and not server.objects.stale(res, old):
         # a no-op write stores nothing and keeps the resourceVersion, as kube-apiserver does
         return old, False
     return await writes.persist_update(server, call, new, old, expected_revision=current_rev)

@@ -22,6 +22,14 @@ def check_type(server: context.Server, call: context.Call, obj: dict[str, Any]) 
     want_version = res.api_version
     if sub and sub.group is not None and sub.version and call.info.subresource != "status":
         want_version = f"{sub.group}/{sub.version}" if sub.group else sub.version
+    meta = obj.get("metadata")
+    if "metadata" in obj and meta is None:
+        obj["metadata"] = {}   # JSON null decodes to an empty ObjectMeta
+    elif meta is not None and not isinstance(meta, dict):
+        go_type = {list: "array", str: "string", bool: "bool"}.get(type(meta), "number")
+        raise errors.BadRequest(f'{want_kind} in version "{want_version.rpartition("/")[2]}" cannot be handled '
+                                f"as a {want_kind}: json: cannot unmarshal {go_type} into Go struct field "
+                                f"{want_kind}.metadata of type v1.ObjectMeta")
     if not kind and not api_version:
         obj["kind"], obj["apiVersion"] = want_kind, want_version
         return

@@ -1,4 +1,4 @@
-"""The `pocketkube` command: parse arguments and run up, kubeconfig or version."""
+"""The `pocketkube` command: parse arguments and run up, kubeconfig, user or version."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TextIO
 
 import pocketkube
 from pocketkube.base import kubeconfig, pki
+from pocketkube.cli import users
 
 DEFAULT_PORT = 6443
 DEFAULT_HOST = "127.0.0.1"
@@ -42,6 +43,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     try:
         if args.command == "up":
             return _up(args, started=started, out=stdout, err=stderr)
+        if args.command == "user":
+            return users.run(args, data_dir=_data_dir(args), out=stdout, err=stderr)
         if args.command == "kubeconfig":
             return _kubeconfig(args, out=stdout)
         if args.command == "version":
@@ -107,6 +110,31 @@ def _parser() -> argparse.ArgumentParser:
         "--token-auth-file", default=None, metavar="FILE",
         help='accept the bearer tokens of FILE (CSV: token,user,uid,"group1,group2"), as kube-apiserver does',
     )
+    up.add_argument("--encryption-provider-config", default=None, metavar="FILE",
+                    help="encrypt values at rest as this EncryptionConfiguration says (aesgcm, aescbc, secretbox)")
+    up.add_argument("--audit-policy-file", default=None, metavar="FILE",
+                    help="audit requests as this audit.k8s.io/v1 Policy says (needs --audit-log-path)")
+    up.add_argument("--audit-log-path", default=None, metavar="PATH",
+                    help="write audit events here as JSON lines; - writes them to stdout")
+    up.add_argument("--audit-log-maxsize", type=_count, default=0, metavar="MB",
+                    help="rotate the audit log when it grows past this many megabytes (default 0: never)")
+    up.add_argument("--audit-log-maxbackup", type=_count, default=0, metavar="N",
+                    help="keep at most N rotated audit logs (default 0: keep all)")
+    up.add_argument("--ingress-http-port", type=_port, default=None, metavar="PORT",
+                    help="host port of the ingress's HTTP listener (default 80 if it can bind it, else 8080)")
+    up.add_argument("--ingress-https-port", type=_port, default=None, metavar="PORT",
+                    help="host port of the ingress's HTTPS listener (default 443 if it can bind it, else 8443)")
+    up.add_argument("--cluster-cidr", type=_cidr, default=None, metavar="CIDR",
+                    help="pod IPs: each node gets a /24 of it (default 10.244.0.0/16)")
+    up.add_argument("--service-cidr", type=_cidr, default=None, metavar="CIDR",
+                    help="ClusterIPs of Services (default 10.96.0.0/12)")
+    up.add_argument("--pod-network", choices=("auto", "on", "off"), default="auto",
+                    help="own network namespace and IP per pod where the host allows it (auto, as root), "
+                         "or off: pods share the host's network")
+    up.add_argument("--dns-port", type=_port, default=0, metavar="PORT",
+                    help="UDP and TCP port of the cluster DNS server on --host (default 0: a free port)")
+    up.add_argument("--dns-upstream", action="append", type=_upstream, default=None, metavar="IP[:PORT]",
+                    help="forward names outside cluster.local here (repeatable; default: /etc/resolv.conf's nameservers)")
     up.add_argument(
         "--merge-kubeconfig",
         action="store_true",
@@ -117,7 +145,30 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_dir(kc)
 
     sub.add_parser("version", help="print the pocketkube version")
+    users.add_parser(sub)
     return parser
+
+
+def _cidr(value: str) -> str:
+    import ipaddress
+
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"invalid CIDR {value!r}: {e}") from None
+    if net.version != 4 or net.prefixlen > 24:
+        raise argparse.ArgumentTypeError(f"expected an IPv4 CIDR of at least a /24, not {value!r}")
+    return str(net)
+
+
+def _upstream(value: str) -> str:
+    from pocketkube.network import dnsserver
+
+    try:
+        dnsserver.parse_upstream(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid nameserver {value!r}: expected IP or IP:PORT") from None
+    return value
 
 
 def _count(value: str) -> int:
@@ -178,6 +229,8 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
         path = kubeconfig_path(data_dir)
         kubeconfig.write(path, cfg)
         merged = ""
+        dns = f"Cluster DNS (kube-system/kube-dns) answers on {info.dns_address} (UDP and TCP).\n" \
+            if getattr(info, "dns_address", "") else ""
         if args.merge_kubeconfig:
             target = kubeconfig.default_path()
             kubeconfig.merge_into(target, cfg)
@@ -189,6 +242,7 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
             f"  kubectl get ns\n"
             f"\n"
             f"{merged}"
+            f"{dns}"
             f"Data: {data_dir}. Press Ctrl+C to stop.",
             file=out,
             flush=True,
@@ -199,12 +253,49 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
         if not os.path.isfile(args.token_auth_file):
             raise UserError(f"--token-auth-file {args.token_auth_file}: no such file")
         extra["token_auth_file"] = os.path.abspath(args.token_auth_file)
+    extra.update(_security_settings(args))
+    for key in ("cluster_cidr", "service_cidr"):
+        if getattr(args, key):
+            extra[key] = getattr(args, key)
+    if args.pod_network != "auto":
+        extra["pod_network"] = args.pod_network
+    extra["dns_port"] = args.dns_port
+    extra["dns_upstreams"] = args.dns_upstream
+    extra["ingress_http_port"] = args.ingress_http_port
+    extra["ingress_https_port"] = args.ingress_https_port
     settings = cluster.Settings(data_dir=data_dir, host=args.host, port=args.port,
                                 nodes=args.nodes, virtual_nodes=args.virtual_nodes, zones=args.zones, **extra)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(cluster.run(settings, on_ready=on_ready))
     print("pocketkube stopped", file=err, flush=True)
     return 0
+
+
+def _security_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the encryption and audit files up front, so a bad one stops `up` with kube's message."""
+    from pocketkube.apiserver import audit_policy, encryption
+
+    extra: dict[str, Any] = {}
+    if args.encryption_provider_config:
+        path = os.path.abspath(args.encryption_provider_config)
+        try:
+            encryption.load(path)
+        except encryption.ConfigError as e:
+            raise UserError(f"--encryption-provider-config {args.encryption_provider_config}: {e}") from None
+        extra["encryption_provider_config"] = path
+    if bool(args.audit_policy_file) != bool(args.audit_log_path):
+        raise UserError("--audit-policy-file and --audit-log-path go together: the policy decides what is "
+                        "recorded, the path where it is written")
+    if args.audit_policy_file:
+        try:
+            audit_policy.load_policy(os.path.abspath(args.audit_policy_file))
+        except audit_policy.PolicyError as e:
+            raise UserError(f"--audit-policy-file {args.audit_policy_file}: {e}") from None
+        extra["audit_policy_file"] = os.path.abspath(args.audit_policy_file)
+        extra["audit_log_path"] = args.audit_log_path if args.audit_log_path == "-" else os.path.abspath(args.audit_log_path)
+        extra["audit_log_maxsize"] = args.audit_log_maxsize
+        extra["audit_log_maxbackup"] = args.audit_log_maxbackup
+    return extra
 
 
 def _loop_factory() -> Any:

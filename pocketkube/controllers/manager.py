@@ -12,6 +12,8 @@ from pocketkube.client import config, rest
 from pocketkube.controllers import (
     clusterroleaggregation,
     cronjob,
+    csrcleaner,
+    csrsigning,
     daemonset,
     deployment,
     disruption,
@@ -29,6 +31,7 @@ from pocketkube.controllers import (
     resourcequota,
     serviceaccount,
     serviceaccounttoken,
+    servicelb,
     statefulset,
     tainteviction,
     ttlafterfinished,
@@ -72,12 +75,15 @@ def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Cloc
         ("job", job.JobController(client, clock=clock)),
         ("cronjob", cronjob.CronJobController(client, clock=clock)),
         ("ttlafterfinished", ttlafterfinished.TTLAfterFinishedController(client, clock=clock)),
+        ("service-lb", servicelb.ServiceLBController(client, clock=clock)),
         ("resourcequota", resourcequota.ResourceQuotaController(client, clock=clock, resync_seconds=resourcequota.resync_from_env())),
         ("persistentvolume-binder", persistentvolume.PersistentVolumeController(client, clock=clock)),
         ("pvc-protection", pvcprotection.PVCProtectionController(client, clock=clock)),
         ("endpointslice", endpointslice.EndpointSliceController(client, clock=clock)),
         ("endpoints", endpoints.EndpointsController(client, clock=clock)),
         ("endpointslicemirroring", endpointslicemirroring.EndpointSliceMirroringController(client, clock=clock)),
+        ("csrsigning", csrsigning.CSRSigningController(client, ca_cert_path=pki.ca_cert_path, ca_key_path=pki.ca_key_path, clock=clock)),
+        ("csrcleaner", csrcleaner.CSRCleanerController(client, clock=clock)),
     ]
 
 

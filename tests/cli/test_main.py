@@ -35,14 +35,19 @@ class StubCluster:
         self.settings = None
         self.ready_calls = 0
 
-    @dataclasses.dataclass
     class Settings:
-        data_dir: str
-        host: str
-        port: int
-        nodes: int = 0
-        virtual_nodes: int = 0
-        zones: list[str] | None = None
+        """The real Settings' required fields; every other setting is kept as given."""
+
+        def __init__(self, *, data_dir: str, host: str, port: int, **rest: object) -> None:
+            self.data_dir, self.host, self.port = data_dir, host, port
+            self.nodes, self.virtual_nodes, self.zones = rest.pop("nodes", 0), rest.pop("virtual_nodes", 0), rest.pop("zones", None)
+            self.rest = rest
+
+        def __eq__(self, other: object) -> bool:
+            """Equal when the required fields and node counts match (other settings are the CLI's defaults)."""
+            return isinstance(other, StubCluster.Settings) and (
+                self.data_dir, self.host, self.port, self.nodes, self.virtual_nodes, self.zones) == (
+                other.data_dir, other.host, other.port, other.nodes, other.virtual_nodes, other.zones)
 
     async def run(self, settings, *, on_ready):
         self.settings = settings
