@@ -8,11 +8,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from pocketkube.api import bootstrappolicy, errors, selectors
-from pocketkube.apiserver import context, requestinfo
-from pocketkube.store import base as store_base
+from pocketkube.apiserver import context, requestinfo, storemirror
 
 log = logging.getLogger("pocketkube.apiserver.rbac")
 
@@ -287,11 +284,9 @@ class Authorizer:
     """server.authorizer: system:masters, then the Node authorizer, then RBAC; decisions cached per index generation."""
 
     def __init__(self) -> None:
-        self._objects: dict[str, dict[str, Any]] = {}
+        self._mirror = storemirror.Mirror(PREFIX, name="RBAC index")
         self._index: Index | None = None
-        self._dirty = True
-        self._loading: asyncio.Future[None] | None = None
-        self._follower: asyncio.Task[None] | None = None
+        self._built = -1  # the mirror generation the index and decision cache were made from
         self._cache: dict[tuple[Any, ...], tuple[bool, str]] = {}
 
     async def __call__(self, server: context.Server, user: context.User, info: requestinfo.RequestInfo,
@@ -338,6 +333,10 @@ class Authorizer:
         self._cache[key] = result
         return result
 
+    @property
+    def _dirty(self) -> bool:
+        return self._built != self._mirror.generation
+
     @staticmethod
     def _compute(index: Index, user: str, groups: tuple[str, ...], attrs: Attributes) -> tuple[bool, str]:
         if node_allows(user, groups, attrs):
@@ -377,51 +376,12 @@ class Authorizer:
 
     async def index(self, server: context.Server) -> Index:
         """The current index, loading it from the store on first use and rebuilding it after changes."""
-        if self._follower is None or self._follower.done():
-            await self._load(server)
+        await self._mirror.sync(server.store)
         if self._dirty or self._index is None:
-            self._index = Index(self._objects.values())
-            self._dirty = False
+            self._built = self._mirror.generation
+            self._index = Index(self._mirror.objects.values())
             self._cache.clear()
         return self._index
 
-    async def _load(self, server: context.Server) -> None:
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
-            return
-        self._loading = asyncio.get_running_loop().create_future()
-        try:
-            listed = await server.store.list(PREFIX)
-            self._objects = {e.key: orjson.loads(e.value) for e in listed.entries}
-            watcher = server.store.watch(PREFIX, after_revision=listed.revision)
-            self._dirty = True
-            self._follower = asyncio.get_running_loop().create_task(self._follow(watcher), name="rbac-index")
-            self._loading.set_result(None)
-        except Exception as exc:
-            self._loading.set_exception(exc)
-            self._loading.exception()  # retrieved: waiters re-raise it
-            raise
-        except BaseException:
-            self._loading.cancel()
-            raise
-        finally:
-            self._loading = None
-
-    async def _follow(self, watcher: store_base.Watcher) -> None:
-        try:
-            async for batch in watcher:
-                for ev in batch:
-                    if ev.type == "DELETE":
-                        self._objects.pop(ev.key, None)
-                    else:
-                        self._objects[ev.key] = orjson.loads(ev.value)
-                self._dirty = True
-        except store_base.StoreError as exc:  # overflow or closed store: the next request lists again
-            log.info("RBAC index watch ended (%s); it is reloaded on the next request", exc)
-        finally:
-            watcher.close()
-            self._dirty = True
-
     def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
+        self._mirror.close()

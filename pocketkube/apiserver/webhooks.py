@@ -12,9 +12,8 @@ from typing import Any
 import orjson
 
 from pocketkube.api import cel, errors, jsonpatch
-from pocketkube.apiserver import context, objects, typeinfo, webhook_client
+from pocketkube.apiserver import context, objects, storemirror, typeinfo, webhook_client
 from pocketkube.apiserver import webhook_match as wm
-from pocketkube.store import base as store_base
 
 log = logging.getLogger("pocketkube.apiserver.webhooks")
 
@@ -30,65 +29,27 @@ class Webhooks:
     """The webhook configurations (list + watch of the store) and one HTTPS client session per CA bundle."""
 
     def __init__(self) -> None:
-        self._configs: dict[str, dict[str, Any]] = {}
+        self._configs = storemirror.Mirror(_GROUP_PREFIX, name="webhook configurations", keep=_is_config)
         self._hooks: tuple[list[wm.Hook], list[wm.Hook]] = ([], [])
-        self._dirty = True
-        self._loading: asyncio.Future[None] | None = None
-        self._follower: asyncio.Task[None] | None = None
+        self._built = -1  # the mirror generation the compiled hooks come from
         self.sessions = webhook_client.Sessions()
         self._equivalents: dict[tuple[Any, ...], list[wm.GVRK]] = {}
 
     async def hooks(self, server: context.Server) -> tuple[list[wm.Hook], list[wm.Hook]]:
         """(mutating, validating) hooks: configurations sorted by name, webhooks in their listed order."""
-        if self._follower is None or self._follower.done():
-            await self._load(server)
-        if self._dirty:
+        await self._configs.sync(server.store)
+        if self._built != self._configs.generation:
+            self._built = self._configs.generation
             self._hooks = (self._compile(_MUTATING_PREFIX, mutating=True),
                            self._compile(_VALIDATING_PREFIX, mutating=False))
-            self._dirty = False
         return self._hooks
 
     def _compile(self, prefix: str, *, mutating: bool) -> list[wm.Hook]:
         out: list[wm.Hook] = []
-        for key in sorted(k for k in self._configs if k.startswith(prefix)):
-            out.extend(wm.compile_configuration(self._configs[key], mutating=mutating, first_index=len(out)))
+        configs = self._configs.objects
+        for key in sorted(k for k in configs if k.startswith(prefix)):
+            out.extend(wm.compile_configuration(configs[key], mutating=mutating, first_index=len(out)))
         return out
-
-    async def _load(self, server: context.Server) -> None:
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
-            return
-        self._loading = asyncio.get_running_loop().create_future()
-        try:
-            listed = await server.store.list(_GROUP_PREFIX)
-            self._configs = {e.key: orjson.loads(e.value) for e in listed.entries if _is_config(e.key)}
-            watcher = server.store.watch(_GROUP_PREFIX, after_revision=listed.revision)
-            self._dirty = True
-            self._follower = asyncio.get_running_loop().create_task(self._follow(watcher), name="webhook-configs")
-            self._loading.set_result(None)
-        except BaseException as exc:
-            self._loading.set_exception(exc)
-            self._loading.exception()  # retrieved: waiters re-raise it
-            raise
-        finally:
-            self._loading = None
-
-    async def _follow(self, watcher: store_base.Watcher) -> None:
-        try:
-            async for batch in watcher:
-                for ev in batch:
-                    if not _is_config(ev.key):
-                        continue
-                    if ev.type == "DELETE":
-                        self._configs.pop(ev.key, None)
-                    else:
-                        self._configs[ev.key] = orjson.loads(ev.value)
-                    self._dirty = True
-        except store_base.StoreError as exc:  # overflow or closed store: the next request lists again
-            log.info("webhook configuration watch ended (%s); it is reloaded on the next request", exc)
-        finally:
-            watcher.close()
-            self._dirty = True
 
     def equivalents(self, server: context.Server, res: Any, subresource: str) -> list[wm.GVRK]:
         """Every served version of the same stored resource (kube's equivalent resources), in discovery order."""
@@ -104,8 +65,7 @@ class Webhooks:
         return found
 
     async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
+        self._configs.close()
         await self.sessions.close()
 
 
