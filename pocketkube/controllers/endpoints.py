@@ -11,13 +11,11 @@ import orjson
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
-from pocketkube.controllers import endpoints_util, ownerrefs, podutil
+from pocketkube.controllers import endpoints_util, podutil
 from pocketkube.runtime import controller
 
 log = logging.getLogger("pocketkube.controllers.endpoints")
 
-SERVICES = rest.GVR("", "v1", "services")
-PODS = rest.GVR("", "v1", "pods")
 ENDPOINTS = rest.GVR("", "v1", "endpoints")
 
 
@@ -74,28 +72,16 @@ class EndpointsController:
         self.client = client
         self.clock = clock or clock_mod.Clock()
         self.controller = controller.Controller("endpoints", self.reconcile, workers=workers, clock=self.clock)
-        self.services = informer.Informer(client, SERVICES, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.cache = endpoints_util.ServicesAndPods(client, self.controller, clock=self.clock)
         self.endpoints = informer.Informer(client, ENDPOINTS, clock=self.clock)
-        self.service_index = ownerrefs.OwnerIndex()
-        self.pod_index = ownerrefs.OwnerIndex()
-        self.services.add_handler(self.service_index.update)
-        self.pods.add_handler(self.pod_index.update)
-        self.controller.watch(self.services)
-        self.controller.watch(self.pods, self._pod_keys)
         self.controller.watch(self.endpoints, _deleted_key)
 
     async def run(self) -> None:
         await self.controller.run()
 
-    def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
-        pod = new if new is not None else old
-        ns = podutil.meta(pod).get("namespace") or "" if pod is not None else ""
-        return endpoints_util.services_selecting(self.service_index.in_namespace(ns), old, new)
-
     async def reconcile(self, key: str) -> controller.Outcome:
         ns, _, name = key.partition("/")
-        service = self.services.get(key)
+        service = self.cache.services.get(key)
         current = self.endpoints.get(key)
         try:
             if service is None:
@@ -104,7 +90,7 @@ class EndpointsController:
                 return controller.DONE
             if endpoints_util.selector_of(service) is None:
                 return controller.DONE
-            pods = self.pod_index.in_namespace(ns)
+            pods = self.cache.pods_in(ns)
             want = subsets(service, pods)
             labels = endpoints_util.copied_labels(service)
             if current is not None and (current.get("subsets") or []) == want \

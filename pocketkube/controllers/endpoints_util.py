@@ -6,8 +6,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pocketkube.api import errors, selectors
-from pocketkube.client import informer
-from pocketkube.controllers import podutil
+from pocketkube.base import clock as clock_mod
+from pocketkube.client import informer, rest
+from pocketkube.controllers import ownerrefs, podutil
+from pocketkube.runtime import controller
 
 LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
@@ -183,3 +185,25 @@ class WriteTracker:
         if not written:
             self._written.pop(key, None)
         return list(by_name.values())
+
+
+class ServicesAndPods:
+    """The Service and Pod caches an endpoints controller reconciles from; pod changes enqueue their Services."""
+
+    def __init__(self, client: rest.Client, ctl: controller.Controller, *, clock: clock_mod.Clock) -> None:
+        self.services = informer.Informer(client, rest.GVR("", "v1", "services"), clock=clock)
+        self.pods = informer.Informer(client, rest.GVR("", "v1", "pods"), clock=clock)
+        self._service_index = ownerrefs.OwnerIndex()
+        self._pod_index = ownerrefs.OwnerIndex()
+        self.services.add_handler(self._service_index.update)
+        self.pods.add_handler(self._pod_index.update)
+        ctl.watch(self.services)
+        ctl.watch(self.pods, self._pod_keys)
+
+    def pods_in(self, namespace: str) -> list[dict[str, Any]]:
+        return self._pod_index.in_namespace(namespace)
+
+    def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
+        pod = new if new is not None else old
+        ns = podutil.meta(pod).get("namespace") or "" if pod is not None else ""
+        return services_selecting(self._service_index.in_namespace(ns), old, new)

@@ -16,8 +16,6 @@ from pocketkube.runtime import controller
 
 log = logging.getLogger("pocketkube.controllers.endpointslice")
 
-SERVICES = rest.GVR("", "v1", "services")
-PODS = rest.GVR("", "v1", "pods")
 NODES = rest.GVR("", "v1", "nodes")
 SLICES = rest.GVR("discovery.k8s.io", "v1", "endpointslices")
 
@@ -123,18 +121,11 @@ class EndpointSliceController:
         self.client = client
         self.clock = clock or clock_mod.Clock()
         self.controller = controller.Controller("endpointslice", self.reconcile, workers=workers, clock=self.clock)
-        self.services = informer.Informer(client, SERVICES, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.cache = endpoints_util.ServicesAndPods(client, self.controller, clock=self.clock)
         self.nodes = informer.Informer(client, NODES, clock=self.clock)
         self.slices = informer.Informer(client, SLICES, clock=self.clock,
                                         label_selector=f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}")
         self.written = endpoints_util.WriteTracker()
-        self.service_index = ownerrefs.OwnerIndex()
-        self.pod_index = ownerrefs.OwnerIndex()
-        self.services.add_handler(self.service_index.update)
-        self.pods.add_handler(self.pod_index.update)
-        self.controller.watch(self.services)
-        self.controller.watch(self.pods, self._pod_keys)
         self.controller.watch(self.slices, _slice_key)
         self.controller.watch(self.nodes, controller.no_keys)
 
@@ -146,24 +137,19 @@ class EndpointSliceController:
                   and (podutil.meta(s).get("labels") or {}).get(SERVICE_NAME_LABEL) == name]
         return self.written.overlay(f"{ns}/{name}", cached)
 
-    def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
-        pod = new if new is not None else old
-        ns = podutil.meta(pod).get("namespace") or "" if pod is not None else ""
-        return endpoints_util.services_selecting(self.service_index.in_namespace(ns), old, new)
-
     def _zones(self) -> dict[str, str]:
         return {podutil.meta(n).get("name") or "": (podutil.meta(n).get("labels") or {}).get(endpoints_util.ZONE_LABEL, "")
                 for n in self.nodes.list()}
 
     async def reconcile(self, key: str) -> controller.Outcome:
         ns, _, name = key.partition("/")
-        service = self.services.get(key)
+        service = self.cache.services.get(key)
         if service is None or endpoints_util.selector_of(service) is None \
                 or podutil.meta(service).get("deletionTimestamp"):
             # The garbage collector removes a deleted Service's slices through their owner references.
             return controller.DONE
         existing = self._existing(ns, name)
-        pods = self.pod_index.in_namespace(ns)
+        pods = self.cache.pods_in(ns)
         selected = endpoints_util.selected_pods(service, pods)
         creates, updates, deletes = plan(service, pods, existing, zones=self._zones(),
                                          trigger=endpoints_util.trigger_time(service, selected))
