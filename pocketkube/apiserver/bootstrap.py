@@ -42,19 +42,7 @@ def _standard_storage_class() -> dict[str, Any]:
             "volumeBindingMode": "WaitForFirstConsumer"}
 
 
-# The identity the node agents' local-path provisioner uses, bound to kube's role for volume provisioners.
-PROVISIONER_USER = "system:local-path-provisioner"
-
-
-def _provisioner_binding() -> dict[str, Any]:
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "local-path-provisioner-bind"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "system:persistent-volume-provisioner"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": PROVISIONER_USER}]}
-
-
-async def _ensure(server: context.Server, res: resources.Resource | None, obj: dict[str, Any]) -> None:
+async def ensure(server: context.Server, res: resources.Resource | None, obj: dict[str, Any]) -> None:
     if res is None:
         return
     meta = obj["metadata"]
@@ -77,9 +65,6 @@ async def _ensure(server: context.Server, res: resources.Resource | None, obj: d
             raise
 
 
-ensure = _ensure
-
-
 async def run(server: context.Server, *, secure_port: int) -> None:
     """Create what is missing; independent writes go together so the store commits them in one batch."""
     reg = server.registry
@@ -91,19 +76,18 @@ async def run(server: context.Server, *, secure_port: int) -> None:
     # Add-ons such as the default StorageClass are installed once, on a fresh cluster: deleting them sticks.
     fresh = ns is not None and await server.objects.get_or_none(ns, "", "kube-system") is None
     # Namespaces first: the kubernetes Service lives in one.
-    await asyncio.gather(*(_ensure(server, ns, _namespace(name)) for name in SYSTEM_NAMESPACES))
+    await asyncio.gather(*(ensure(server, ns, _namespace(name)) for name in SYSTEM_NAMESPACES))
     await asyncio.gather(
-        _ensure(server, reg.get("", "v1", "services"), _kubernetes_service(first_ip, secure_port)),
-        _ensure(server, pcs, _priority_class("system-node-critical", 2000001000,
+        ensure(server, reg.get("", "v1", "services"), _kubernetes_service(first_ip, secure_port)),
+        ensure(server, pcs, _priority_class("system-node-critical", 2000001000,
                                              "Used for system critical pods that must not be moved from their current node.")),
-        _ensure(server, pcs, _priority_class("system-cluster-critical", 2000000000,
+        ensure(server, pcs, _priority_class("system-cluster-critical", 2000000000,
                                              "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.")),
-        *(_ensure(server, api_res, svc) for svc in resources.builtin_apiservices(reg, now=now)),
+        *(ensure(server, api_res, svc) for svc in resources.builtin_apiservices(reg, now=now)),
         # The default RBAC policy, reconciled as kube-apiserver's autoupdate does: missing objects come back.
-        *(_ensure(server, reg.get(bootstrappolicy.GROUP, "v1", bootstrappolicy.RESOURCES[o["kind"]]), o)
+        *(ensure(server, reg.get(bootstrappolicy.GROUP, "v1", bootstrappolicy.RESOURCES[o["kind"]]), o)
           for o in bootstrappolicy.all_objects()),
-        _ensure(server, reg.get(bootstrappolicy.GROUP, "v1", "clusterrolebindings"), _provisioner_binding()),
         # API Priority and Fairness: the mandatory and suggested FlowSchemas and priority levels.
-        flowcontrol_defaults.ensure(server, _ensure))
+        flowcontrol_defaults.ensure(server, ensure))
     if fresh:
-        await _ensure(server, reg.get("storage.k8s.io", "v1", "storageclasses"), _standard_storage_class())
+        await ensure(server, reg.get("storage.k8s.io", "v1", "storageclasses"), _standard_storage_class())
