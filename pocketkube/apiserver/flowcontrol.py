@@ -173,12 +173,15 @@ class Level:
             return True
         return False
 
+    def hand(self, flow: tuple[str, str]) -> list[int]:
+        """Shuffle sharding: the queues a flow may join, always the same for one flow."""
+        return random.Random(hash(flow)).sample(range(len(self.queues)), self.hand_size)
+
     def _pick_queue(self, flow: tuple[str, str]) -> collections.deque[asyncio.Future[None]] | None:
         if not self.queues:
             return None
-        # Shuffle sharding: a flow always draws the same hand, and joins the shortest queue in it.
-        hand = random.Random(hash(flow)).sample(range(len(self.queues)), self.hand_size)
-        best = min((self.queues[i] for i in hand), key=len)
+        # A flow joins the shortest queue of its hand.
+        best = min((self.queues[i] for i in self.hand(flow)), key=len)
         return best if len(best) < self.queue_length_limit else None
 
     async def acquire(self, flow: tuple[str, str], *, wait: float) -> None:
