@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from pocketkube.api import errors, names, quantity
+from pocketkube.api import validation_job as vj
 from pocketkube.api import validation_meta as vm
 from pocketkube.api import validation_pod as vp
 
@@ -245,24 +246,22 @@ def _job_spec(spec: dict[str, Any], field: str) -> list[FE]:
     out: list[FE] = []
     for key in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished"):
         out.extend(names.validate_nonnegative(spec.get(key), f"{field}.{key}"))
-    mode = spec.get("completionMode")
-    if mode is not None:
-        if mode not in ("NonIndexed", "Indexed"):
-            out.append(errors.unsupported(f"{field}.completionMode", mode, ["NonIndexed", "Indexed"]))
-        if mode == "Indexed":
-            if spec.get("completions") is None:
-                out.append(errors.required(f"{field}.completions", "when completion mode is Indexed"))
-            par = spec.get("parallelism")
-            if vm.is_int(par) and par > 100000:
-                out.append(errors.invalid(f"{field}.parallelism", par,
-                                          "must be less than or equal to 100000 when completion mode is Indexed"))
+    out.extend(vj.index_limits(spec, field))
+    if isinstance(spec.get("podFailurePolicy"), dict):
+        out.extend(vj.pod_failure_policy(spec, f"{field}.podFailurePolicy"))
+    if spec.get("successPolicy") is not None:
+        if spec.get("completionMode") != "Indexed":
+            out.append(errors.invalid(f"{field}.successPolicy", vj.go_success_policy(spec["successPolicy"]),
+                                      "requires indexed completion mode"))
+        else:
+            out.extend(vj.success_policy(spec, f"{field}.successPolicy"))
     prp = spec.get("podReplacementPolicy")
     if prp is not None:
-        if prp not in ("TerminatingOrFailed", "Failed"):
+        if spec.get("podFailurePolicy") is not None:
+            if prp != "Failed":
+                out.append(errors.unsupported(f"{field}.podReplacementPolicy", prp, ["Failed"]))
+        elif prp not in ("TerminatingOrFailed", "Failed"):
             out.append(errors.unsupported(f"{field}.podReplacementPolicy", prp, ["Failed", "TerminatingOrFailed"]))
-        elif prp == "TerminatingOrFailed" and spec.get("podFailurePolicy") is not None:
-            out.append(errors.invalid(f"{field}.podReplacementPolicy", prp,
-                                      "must be Failed when podFailurePolicy is set"))
     tmpl = spec.get("template")
     out.extend(vp.validate_pod_template_spec(tmpl, f"{field}.template"))
     rp = vm.as_dict(vm.as_dict(tmpl).get("spec")).get("restartPolicy") or ""
@@ -342,6 +341,10 @@ def job_update(new: dict[str, Any], old: dict[str, Any]) -> list[FE]:
                                   vm.IMMUTABLE))
     for key in ("completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy"):
         out.extend(vm.immutable(ns.get(key), os_.get(key), f"spec.{key}"))
+    sp = ns.get("successPolicy")
+    out.extend(vm.immutable(sp, os_.get("successPolicy"), "spec.successPolicy",
+                            value=None if sp is None else vj.go_success_policy(sp)))
+    out.extend(vj.status_indexes(new, old))
     return out
 
 

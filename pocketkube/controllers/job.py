@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import datetime
 import logging
 from typing import Any
@@ -13,6 +12,8 @@ from pocketkube.api import errors, selectors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
 from pocketkube.controllers import job_cache, ownerrefs, podutil
+from pocketkube.controllers import job_index as jx
+from pocketkube.controllers import job_track as jt
 from pocketkube.controllers import job_util as ju
 from pocketkube.runtime import controller, events, writes
 
@@ -23,28 +24,6 @@ JOBS = rest.GVR("batch", "v1", "jobs")
 COMPONENT = "job-controller"
 ORPHAN = "orphan-pod"
 STALE_RETRY = 1.0
-
-
-@dataclasses.dataclass
-class SyncState:
-    """One sync's working view of a Job (kube's syncJobCtx)."""
-
-    job: dict[str, Any]
-    pods: list[dict[str, Any]]
-    active_pods: list[dict[str, Any]]
-    succeeded: int
-    failed: int
-    ready: int
-    terminating: int
-    backoff: ju.Backoff
-    finished: dict[str, Any] | None = None
-    prev_succeeded_ix: ju.Intervals = dataclasses.field(default_factory=list)
-    succeeded_ix: ju.Intervals = dataclasses.field(default_factory=list)
-    requeue: list[float] = dataclasses.field(default_factory=list)
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return self.job.setdefault("status", {})
 
 
 class JobController:
@@ -58,6 +37,8 @@ class JobController:
         self.backoffs: dict[str, ju.Backoff] = {}
         # The resourceVersion of our last status write per Job: an older cached copy is not worth a sync.
         self.written: dict[str, int] = {}
+        self.tracker = jt.StatusTracker(client, recorder=self.recorder, expectations=self.expectations, clock=self.clock,
+                                        written=self.written, backoffs=self.backoffs)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
         self.jobs = informer.Informer(client, JOBS, clock=self.clock)
         self.pods = informer.Informer(client, PODS, clock=self.clock)
@@ -153,7 +134,7 @@ class JobController:
                     return
             except errors.NotFound:
                 pass
-        await self._remove_finalizer(pod)
+        await self.tracker.remove_finalizer(pod)
 
     async def _claim_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         """Owned pods, plus matching orphans adopted (with our finalizer); non-matching owned pods released."""
@@ -217,7 +198,7 @@ class JobController:
         new_succeeded, new_failed = self._new_finished(job, pods, pending_rm)
         unc = status["uncountedTerminatedPods"]
         failed_counted = [p for p in new_failed if ju.match_failure_policy(job, p)[1]]
-        st = SyncState(job=job, pods=pods, active_pods=active_pods,
+        st = jt.SyncState(job=job, pods=pods, active_pods=active_pods,
                        succeeded=int(status.get("succeeded") or 0) + len(new_succeeded) + len(unc.get("succeeded") or []),
                        failed=int(status.get("failed") or 0) + len(failed_counted) + len(unc.get("failed") or []),
                        ready=sum(1 for p in active_pods if ju.is_ready(p)),
@@ -233,6 +214,7 @@ class JobController:
                      if ju.phase(p) == "Succeeded" and ju.has_finalizer(p) and 0 <= ju.completion_index(p) < limit]
             st.succeeded_ix = ju.with_indexes(st.prev_succeeded_ix, fresh)
             st.succeeded = ju.total(st.succeeded_ix)
+            self._index_outcome(st, pending_rm, now)
         active = len(active_pods)
         suspend_changed = False
         manage_error: BaseException | None = None
@@ -262,10 +244,10 @@ class JobController:
                 suspend_changed = await self._suspend_condition(job, now)
         needs_update = (suspend_changed or active != int(status.get("active") or 0)
                         or st.ready != status.get("ready") or st.terminating != status.get("terminating"))
-        _set_count(status, "active", active)
+        jt.set_count(status, "active", active)
         status["ready"] = st.ready
         status["terminating"] = st.terminating
-        await self._track(key, st, needs_update)
+        await self.tracker.track(key, st, needs_update)
         if manage_error is not None:
             raise manage_error
         return min(st.requeue) if st.requeue else None
@@ -293,7 +275,23 @@ class JobController:
                 failed.append(p)
         return succeeded, failed
 
-    def _finished_by_failure(self, st: SyncState, now: datetime.datetime) -> None:
+    def _index_outcome(self, st: jt.SyncState, pending_rm: set[str], now: datetime.datetime) -> None:
+        """Indexed Jobs: failed indexes (backoffLimitPerIndex) may fail the Job, the success policy may end it."""
+        job = st.job
+        if jx.backoff_limit_per_index(job) is not None:
+            st.failed_ix = jx.failed_indexes(job, st.pods)
+            if st.finished is None:
+                outcome = jx.failure_condition(job, st.failed_ix, st.succeeded_ix)
+                if outcome is not None:
+                    st.finished = ju.new_condition(ju.FAILURE_TARGET, "True", outcome[0], outcome[1], now)
+            st.delayed = jx.delayed_deletions(job, st.pods, active=st.active_pods, succeeded=st.succeeded_ix,
+                                              failed=st.failed_ix, skip=pending_rm)
+        if st.finished is None:
+            msg = jx.match_success_policy(job, st.succeeded_ix)
+            if msg is not None:
+                st.finished = ju.new_condition(ju.SUCCESS_CRITERIA_MET, "True", jx.SUCCESS_POLICY_REASON, msg, now)
+
+    def _finished_by_failure(self, st: jt.SyncState, now: datetime.datetime) -> None:
         """The failure (or recorded success) that ends the Job, if any; a deadline still ahead is requeued."""
         job = st.job
         scm = ju.condition(job, ju.SUCCESS_CRITERIA_MET)
@@ -333,7 +331,7 @@ class JobController:
             status["conditions"] = conds
         return changed
 
-    async def _manage(self, key: str, st: SyncState) -> int:
+    async def _manage(self, key: str, st: jt.SyncState) -> int:
         """Create or delete pods toward the wanted number of active ones; returns the new active count."""
         job = st.job
         active = len(st.active_pods)
@@ -360,23 +358,36 @@ class JobController:
         diff = want - terminating - active
         if diff <= 0:
             return active
-        wait = ju.backoff_remaining(st.backoff, self.clock.now())
+        now = self.clock.now()
+        per_index = jx.backoff_limit_per_index(job) is not None
+        # With backoffLimitPerIndex every index backs off on its own.
+        wait = 0.0 if per_index else ju.backoff_remaining(st.backoff, now)
         if wait > 0:
             st.requeue.append(wait)
             return active
         diff = min(diff, ju.MAX_POD_CREATE_DELETE_PER_SYNC)
         indexes: list[int] = [-1] * diff
+        counts: dict[int, tuple[int, int]] | None = None
         if ju.is_indexed(job):
             non_pending = ju.with_indexes(st.succeeded_ix, [ju.completion_index(p) for p in st.active_pods])
+            if st.failed_ix:
+                non_pending = ju.with_indexes(non_pending, [i for a, b in st.failed_ix for i in range(a, b + 1)])
             if ju.only_replace_failed(job):
                 non_pending = ju.with_indexes(non_pending, [ju.completion_index(p) for p in st.pods
                                                             if ju.is_terminating(p)])
             non_pending = [(a, b) for a, b in non_pending if a >= 0]
             indexes = ju.first_pending_indexes(diff, total or 0, non_pending)
-        created = await self._create_pods(key, job, indexes)
+            if per_index:
+                indexes, wait = jx.indexes_to_create(indexes, st.delayed, now)
+                if wait > 0:
+                    st.requeue.append(wait)
+                    return active
+                counts = {ix: jx.new_failure_counts(job, st.delayed.get(ix)) for ix in indexes}
+        created = await self._create_pods(key, job, indexes, counts=counts)
         return active + created
 
-    async def _create_pods(self, key: str, job: dict[str, Any], indexes: list[int]) -> int:
+    async def _create_pods(self, key: str, job: dict[str, Any], indexes: list[int], *,
+                           counts: dict[int, tuple[int, int]] | None = None) -> int:
         """Create pods in slow-start batches (1, 2, 4, ...), stopping at the first failing batch."""
         if not indexes:
             return 0
@@ -388,7 +399,8 @@ class JobController:
         first_error: errors.APIError | None = None
         while pos < len(indexes):
             chunk = indexes[pos:pos + batch]
-            results = await asyncio.gather(*(self._create_one(job, ns, ix) for ix in chunk), return_exceptions=True)
+            results = await asyncio.gather(*(self._create_one(job, ns, ix, None if counts is None else counts.get(ix))
+                                             for ix in chunk), return_exceptions=True)
             for r in results:
                 if isinstance(r, errors.APIError):
                     first_error = first_error or r
@@ -407,8 +419,8 @@ class JobController:
             batch *= 2
         return done
 
-    async def _create_one(self, job: dict[str, Any], ns: str, index: int) -> bool:
-        body = ju.pod_for(job, index)
+    async def _create_one(self, job: dict[str, Any], ns: str, index: int, counts: tuple[int, int] | None) -> bool:
+        body = ju.pod_for(job, index, failure_counts=counts)
         try:
             pod = await self.client.create(PODS, body, namespace=ns)
         except errors.APIError as e:
@@ -448,173 +460,3 @@ class JobController:
         deleted = sum(1 for ok in results if ok)
         ready = sum(1 for ok, p in zip(results, pods, strict=True) if ok and ju.is_ready(p))
         return deleted, ready
-
-    # --- status tracking with the finalizer (kube's trackJobStatusAndRemoveFinalizers)
-
-    async def _track(self, key: str, st: SyncState, needs_flush: bool) -> None:
-        job = st.job
-        status = job["status"]
-        pending_rm = self.expectations.finalizers_pending(key)
-        with_finalizer = {ju.meta(p).get("uid") or "" for p in st.pods
-                          if ju.has_finalizer(p) and ju.meta(p).get("uid") not in pending_rm}
-        if _count_uncounted(status, with_finalizer):
-            needs_flush = True
-        unc = status["uncountedTerminatedPods"]
-        unc_s: list[str] = unc.setdefault("succeeded", [])
-        unc_f: list[str] = unc.setdefault("failed", [])
-        indexed = ju.is_indexed(job)
-        limit = ju.completions(job) or 0
-        new_ix: list[int] = []
-        to_release: list[dict[str, Any]] = []
-        reached_max = False
-        failing = st.finished is not None and st.finished.get("type") != ju.SUCCESS_CRITERIA_MET
-        for pod in st.pods:
-            uid = ju.meta(pod).get("uid") or ""
-            if not ju.has_finalizer(pod) or uid in pending_rm:
-                continue
-            considered_failed = ju.is_pod_failed(pod, job)
-            if not (ju.meta(job).get("deletionTimestamp") or st.finished is not None
-                    or ju.phase(pod) == "Succeeded" or considered_failed):
-                continue
-            to_release.append(pod)
-            if ju.phase(pod) == "Succeeded" and uid not in unc_f:
-                if indexed:
-                    ix = ju.completion_index(pod)
-                    if 0 <= ix < limit and not ju.has_index(st.prev_succeeded_ix, ix):
-                        new_ix.append(ix)
-                        needs_flush = True
-                elif uid not in unc_s:
-                    unc_s.append(uid)
-                    needs_flush = True
-            elif considered_failed or failing:
-                ix = ju.completion_index(pod)
-                if uid not in unc_f and (not indexed or 0 <= ix < limit) and ju.match_failure_policy(job, pod)[1]:
-                    unc_f.append(uid)
-                    needs_flush = True
-            if len(new_ix) + len(unc_s) + len(unc_f) >= ju.MAX_UNCOUNTED_PODS:
-                reached_max = True
-                break
-        if indexed:
-            st.succeeded_ix = ju.with_indexes(st.succeeded_ix, new_ix)
-            text = ju.format_indexes(st.succeeded_ix)
-            if text != (status.get("completedIndexes") or ""):
-                needs_flush = True
-            _set_count(status, "succeeded", ju.total(st.succeeded_ix))
-            if text:
-                status["completedIndexes"] = text
-            else:
-                status.pop("completedIndexes", None)
-        now = self.clock.now()
-        finished = st.finished
-        conds = list(status.get("conditions") or [])
-        if finished is not None and finished.get("type") == ju.FAILURE_TARGET:
-            # Record the failure before the finalizers go, so a crash cannot lose it.
-            conds.append(finished)
-            needs_flush = True
-            finished = ju.new_condition(ju.FAILED, "True", finished.get("reason") or "",
-                                        finished.get("message") or "", now)
-        elif finished is not None and finished.get("type") == ju.SUCCESS_CRITERIA_MET:
-            if ju.condition(job, ju.SUCCESS_CRITERIA_MET) is None:
-                conds.append(finished)
-                needs_flush = True
-            finished = ju.new_condition(ju.COMPLETE, "True", finished.get("reason") or "",
-                                        finished.get("message") or "", now)
-        if conds:
-            status["conditions"] = conds
-        if needs_flush:
-            await self._write_status(job)
-            self.backoffs[key] = st.backoff
-            needs_flush = False
-        rm_error: BaseException | None = None
-        if to_release:
-            uids = [ju.meta(p).get("uid") or "" for p in to_release]
-            self.expectations.expect_finalizers_removed(key, uids)
-            results = await asyncio.gather(*(self._remove_finalizer(p) for p in to_release), return_exceptions=True)
-            for pod, r in zip(to_release, results, strict=True):
-                uid = ju.meta(pod).get("uid") or ""
-                if r is True:
-                    with_finalizer.discard(uid)
-                else:
-                    self.expectations.finalizer_removed(key, uid)
-                    if isinstance(r, BaseException):
-                        rm_error = rm_error or r
-        if _count_uncounted(status, with_finalizer):
-            needs_flush = True
-        if rm_error is not None:
-            if needs_flush:
-                await self._write_status(job)
-            raise rm_error
-        done = not reached_max and self._enact_finished(st, finished)
-        if done or needs_flush:
-            await self._write_status(job)
-        if done and finished is not None:
-            await self._record_finished(job, finished)
-
-    def _enact_finished(self, st: SyncState, finished: dict[str, Any] | None) -> bool:
-        """Add Complete or Failed once no pod is left uncounted or terminating."""
-        if finished is None:
-            return False
-        status = st.job["status"]
-        unc = status.get("uncountedTerminatedPods") or {}
-        if unc.get("succeeded") or unc.get("failed") or st.terminating > 0:
-            return False
-        now = self.clock.now()
-        conds, _ = ju.ensure_condition(list(status.get("conditions") or []), finished["type"], "True",
-                                       finished.get("reason") or "", finished.get("message") or "", now)
-        status["conditions"] = conds
-        if finished["type"] == ju.COMPLETE:
-            status["completionTime"] = ju.condition(st.job, ju.COMPLETE)["lastTransitionTime"]  # type: ignore[index]
-        return True
-
-    async def _record_finished(self, job: dict[str, Any], finished: dict[str, Any]) -> None:
-        if finished["type"] == ju.COMPLETE:
-            total = ju.completions(job)
-            if total is not None and int(job["status"].get("succeeded") or 0) > total:
-                await self.recorder.event(job, events.WARNING, "TooManySucceededPods",
-                                          "Too many succeeded pods running after completion count reached")
-            await self.recorder.event(job, events.NORMAL, "Completed", "Job completed")
-        else:
-            await self.recorder.event(job, events.WARNING, finished.get("reason") or "",
-                                      finished.get("message") or "")
-
-    async def _remove_finalizer(self, pod: dict[str, Any]) -> bool:
-        m = ju.meta(pod)
-        try:
-            await self.client.patch(PODS.path(m.get("namespace") or "", m.get("name") or ""),
-                                    ju.remove_finalizer_patch(pod), patch_type="strategic")
-        except errors.NotFound:
-            return True
-        return True
-
-    async def _write_status(self, job: dict[str, Any]) -> None:
-        """PUT /status with the Job's current status; the returned resourceVersion is used for the next write."""
-        body = dict(job)
-        status = dict(job.get("status") or {})
-        unc = {k: v for k, v in (status.get("uncountedTerminatedPods") or {}).items() if v}
-        status["uncountedTerminatedPods"] = unc
-        body["status"] = status
-        updated = await self.client.update_status(JOBS, body)
-        job["metadata"] = updated.get("metadata") or job.get("metadata")
-        self.written[informer.key_of(job)] = podutil.resource_version(updated)
-
-
-def _set_count(status: dict[str, Any], key: str, value: int) -> None:
-    # active/succeeded/failed are omitempty in the API.
-    if value:
-        status[key] = value
-    else:
-        status.pop(key, None)
-
-
-def _count_uncounted(status: dict[str, Any], with_finalizer: set[str]) -> bool:
-    """Move uncounted pods whose finalizer is gone into the succeeded/failed counters."""
-    unc = status.setdefault("uncountedTerminatedPods", {})
-    changed = False
-    for field in ("succeeded", "failed"):
-        uids = list(unc.get(field) or [])
-        keep = [u for u in uids if u in with_finalizer]
-        if len(keep) != len(uids):
-            changed = True
-            _set_count(status, field, int(status.get(field) or 0) + len(uids) - len(keep))
-            unc[field] = keep
-    return changed

@@ -174,3 +174,101 @@ def test_cronjob_fires_and_tracks_its_jobs(cluster: cluster_mod.Cluster) -> None
     manual = cluster.json("-n", NS, "get", "job", "manual")
     assert manual["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
     assert _pods(cluster, "manual", 1)
+
+
+def _by_index(pods: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {int(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]): p for p in pods}
+
+
+def test_backoff_limit_per_index_fails_only_that_index(cluster: cluster_mod.Cluster) -> None:
+    """Index 1 failing twice with backoffLimitPerIndex 1 ends the Job FailedIndexes with failedIndexes "1"."""
+    _setup(cluster)
+    cluster.kubectl("apply", "-f", "-", input=_job("perindex", completions=3, parallelism=3,
+                                                   completionMode="Indexed", backoffLimitPerIndex=1))
+    pods = _by_index(_pods(cluster, "perindex", 3))
+    assert all(p["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"] == "0"
+               for p in pods.values())
+    job = cluster.json("-n", NS, "get", "job", "perindex")
+    assert job["spec"]["backoffLimit"] == 2147483647 and job["status"]["failedIndexes"] == ""
+    first = pods[1]["metadata"]["name"]
+    _finish(cluster, first, "Failed", 1)
+
+    def replacement() -> dict[str, Any] | None:
+        items = cluster.json("-n", NS, "get", "pods", "-l", "batch.kubernetes.io/job-name=perindex")["items"]
+        fresh = [p for p in items if p["metadata"]["name"] != first and p["status"].get("phase") == "Pending"]
+        return _by_index(fresh).get(1)
+    # The index backs off 10 s after its first failure.
+    second = cluster_mod.eventually(replacement, timeout=30, what="replacement pod for index 1")
+    assert second["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"] == "1"
+    _finish(cluster, second["metadata"]["name"], "Failed", 1)
+    cluster_mod.eventually(lambda: cluster.json("-n", NS, "get", "job", "perindex")["status"].get("failedIndexes") == "1")
+    for ix in (0, 2):
+        _finish(cluster, pods[ix]["metadata"]["name"], "Succeeded", 0)
+    cluster.kubectl("-n", NS, "wait", "--for=condition=failed", "job/perindex", "--timeout=20s")
+    status = cluster.json("-n", NS, "get", "job", "perindex")["status"]
+    assert status["failedIndexes"] == "1" and status["completedIndexes"] == "0,2"
+    assert status["failed"] == 2 and status["succeeded"] == 2
+    assert [(c["type"], c["reason"]) for c in status["conditions"]] == [("FailureTarget", "FailedIndexes"),
+                                                                        ("Failed", "FailedIndexes")]
+    assert re.search(r"^perindex\s+Failed\s+2/3", cluster.kubectl("-n", NS, "get", "job", "perindex").stdout, re.M)
+    described = cluster.kubectl("-n", NS, "describe", "job", "perindex").stdout
+    assert "Completed Indexes:  0,2" in described
+    assert re.search(r"Warning\s+FailedIndexes\s+.*Job has failed indexes", described), described
+
+
+def test_success_policy_completes_after_index_zero(cluster: cluster_mod.Cluster) -> None:
+    """A successPolicy on index 0 completes the Job as soon as index 0 succeeds and removes the other pods."""
+    _setup(cluster)
+    policy = {"rules": [{"succeededIndexes": "0"}]}
+    cluster.kubectl("apply", "-f", "-", input=_job("leader", completions=3, parallelism=3, completionMode="Indexed",
+                                                   successPolicy=policy))
+    pods = _by_index(_pods(cluster, "leader", 3))
+    _finish(cluster, pods[0]["metadata"]["name"], "Succeeded", 0)
+    cluster.kubectl("-n", NS, "wait", "--for=condition=SuccessCriteriaMet", "job/leader", "--timeout=20s")
+    cluster.kubectl("-n", NS, "wait", "--for=condition=complete", "job/leader", "--timeout=20s")
+    status = cluster.json("-n", NS, "get", "job", "leader")["status"]
+    assert [(c["type"], c["reason"], c["message"]) for c in status["conditions"]] == [
+        ("SuccessCriteriaMet", "SuccessPolicy", "Matched rules at index 0"),
+        ("Complete", "SuccessPolicy", "Matched rules at index 0")]
+    assert status["succeeded"] == 1 and status["completedIndexes"] == "0" and "active" not in status
+    cluster_mod.eventually(lambda: not [p for p in cluster.json("-n", NS, "get", "pods", "-l",
+                                                                 "batch.kubernetes.io/job-name=leader")["items"]
+                                        if p["status"].get("phase") == "Pending"])
+    assert re.search(r"^leader\s+Complete\s+1/3", cluster.kubectl("-n", NS, "get", "job", "leader").stdout, re.M)
+
+
+def test_per_index_and_success_policy_validation(cluster: cluster_mod.Cluster) -> None:
+    """The API server refuses per-index limits and success policies on NonIndexed Jobs with kube's messages."""
+    _setup(cluster)
+    out = cluster.kubectl("apply", "-f", "-", input=_job("bad", backoffLimitPerIndex=1, maxFailedIndexes=1),
+                          check=False)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        'The Job "bad" is invalid: \n'
+        "* spec.backoffLimitPerIndex: Invalid value: 1: requires indexed completion mode\n"
+        "* spec.maxFailedIndexes: Invalid value: 1: requires indexed completion mode")
+    policy = {"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [3]}}]}
+    out = cluster.kubectl("create", "-f", "-", input=_job("bad2", completions=2, completionMode="Indexed",
+                                                          podFailurePolicy=policy), check=False)
+    assert out.stderr.strip() == ('The Job "bad2" is invalid: spec.podFailurePolicy.rules[0].action: Invalid value: '
+                                  '"FailIndex": requires the backoffLimitPerIndex to be set')
+
+
+def test_fail_index_rule_exceeds_max_failed_indexes(cluster: cluster_mod.Cluster) -> None:
+    """A FailIndex rule fails index 0 at once; with maxFailedIndexes 0 the Job fails MaxFailedIndexesExceeded."""
+    _setup(cluster)
+    policy = {"rules": [{"action": "FailIndex", "onExitCodes": {"containerName": "main", "operator": "In",
+                                                                "values": [42]}}]}
+    cluster.kubectl("apply", "-f", "-", input=_job("failindex", completions=2, parallelism=2, completionMode="Indexed",
+                                                   backoffLimitPerIndex=3, maxFailedIndexes=0,
+                                                   podFailurePolicy=policy))
+    pods = _by_index(_pods(cluster, "failindex", 2))
+    _finish(cluster, pods[0]["metadata"]["name"], "Failed", 42)
+    cluster.kubectl("-n", NS, "wait", "--for=condition=failed", "job/failindex", "--timeout=20s")
+    job = cluster.json("-n", NS, "get", "job", "failindex")
+    assert job["spec"]["podReplacementPolicy"] == "Failed"
+    status = job["status"]
+    assert status["failedIndexes"] == "0" and status["failed"] == 2 and status.get("terminating", 0) == 0
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["reason"], failed["message"]) == (
+        "MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes")
