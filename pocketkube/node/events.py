@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping
@@ -18,6 +20,15 @@ log = logging.getLogger("pocketkube.node.events")
 
 EVENTS = rest.GVR("", "v1", "events")
 COMPONENT = "kubelet"
+# client-go's EventCorrelator defaults, which the kubelet keeps: how many events it remembers, how many
+# different messages of one reason about one object make it combine them, and within how long.
+CACHE_SIZE = 4096
+SIMILAR_MAX = 10
+SIMILAR_WINDOW_SECONDS = 600
+COMBINED_PREFIX = "(combined from similar events): "
+# Its spam filter: a burst of 25 events per object and source, then one more every 5 minutes.
+SPAM_BURST = 25
+SPAM_REFILL_SECONDS = 300.0
 
 
 def pod_ref(pod: Mapping[str, Any], *, field_path: str = "") -> dict[str, Any]:
@@ -59,8 +70,116 @@ def event_object(ref: Mapping[str, Any], *, etype: str, reason: str, message: st
     }
 
 
+def _ref_key(event: Mapping[str, Any]) -> tuple[str, ...]:
+    src, ref = event.get("source") or {}, event.get("involvedObject") or {}
+    return (str(src.get("component", "")), str(src.get("host", "")), str(ref.get("kind", "")),
+            str(ref.get("namespace", "")), str(ref.get("name", "")), str(ref.get("uid", "")),
+            str(ref.get("apiVersion", "")))
+
+
+def event_key(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """What makes two events the same one (client-go's getEventKey): source, object, field path, type, reason, message."""
+    field_path = str((event.get("involvedObject") or {}).get("fieldPath", ""))
+    return (*_ref_key(event), field_path, str(event.get("type", "")), str(event.get("reason", "")),
+            str(event.get("message", "")))
+
+
+def similar_key(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """What makes events similar (client-go's EventAggregatorByReasonFunc): all of the key but the message."""
+    return (*_ref_key(event), str(event.get("type", "")), str(event.get("reason", "")),
+            str(event.get("reportingComponent", "")), str(event.get("reportingInstance", "")))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What to write for one event: nothing (skip), a new Event (patch None), or a patch of an existing one."""
+
+    event: dict[str, Any]
+    patch: dict[str, Any] | None = None
+    skip: bool = False
+    key: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class _Similar:
+    messages: set[str]
+    last: datetime.datetime
+
+
+@dataclasses.dataclass
+class _Bucket:
+    tokens: float
+    at: datetime.datetime
+
+
+class Correlator:
+    """client-go's EventCorrelator: combines similar events, counts repeats of one event, filters spam.
+
+    A repeat of an event (same object, field path, type, reason and message) becomes a patch of the first
+    one's count, lastTimestamp and message; once SIMILAR_MAX different messages of one reason about one
+    object come within SIMILAR_WINDOW_SECONDS, they are counted on one "(combined from similar events)" event."""
+
+    def __init__(self, *, burst: int = SPAM_BURST, refill_seconds: float = SPAM_REFILL_SECONDS) -> None:
+        self.burst = burst
+        self.refill_seconds = refill_seconds
+        self._seen: collections.OrderedDict[tuple[str, ...], tuple[str, int, str]] = collections.OrderedDict()
+        self._similar: collections.OrderedDict[tuple[str, ...], _Similar] = collections.OrderedDict()
+        self._buckets: collections.OrderedDict[tuple[str, ...], _Bucket] = collections.OrderedDict()
+
+    def correlate(self, event: dict[str, Any], *, now: datetime.datetime) -> Decision:
+        """Decide how to record a freshly made event (count 1, its own name) at `now`."""
+        event, key = self._aggregate(event, now=now)
+        prev = self._seen.get(key)
+        patch = None
+        if prev is not None:
+            name, count, first = prev
+            event = {**event, "metadata": {**event["metadata"], "name": name}, "count": count + 1,
+                     "firstTimestamp": first}
+            patch = {"count": count + 1, "lastTimestamp": event["lastTimestamp"], "message": event["message"]}
+        _remember(self._seen, key, (event["metadata"]["name"], int(event["count"]), str(event["firstTimestamp"])))
+        if not self._allow(_ref_key(event), now=now):
+            return Decision(event, skip=True, key=key)
+        return Decision(event, patch, key=key)
+
+    def _aggregate(self, event: dict[str, Any], *, now: datetime.datetime) -> tuple[dict[str, Any], tuple[str, ...]]:
+        skey = similar_key(event)
+        rec = self._similar.get(skey)
+        if rec is None or (now - rec.last).total_seconds() > SIMILAR_WINDOW_SECONDS:
+            rec = _Similar(messages=set(), last=now)
+        rec.messages.add(str(event.get("message", "")))
+        rec.last = now
+        _remember(self._similar, skey, rec)
+        if len(rec.messages) < SIMILAR_MAX:
+            return event, event_key(event)
+        rec.messages.pop()
+        # As client-go's aggregate copy: no reporting fields, the same name scheme, a combined message.
+        combined = {k: v for k, v in event.items() if k not in ("reportingComponent", "reportingInstance")}
+        combined["message"] = COMBINED_PREFIX + str(event.get("message", ""))
+        return combined, skey
+
+    def _allow(self, key: tuple[str, ...], *, now: datetime.datetime) -> bool:
+        b = self._buckets.get(key)
+        if b is None:
+            b = _Bucket(tokens=float(self.burst), at=now)
+        else:
+            b.tokens = min(float(self.burst), b.tokens + (now - b.at).total_seconds() / self.refill_seconds)
+            b.at = now
+        _remember(self._buckets, key, b)
+        if b.tokens < 1:
+            return False
+        b.tokens -= 1
+        return True
+
+
+def _remember(cache: collections.OrderedDict[tuple[str, ...], Any], key: tuple[str, ...], value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
 class Recorder:
-    """Posts events in the background; close() waits for the ones still in flight."""
+    """Posts events in the background, correlated as client-go does; close() waits for the ones in flight."""
 
     def __init__(self, client: rest.Client, *, host: str, clock: clock_mod.Clock | None = None) -> None:
         self.client = client
@@ -68,6 +187,9 @@ class Recorder:
         self.clock = clock or clock_mod.Clock()
         self._last = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.correlator = Correlator()
+        # The last write of each event key: the next write of the same event waits for it (a patch needs the create).
+        self._pending: dict[tuple[str, ...], asyncio.Task[None]] = {}
 
     def _serial(self, now: datetime.datetime) -> int:
         # Nanoseconds since the epoch, forced unique so two events in one tick never collide.
@@ -76,15 +198,37 @@ class Recorder:
         return self._last
 
     def event(self, ref: Mapping[str, Any], etype: str, reason: str, message: str) -> None:
+        """Record an event about ref, or count it again on the Event already recorded for it."""
         now = self.clock.now()
         obj = event_object(ref, etype=etype, reason=reason, message=message, host=self.host, now=now,
                            serial=self._serial(now))
-        task = asyncio.get_running_loop().create_task(self._post(obj))
+        decision = self.correlator.correlate(obj, now=now)
+        if decision.skip:
+            log.debug("event %s %s about %s dropped by the spam filter", reason, message, ref.get("name"))
+            return
+        before = self._pending.get(decision.key)
+        task = asyncio.get_running_loop().create_task(self._post(decision, before))
+        self._pending[decision.key] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._done(decision.key, t))
 
-    async def _post(self, obj: dict[str, Any]) -> None:
+    def _done(self, key: tuple[str, ...], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._pending.get(key) is task:
+            del self._pending[key]
+
+    async def _post(self, decision: Decision, before: asyncio.Task[None] | None) -> None:
+        obj = decision.event
+        if before is not None:
+            await asyncio.wait({before})
         try:
+            if decision.patch is not None:
+                try:
+                    await self.client.patch(EVENTS.path(obj["metadata"]["namespace"], obj["metadata"]["name"]),
+                                            decision.patch, patch_type="strategic")
+                    return
+                except errors.NotFound:
+                    pass  # gone (expired or never written): write it whole again, count and all, as client-go does
             await self.client.create(EVENTS, obj)
         except (errors.APIError, aiohttp.ClientError, OSError, TimeoutError) as e:
             # Events are best effort, as in client-go: a lost one never fails the work it describes.

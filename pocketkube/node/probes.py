@@ -7,13 +7,16 @@ import contextlib
 import dataclasses
 import datetime
 import os
+import secrets
+import shutil
 import signal
 import ssl
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from pocketkube.node import envvars, runtime
+from pocketkube.node import containerexec, envvars, runtime
 
 STARTUP, LIVENESS, READINESS = "startup", "liveness", "readiness"
 KINDS = (STARTUP, LIVENESS, READINESS)
@@ -103,10 +106,15 @@ def due(spec: Spec, state: State, started_at: datetime.datetime, now: datetime.d
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What one probe run found: ok, and the output the kubelet puts in its Unhealthy event."""
+    """What one probe run found: ok, the output the kubelet puts in its Unhealthy event, and an exec's exit code.
+
+    errored means the probe could not run at all (the kubelet's probe error): it is reported but never
+    counted, so it neither fails nor passes the container."""
 
     ok: bool
     message: str = ""
+    exit_code: int | None = None
+    errored: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,10 +183,15 @@ class Prober:
                     out = await run(c, sp)
                     st.next_at = now + datetime.timedelta(seconds=sp.period)
                     path = f"spec.containers{{{name}}}"
-                    if not out.ok:
+                    if out.errored:
+                        # The kubelet throws an errored result away: the container keeps its last result.
+                        verdict.events.append(runtime.Event(
+                            runtime.WARNING, "Unhealthy",
+                            f"{TITLES[kind]} probe errored and resulted in unknown state: {out.message}", path))
+                    elif not out.ok:
                         verdict.events.append(runtime.Event(runtime.WARNING, "Unhealthy",
                                                             f"{TITLES[kind]} probe failed: {out.message}", path))
-                    if record(sp, st, out.ok):
+                    if not out.errored and record(sp, st, out.ok):
                         message = f"Container {name} failed {kind} probe"
                         if policy != "Never":
                             message += ", will be restarted"
@@ -206,10 +219,19 @@ class Prober:
 
 # --- executors -----------------------------------------------------------------------------------
 
+# How long an exec probe's output may keep draining after it exits (a background child can hold its pipe open).
+DRAIN_SECONDS = 0.5
+GRPC_SERVING = 1
+# containerd's default PATH for a container whose image and spec set none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """Where a container's probes go: its host, env, working dir and (for exec) its mount namespace."""
+    """Where a container's probes go: the pod IP, and for exec the container's main process, env and working dir.
+
+    An exec probe joins the namespaces and cgroups of pid (read from /proc, as `kubectl exec` does); without a
+    pid it runs on the node itself. nsenter is no longer read (the namespaces are), kept for old callers."""
 
     host: str = "127.0.0.1"
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -231,6 +253,31 @@ def resolve_port(container: Mapping[str, Any], port: Any) -> int | None:
     return None
 
 
+def port_error(port: Any) -> str:
+    """The kubelet's error for a probe port it cannot resolve (a name no container port has, or out of range)."""
+    text = str(port if port is not None else "")
+    if isinstance(port, int) or text.lstrip("-").isdigit():
+        return f"invalid port number: {int(text)}"
+    return f'strconv.Atoi: parsing {go_quote(text)}: invalid syntax'
+
+
+def go_quote(text: str) -> str:
+    """Go's %q for the plain strings that appear in probe messages."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+
+def go_duration(seconds: float) -> str:
+    """A whole number of seconds as Go prints a time.Duration: 1s, 1m0s, 1h2m3s."""
+    total = int(seconds)
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"
+
+
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -245,12 +292,19 @@ async def execute(container: Mapping[str, Any], spec: Spec, target: Target) -> O
     """Run one probe handler against a container and say how it went, worded as the kubelet does."""
     h = spec.handler
     if "exec" in h:
-        return await exec_probe(list(h["exec"].get("command") or []), target, timeout=spec.timeout)
+        command = [str(a) for a in h["exec"].get("command") or []]
+        out = await exec_probe(command, target, timeout=spec.timeout)
+        if out.errored:
+            # The runtime's ExecSync failed: the kubelet reports the CRI call's gRPC error.
+            exec_id = secrets.token_hex(32)
+            return dataclasses.replace(out, message=f"rpc error: code = Unknown desc = failed to exec in container: "
+                                                    f"failed to start exec {go_quote(exec_id)}: {out.message}")
+        return out
     if "httpGet" in h:
         g = h["httpGet"]
         port = resolve_port(container, g.get("port"))
         if port is None:
-            return Outcome(False, f"unable to find port {g.get('port')!r} in the container's ports")
+            return Outcome(False, port_error(g.get("port")), errored=True)
         return await http_probe(str(g.get("host") or target.host), port, path=str(g.get("path") or "/"),
                                 scheme=str(g.get("scheme") or "HTTP"), headers=list(g.get("httpHeaders") or []),
                                 timeout=spec.timeout)
@@ -258,40 +312,88 @@ async def execute(container: Mapping[str, Any], spec: Spec, target: Target) -> O
         t = h["tcpSocket"]
         port = resolve_port(container, t.get("port"))
         if port is None:
-            return Outcome(False, f"unable to find port {t.get('port')!r} in the container's ports")
+            return Outcome(False, port_error(t.get("port")), errored=True)
         return await tcp_probe(str(t.get("host") or target.host), port, timeout=spec.timeout)
     if "grpc" in h:
-        return grpc_probe()
-    return Outcome(False, "probe has no handler")
+        g = h["grpc"]
+        port = g.get("port")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            return Outcome(False, port_error(port), errored=True)
+        # A gRPC probe has no host field: it always goes to the pod IP.
+        return await grpc_probe(target.host, port, service=str(g.get("service") or ""), timeout=spec.timeout)
+    return Outcome(False, "probe has no handler", errored=True)
 
 
 async def exec_probe(command: list[str], target: Target, *, timeout: float) -> Outcome:
-    """Run command with the container's env and working dir (in its mount namespace); exit 0 is success."""
+    """Run command in the container (its namespaces, cgroups, env and working dir) as containerd's ExecSync does.
+
+    Exit 0 is success; another exit fails with the command's output (stdout then stderr, at most 10KiB) and
+    its exit code; past timeout it is killed and fails as timed out; a command that cannot start at all
+    (no such program, container gone) is an errored outcome with the OCI runtime's message."""
     argv = [envvars.expand(a, target.env) for a in command]
     if not argv:
-        return Outcome(False, "exec probe has an empty command")
-    if target.nsenter and target.pid:
-        argv = ["nsenter", "--mount", f"--target={target.pid}", "--", *argv]
-    cwd = target.working_dir if target.working_dir and os.path.isdir(target.working_dir) else "/"
+        return Outcome(False, f"{containerexec.EXEC_FAILED}exec: \"\": executable file not found in $PATH: unknown",
+                       errored=True)
+    pid = target.pid or 0
+    if pid and not os.path.exists(f"/proc/{pid}"):
+        return Outcome(False, "container is not running", errored=True)
+    flags = await asyncio.to_thread(containerexec.namespace_flags, pid) if pid else []
+    procs = await asyncio.to_thread(containerexec.target_cgroups, pid) if pid else []
+    env = dict(target.env) if target.env or not pid else await asyncio.to_thread(
+        containerexec.container_env, pid, tty=False)
+    env.setdefault("PATH", DEFAULT_PATH)
+    report_r, report_w = os.pipe()
+    full = containerexec.argv(argv, pid=pid, flags=flags, working_dir=target.working_dir or "/", report_fd=report_w,
+                              procs=procs, nsenter=shutil.which("nsenter") or "nsenter", python=sys.executable)
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.STDOUT, env=dict(target.env), cwd=cwd,
+        proc = await asyncio.create_subprocess_exec(*full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT, env=env, cwd="/", pass_fds=(report_w,),
                                                     start_new_session=True)
-    except FileNotFoundError:
-        return Outcome(False, "OCI runtime exec failed: exec failed: unable to start container process: "
-                              f'exec: "{command[0]}": executable file not found in $PATH: unknown')
     except OSError as e:
-        return Outcome(False, f"OCI runtime exec failed: exec failed: unable to start container process: {e}")
+        os.close(report_r)
+        return Outcome(False, f"{containerexec.EXEC_FAILED}exec: {e}: unknown", errored=True)
+    finally:
+        os.close(report_w)
+    assert proc.stdout is not None
+    reader = asyncio.get_running_loop().create_task(_read_limited(proc.stdout, MAX_OUTPUT))
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        code = await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             await proc.wait()
-        return Outcome(False, f'command "{" ".join(command)}" timed out')
-    text = out[:MAX_OUTPUT].decode("utf-8", errors="replace")
-    return Outcome(proc.returncode == 0, text)
+        reader.cancel()
+        os.close(report_r)
+        return Outcome(False, f"command {go_quote(' '.join(command))} timed out")
+    done, _ = await asyncio.wait({reader}, timeout=DRAIN_SECONDS)
+    if not done:
+        reader.cancel()
+    output = reader.result() if done and not reader.cancelled() and reader.exception() is None else b""
+    start_error = _read_report(report_r)
+    if start_error:
+        return Outcome(False, f"{containerexec.EXEC_FAILED}{start_error}: unknown", errored=True)
+    exit_code = containerexec.exit_code(code)
+    return Outcome(exit_code == 0, output.decode("utf-8", errors="replace"), exit_code=exit_code)
+
+
+async def _read_limited(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Up to limit bytes of a stream, reading (and dropping) the rest so the writer never blocks."""
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        if len(kept) < limit:
+            kept += chunk[:limit - len(kept)]
+    return bytes(kept)
+
+
+def _read_report(fd: int) -> str:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 4096).decode(errors="replace").strip()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 async def http_probe(host: str, port: int, *, path: str = "/", scheme: str = "HTTP",
@@ -358,7 +460,60 @@ async def tcp_probe(host: str, port: int, *, timeout: float = 1.0) -> Outcome:
     return Outcome(True)
 
 
-def grpc_probe() -> Outcome:
-    """The gRPC health check; without grpcio installed it cannot run, so it fails with a clear message."""
-    # TODO: speak grpc.health.v1.Health/Check (hand-encoded request/response) once grpcio is available.
-    return Outcome(False, "gRPC probes are not supported by this node: the grpcio package is not installed")
+def _grpc_modules() -> tuple[Any, Any, Any]:
+    """grpc and the health-checking stubs, imported on first use (they are heavy and only gRPC probes need them)."""
+    # The agent forks for every container and probe; gRPC's fork handlers only log noise for a client like this.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    return grpc, health_pb2, health_pb2_grpc
+
+
+def _go_code(name: str) -> str:
+    """A gRPC status code as grpc-go prints it: DEADLINE_EXCEEDED -> DeadlineExceeded, CANCELLED -> Canceled."""
+    return "Canceled" if name == "CANCELLED" else "".join(w.capitalize() for w in name.split("_"))
+
+
+async def grpc_probe(host: str, port: int, *, service: str = "", timeout: float = 1.0) -> Outcome:
+    """grpc.health.v1.Health/Check against host:port (plaintext); SERVING is success, worded as the kubelet does.
+
+    As the kubelet's blocking dial, connecting keeps retrying until timeoutSeconds, which covers the call too."""
+    try:
+        grpc, health_pb2, health_pb2_grpc = _grpc_modules()
+    except ImportError:
+        return Outcome(False, "gRPC probes need the grpcio and grpcio-health-checking packages on this node",
+                       errored=True)
+    addr = _hostport(host, port)
+    within = go_duration(timeout)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    channel = grpc.aio.insecure_channel(addr, options=[("grpc.primary_user_agent", USER_AGENT),
+                                                       ("grpc.enable_http_proxy", 0), ("grpc.enable_retries", 0)])
+    try:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout)
+        except TimeoutError:
+            return Outcome(False, f"timeout: failed to connect service {go_quote(addr)} within {within}: "
+                                  "context deadline exceeded")
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                    timeout=max(0.001, deadline - loop.time()))
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return Outcome(False, "error: this server does not implement the grpc health protocol "
+                                      f"(grpc.health.v1.Health): {e.details() or ''}")
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return Outcome(False, f"timeout: health rpc did not complete within {within}")
+            return Outcome(False, f"error: health rpc probe failed: rpc error: code = {_go_code(code.name)} "
+                                  f"desc = {e.details() or ''}")
+        if resp.status == GRPC_SERVING:
+            return Outcome(True)
+        try:
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        except ValueError:
+            name = str(resp.status)
+        return Outcome(False, f"service unhealthy (responded with {go_quote(name)})")
+    finally:
+        await channel.close()

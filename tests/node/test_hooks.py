@@ -52,7 +52,7 @@ async def test_exec_success_and_failure():
 async def test_exec_missing_program():
     """An exec hook whose program does not exist fails with the runtime's exec error."""
     out = await run({"exec": {"command": ["/no/such/program"]}})
-    assert not out.ok and "executable file not found" in out.message
+    assert not out.ok and "no such file or directory" in out.message
 
 
 async def test_http_any_response_is_success_and_refused_fails():

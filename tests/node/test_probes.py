@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import shutil
 import socket
-from collections.abc import AsyncIterator, Mapping
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -268,24 +272,195 @@ async def test_tcp_probe(http_server: tuple[int, list[bytes]]) -> None:
         False, f"dial tcp 127.0.0.1:{free}: connect: connection refused")
 
 
-@pytest.mark.parametrize(("command", "ok", "message"), [
-    (["true"], True, ""),
-    (["sh", "-c", "echo $GREETING from $(pwd); exit 3"], False, "hi from /tmp\n"),
-    (["sh", "-c", "sleep 5"], False, 'command "sh -c sleep 5" timed out'),
-    (["no-such-binary-xyz"], False, 'OCI runtime exec failed: exec failed: unable to start container process: '
-                                    'exec: "no-such-binary-xyz": executable file not found in $PATH: unknown'),
+MISSING = ("OCI runtime exec failed: exec failed: unable to start container process: "
+           'exec: "no-such-binary-xyz": executable file not found in $PATH: unknown')
+
+
+@pytest.mark.parametrize(("command", "want"), [
+    (["true"], probes.Outcome(True, "", exit_code=0)),
+    (["sh", "-c", "echo $GREETING from $(pwd); echo err >&2; exit 3"],
+     probes.Outcome(False, "hi from /tmp\nerr\n", exit_code=3)),
+    (["sh", "-c", "kill -9 $$$$"], probes.Outcome(False, "", exit_code=137)),  # $$ is an escaped $
+    (["sh", "-c", "sleep 5"], probes.Outcome(False, 'command "sh -c sleep 5" timed out')),
+    (["no-such-binary-xyz"], probes.Outcome(False, MISSING, errored=True)),
 ])
-async def test_exec_probe(command: list[str], ok: bool, message: str) -> None:
-    """An exec probe runs with the container's env and working dir; exit 0 is success, its output the message."""
+async def test_exec_probe(command: list[str], want: probes.Outcome) -> None:
+    """An exec probe runs with the container's env and working dir; exit 0 is success, else its output and code."""
     target = probes.Target(env={"GREETING": "hi", "PATH": "/usr/bin:/bin"}, working_dir="/tmp")
-    assert await probes.exec_probe(command, target, timeout=0.5) == probes.Outcome(ok, message)
+    assert await probes.exec_probe(command, target, timeout=0.5) == want
 
 
-async def test_grpc_probe_without_grpcio() -> None:
-    """Without grpcio a gRPC probe fails and says why."""
-    spec = probes.Spec(kind="liveness", handler={"grpc": {"port": 9000}})
-    out = await probes.execute({}, spec, probes.Target())
-    assert not out.ok and "grpcio" in out.message
+async def test_exec_probe_output_is_capped() -> None:
+    """At most 10KiB of a probe's output is kept, and a chatty command still finishes."""
+    out = await probes.exec_probe(["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x; exit 1"],
+                                  probes.Target(env={"PATH": "/usr/bin:/bin"}), timeout=2)
+    assert (out.ok, out.exit_code, len(out.message)) == (False, 1, probes.MAX_OUTPUT)
+
+
+async def test_execute_reports_a_command_that_cannot_start_as_errored() -> None:
+    """A missing program is the CRI call's error, as the kubelet shows it after "probe errored"."""
+    spec = probes.Spec(kind="liveness", handler={"exec": {"command": ["no-such-binary-xyz"]}})
+    out = await probes.execute({}, spec, probes.Target(env={"PATH": "/usr/bin:/bin"}))
+    assert out.errored and not out.ok
+    assert out.message.startswith('rpc error: code = Unknown desc = failed to exec in container: failed to start exec "')
+    assert out.message.endswith(f'": {MISSING}')
+
+
+@pytest.fixture
+def namespaced_process() -> Iterator[tuple[int, str]]:
+    """A process in its own mount and network namespaces that mounted a tmpfs holding a marker file."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare")
+    d = tempfile.mkdtemp(prefix="pk-probe-ns-")
+    proc = subprocess.Popen(["unshare", "--mount", "--net", "--propagation", "private", "--", "sh", "-c",
+                             f"mount -t tmpfs none {d} && echo hi > {d}/marker && exec sleep 60"])
+    try:
+        yield proc.pid, d
+    finally:
+        proc.kill()
+        proc.wait()
+        os.rmdir(d)
+
+
+async def test_exec_probe_runs_in_the_container_namespaces(namespaced_process: tuple[int, str]) -> None:
+    """An exec probe joins the target's mount and network namespaces: it sees its mounts and shares its netns."""
+    pid, d = namespaced_process
+    target = probes.Target(env={"PATH": "/usr/bin:/bin"}, pid=pid)
+    for _ in range(50):
+        out = await probes.exec_probe(["cat", f"{d}/marker"], target, timeout=2)
+        if out.ok:
+            break
+        await asyncio.sleep(0.05)
+    assert out == probes.Outcome(True, "hi\n", exit_code=0)
+    assert not os.path.exists(f"{d}/marker")  # the node itself does not see the container's mount
+    out = await probes.exec_probe(["readlink", "/proc/self/ns/net"], target, timeout=2)
+    assert out.message.strip() == os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+
+
+async def test_exec_probe_joins_the_container_cgroup() -> None:
+    """An exec probe's process is put in the container's cgroups, so the container's limits cover it."""
+    base = "/sys/fs/cgroup/pids"
+    if os.geteuid() != 0 or not os.access(base, os.W_OK):
+        pytest.skip("needs root and the cgroup v1 pids controller")
+    group = os.path.join(base, f"pk-probe-test-{os.getpid()}")
+    os.makedirs(group, exist_ok=True)
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(os.path.join(group, "cgroup.procs"), "w") as f:
+            f.write(str(proc.pid))
+        out = await probes.exec_probe(["cat", "/proc/self/cgroup"], probes.Target(env={"PATH": "/usr/bin:/bin"},
+                                                                                   pid=proc.pid), timeout=2)
+        assert f":pids:/pk-probe-test-{os.getpid()}\n" in out.message
+    finally:
+        proc.kill()
+        proc.wait()
+        os.rmdir(group)
+
+
+async def test_exec_probe_on_a_gone_container_is_errored() -> None:
+    """A probe of a container whose process is gone cannot run: an errored outcome, never a host command."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    out = await probes.exec_probe(["true"], probes.Target(pid=proc.pid), timeout=1)
+    assert out.errored and not out.ok
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(1, "1s"), (59, "59s"), (60, "1m0s"), (90, "1m30s"),
+                                               (3600, "1h0m0s"), (3723, "1h2m3s")])
+def test_go_duration(seconds: int, text: str) -> None:
+    """Timeouts print as Go prints a time.Duration."""
+    assert probes.go_duration(seconds) == text
+
+
+@pytest.mark.parametrize(("port", "text"), [("http", 'strconv.Atoi: parsing "http": invalid syntax'),
+                                            (0, "invalid port number: 0"), ("70000", "invalid port number: 70000")])
+def test_port_error(port: Any, text: str) -> None:
+    """A port the kubelet cannot resolve errors as ResolveContainerPort words it."""
+    assert probes.port_error(port) == text
+
+
+async def test_unresolvable_port_is_errored() -> None:
+    """An httpGet probe naming no container port errors (and so never kills the container)."""
+    spec = probes.Spec(kind="liveness", handler={"httpGet": {"port": "web"}})
+    assert await probes.execute({}, spec, probes.Target()) == probes.Outcome(
+        False, 'strconv.Atoi: parsing "web": invalid syntax', errored=True)
+
+
+async def test_errored_outcomes_are_reported_but_never_counted() -> None:
+    """An errored liveness probe records "probe errored" events but never kills, however often it happens."""
+    async def errored(c: Mapping[str, Any], spec: probes.Spec) -> probes.Outcome:
+        return probes.Outcome(False, "boom", errored=True)
+
+    clock = clock_mod.FakeClock()
+    ps = _status(clock)
+    prober = probes.Prober()
+    pod = _pod(livenessProbe={**EXEC, "periodSeconds": 1, "failureThreshold": 1},
+               readinessProbe={**EXEC, "periodSeconds": 1})
+    for _ in range(3):
+        v = await prober.sync(pod, ps, errored, now=clock.now())
+        clock.advance(1)
+        assert v.kills == [] and v.retry_after == 1.0
+        assert [e.message for e in v.events] == ["Liveness probe errored and resulted in unknown state: boom",
+                                                 "Readiness probe errored and resulted in unknown state: boom"]
+    assert ps.containers["c"].ready is False
+
+
+@pytest.fixture
+async def health_server() -> AsyncIterator[tuple[int, Any]]:
+    """An in-process grpc.health.v1 server on a free port; yields the port and its servicer."""
+    grpc = pytest.importorskip("grpc")
+    health = pytest.importorskip("grpc_health.v1.health")
+    from grpc_health.v1 import health_pb2_grpc
+    server = grpc.aio.server()
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield port, servicer
+    await server.stop(None)
+
+
+async def test_grpc_probe_serving_status(health_server: tuple[int, Any]) -> None:
+    """SERVING passes; NOT_SERVING fails with the kubelet's text; an unknown service fails with its status."""
+    from grpc_health.v1 import health_pb2
+    port, servicer = health_server
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await servicer.set("db", health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert await probes.grpc_probe("127.0.0.1", port) == probes.Outcome(True)
+    assert await probes.grpc_probe("127.0.0.1", port, service="db") == probes.Outcome(
+        False, 'service unhealthy (responded with "NOT_SERVING")')
+    out = await probes.grpc_probe("127.0.0.1", port, service="nope")
+    assert out.message.startswith("error: health rpc probe failed: rpc error: code = NotFound desc = ")
+
+
+async def test_grpc_probe_without_a_health_service() -> None:
+    """A gRPC server without grpc.health.v1.Health fails as not implementing the protocol."""
+    grpc = pytest.importorskip("grpc")
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        out = await probes.grpc_probe("127.0.0.1", port)
+    finally:
+        await server.stop(None)
+    assert out.message.startswith("error: this server does not implement the grpc health protocol "
+                                  "(grpc.health.v1.Health): ")
+
+
+async def test_grpc_probe_unreachable_times_out_like_a_blocking_dial() -> None:
+    """Nothing listening: the probe keeps dialing until timeoutSeconds and fails with the kubelet's timeout text."""
+    pytest.importorskip("grpc")
+    free = _free_port()
+    execute_spec = probes.Spec(kind="liveness", handler={"grpc": {"port": free}}, timeout=1)
+    assert await probes.execute({}, execute_spec, probes.Target()) == probes.Outcome(
+        False, f'timeout: failed to connect service "127.0.0.1:{free}" within 1s: context deadline exceeded')
+
+
+@pytest.mark.parametrize(("name", "go"), [("NOT_FOUND", "NotFound"), ("DEADLINE_EXCEEDED", "DeadlineExceeded"),
+                                          ("CANCELLED", "Canceled"), ("UNAVAILABLE", "Unavailable")])
+def test_go_code(name: str, go: str) -> None:
+    """gRPC status codes print as grpc-go names them."""
+    assert probes._go_code(name) == go
 
 
 def test_due_uses_initial_delay() -> None:
