@@ -474,7 +474,7 @@ def addon_objects() -> list[dict[str, Any]]:
     binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": {"name": "local-path-provisioner-bind"},
                "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "local-path-provisioner-role"},
                "subjects": [_subject("User", LOCAL_PATH_PROVISIONER)]}
-    return [role, binding, *_ingress_controller(), *_coredns()]
+    return [role, binding, *_ingress_controller(), *_coredns(), *_network_policy()]
 
 
 INGRESS_CONTROLLER = "system:pocketkube-ingress"
@@ -505,6 +505,22 @@ def _coredns() -> list[dict[str, Any]]:
     binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": {"name": "system:coredns"},
                "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "system:coredns"},
                "subjects": [_subject("ServiceAccount", "coredns", "kube-system")]}
+    return [role, binding]
+
+
+NETWORK_POLICY = "system:pocketkube-network-policy"
+
+
+def _network_policy() -> list[dict[str, Any]]:
+    """The NetworkPolicy enforcer's role, as network plugins grant their node agents (calico-node, cilium)."""
+    role = {"apiVersion": API_VERSION, "kind": "ClusterRole", "metadata": {"name": "pocketkube-network-policy"},
+            "rules": [_rule("get list watch", [""], "namespaces nodes pods"),
+                      _rule("patch", [""], "nodes"),
+                      _rule("get list watch", ["networking.k8s.io"], "networkpolicies")]}
+    binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding",
+               "metadata": {"name": "pocketkube-network-policy"},
+               "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "pocketkube-network-policy"},
+               "subjects": [_subject("User", NETWORK_POLICY)]}
     return [role, binding]
 
 
