@@ -142,7 +142,7 @@ class Enforcer:
         script = self.script()
         if script == self._applied:
             return
-        err = await proxy._nft(script)
+        err = await proxy.run_nft(script)
         if err:
             raise RuntimeError(f"nft -f failed: {err}")
         self._applied = script
@@ -163,7 +163,7 @@ class Enforcer:
     async def close(self) -> None:
         if not self.problem and self._applied:
             with contextlib.suppress(OSError):
-                await proxy._nft(policyrules.cleanup_script(self.table))
+                await proxy.run_nft(policyrules.cleanup_script(self.table))
             self._applied = ""
 
 

@@ -42,7 +42,7 @@ def nft_problem() -> str:
     return ""
 
 
-async def _nft(script: str) -> str:
+async def run_nft(script: str) -> str:
     """Run an `nft -f -` script; returns its error output ("" on success)."""
     proc = await asyncio.create_subprocess_exec("nft", "-f", "-", stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -130,7 +130,7 @@ class Proxy:
         script = proxyrules.render(ports, table=self.table, cluster_cidr=self.cluster_cidr, bridges=self.bridges())
         if script == self._applied:
             return
-        err = await _nft(script)
+        err = await run_nft(script)
         if err:
             raise RuntimeError(f"nft -f failed: {err}")
         self._applied = script
@@ -139,7 +139,7 @@ class Proxy:
         await self.userspace.close()
         if not self.problem and self._applied:
             with contextlib.suppress(OSError):
-                await _nft(proxyrules.cleanup_script(self.table))
+                await run_nft(proxyrules.cleanup_script(self.table))
             self._applied = ""
 
 
