@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -17,6 +18,22 @@ MAX_SEARCH_CHARS = 2048
 MAX_DOMAIN_LENGTH = 253
 EVENT_REASON = "DNSConfigForming"
 MISSING_CLUSTER_DNS = "MissingClusterDNS"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The kubelet's --cluster-dns, --cluster-domain and --resolv-conf: what every pod's resolver starts from."""
+
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = CLUSTER_DOMAIN
+    resolv_conf: str = "/etc/resolv.conf"
+
+    def __post_init__(self) -> None:
+        for ip in self.cluster_dns:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ValueError(f"cluster DNS address {ip!r} is not an IP address") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +96,7 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def dns_type(pod: dict[str, Any]) -> str:
+def dns_type(pod: Mapping[str, Any]) -> str:
     """"cluster", "host" or "none": which base the pod's dnsPolicy starts from."""
     spec = pod.get("spec") or {}
     policy = spec.get("dnsPolicy") or "ClusterFirst"
@@ -93,7 +110,7 @@ def dns_type(pod: dict[str, Any]) -> str:
     return "host"
 
 
-def form(pod: dict[str, Any], *, host: HostConfig, cluster_dns: Sequence[str],
+def form(pod: Mapping[str, Any], *, host: HostConfig, cluster_dns: Sequence[str],
          cluster_domain: str = CLUSTER_DOMAIN) -> PodDNS:
     """The resolver configuration the kubelet gives a pod (GetPodDNS then formDNSConfigFitsLimits)."""
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
@@ -142,7 +159,7 @@ def _fit_searches(searches: list[str], events: list[tuple[str, str]]) -> list[st
     return kept
 
 
-def _pod_ref(pod: dict[str, Any]) -> str:
+def _pod_ref(pod: Mapping[str, Any]) -> str:
     meta = pod.get("metadata") or {}
     return f"{meta.get('name', '')}_{meta.get('namespace', '')}({meta.get('uid', '')})"
 
@@ -165,3 +182,17 @@ def write(pod_dir: str, pod_dns: PodDNS) -> str:
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
+
+
+def uses_host_file(pod: Mapping[str, Any]) -> bool:
+    """A host-network pod whose resolver is the node's own, unchanged: it needs no file of its own."""
+    spec = pod.get("spec") or {}
+    return bool(spec.get("hostNetwork")) and dns_type(pod) == "host" and not spec.get("dnsConfig")
+
+
+def pod_file(pod: Mapping[str, Any], settings: Settings, pod_dir: str) -> tuple[PodDNS, str]:
+    """Form the pod's resolver configuration from the node's file and settings, and write it into pod_dir."""
+    formed = form(pod, host=read_host(settings.resolv_conf), cluster_dns=settings.cluster_dns,
+                  cluster_domain=settings.cluster_domain)
+    os.makedirs(pod_dir, exist_ok=True)
+    return formed, write(pod_dir, formed)

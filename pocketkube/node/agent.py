@@ -18,7 +18,7 @@ from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, rest
-from pocketkube.network import podnet
+from pocketkube.network import dnsbootstrap, podnet, resolvconf
 from pocketkube.node import events as events_mod
 from pocketkube.node import kubeletserver, nodes, podworkers, process, provisioner, runtime
 from pocketkube.node import machine as machine_mod
@@ -250,8 +250,16 @@ def _capacity(spec: nodes.NodeSpec, machine: nodes.Machine, share: int) -> dict[
     return dict(nodes.VIRTUAL_CAPACITY) if spec.virtual else nodes.capacity(machine, share=share)
 
 
+def dns_settings(cluster_dns: Sequence[str] | None = None,
+                 cluster_domain: str = resolvconf.CLUSTER_DOMAIN) -> resolvconf.Settings:
+    """The kubelet's --cluster-dns/--cluster-domain; by default kube-dns where pocketkube up puts it (10.96.0.10)."""
+    servers = [dnsbootstrap.cluster_dns_ip()] if cluster_dns is None else [ip for ip in cluster_dns if ip]
+    return resolvconf.Settings(cluster_dns=tuple(servers), cluster_domain=cluster_domain)
+
+
 def _runtime_for(spec: nodes.NodeSpec, clock: clock_mod.Clock, *, client: rest.Client, data_dir: str,
-                 allocatable: dict[str, str], pod_network: str = "off") -> runtime.Runtime:
+                 allocatable: dict[str, str], pod_network: str = "off",
+                 dns: resolvconf.Settings | None = None) -> runtime.Runtime:
     if spec.virtual:
         return virtual_runtime(spec, clock=clock)
     # Each node keeps its pods apart from the other nodes' on disk.
@@ -259,7 +267,8 @@ def _runtime_for(spec: nodes.NodeSpec, clock: clock_mod.Clock, *, client: rest.C
     return process.ProcessRuntime(client, data_dir=node_dir, pod_cidr=spec.pod_cidr, host_ip=spec.address,
                                   allocatable=allocatable, clock=clock,
                                   network=None if pod_network == "off" else
-                                  podnet.PodNetwork(node_dir, pod_cidr=spec.pod_cidr, mode=pod_network))
+                                  podnet.PodNetwork(node_dir, pod_cidr=spec.pod_cidr, mode=pod_network),
+                                  dns=dns or dns_settings())
 
 
 async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
@@ -282,7 +291,9 @@ async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
 async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] | None = None,
                 virtual: bool = True, clock: clock_mod.Clock | None = None, name_prefix: str = "",
                 workers: int = 4, runtime_factory: RuntimeFactory | None = None,
-                data_dir: str = "", pod_network: str = "off", cluster_cidr: str = "") -> list[asyncio.Task[Any]]:
+                data_dir: str = "", pod_network: str = "off", cluster_cidr: str = "",
+                cluster_dns: Sequence[str] | None = None,
+                cluster_domain: str = resolvconf.CLUSTER_DOMAIN) -> list[asyncio.Task[Any]]:
     """Start `nodes` node agents against url, each authenticated as system:node:<name>; cancel to stop.
 
     runtime_factory builds each node's container runtime (default: see _runtime_for); process nodes keep
@@ -302,7 +313,7 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
         cap = _capacity(spec, machine, len(specs))
         rt = runtime_factory(spec) if runtime_factory else _runtime_for(
             spec, clk, client=client, data_dir=data_dir or os.path.dirname(pki.directory), allocatable=cap,
-            pod_network=pod_network)
+            pod_network=pod_network, dns=dns_settings(cluster_dns, cluster_domain))
         agent = NodeAgent(client, spec, machine=machine, capacity=cap, rt=rt, clock=clk, workers=workers,
                           kubelet_ssl=kubelet_ssl)
         tasks.append(loop.create_task(_supervise(agent, client), name=f"node-{spec.name}"))
@@ -345,6 +356,10 @@ async def start_from_kubeconfig(kubeconfig: str, *, nodes: int = 1, zones: list[
     return tasks
 
 
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
 def _server_of(kubeconfig: str) -> str:
     client = config.from_kubeconfig(kubeconfig)
     return client.base_url
@@ -357,7 +372,8 @@ async def _main(args: argparse.Namespace) -> None:
         pki = pki_mod.load(args.data_dir)
         tasks = await start(url=_server_of(args.kubeconfig), pki=pki, nodes=args.nodes, zones=zones,
                             virtual=not args.process, name_prefix=args.name_prefix, data_dir=args.data_dir,
-                            pod_network=args.pod_network, cluster_cidr=args.cluster_cidr)
+                            pod_network=args.pod_network, cluster_cidr=args.cluster_cidr,
+                            cluster_dns=_split(args.cluster_dns), cluster_domain=args.cluster_domain)
     else:
         tasks = await start_from_kubeconfig(args.kubeconfig, nodes=args.nodes, zones=zones,
                                             virtual=not args.process, name_prefix=args.name_prefix)
@@ -385,9 +401,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pod-network", choices=podnet.MODES, default="off",
                         help="own network namespace and IP per pod (auto: where the host allows; default off)")
     parser.add_argument("--cluster-cidr", default="", help="pod IPs: node i gets the i-th /24 of it")
+    parser.add_argument("--cluster-dns", default=None, metavar="IP[,IP]",
+                        help="nameservers of ClusterFirst pods (default: 10.96.0.10, kube-dns; \"\": none)")
+    parser.add_argument("--cluster-domain", default=resolvconf.CLUSTER_DOMAIN,
+                        help="the cluster's DNS domain, searched by pods (default cluster.local)")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
+    try:
+        dns_settings(_split(args.cluster_dns), args.cluster_domain)
+    except ValueError as e:
+        parser.error(f"--cluster-dns: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_main(args))
 

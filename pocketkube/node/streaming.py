@@ -95,12 +95,19 @@ class Handlers:
         return uid, pid, spec
 
     async def _attach(self, session: remotecommand.Session, uid: str, container: str, pid: int) -> None:
-        """Relay the container's output from now on until it exits; the process runtime gives it no stdin."""
-        loop = asyncio.get_running_loop()
-        discard = loop.create_task(_discard(session)) if session.opts.stdin else None
+        """Relay the container's output from now on until it exits, and the client's input to its stdin or terminal.
+
+        A container without stdin: true has none to write to: the client's input is read and dropped, as
+        containerd drops it."""
         cdir = os.path.join(self.runtime.pod_dir(uid), container)
         path = await asyncio.to_thread(latest_log, cdir)
         offset = await asyncio.to_thread(_size, path)
+        # Input goes in only once the output is followed from here: nothing it makes the container say is missed.
+        stdio = self.runtime.stdio(uid, container)
+        feeder = None
+        if session.opts.stdin or session.opts.tty:
+            feeder = asyncio.get_running_loop().create_task(
+                stdio.attach(session) if stdio is not None else _discard(session))
         channel = remotecommand.STDOUT if session.opts.stdout else remotecommand.STDERR
         try:
             while not session.closed.is_set():
@@ -116,8 +123,9 @@ class Handlers:
                 await self.clock.sleep(ATTACH_POLL_SECONDS)
             await session.finish(remotecommand.success())
         finally:
-            if discard is not None:
-                discard.cancel()
+            if feeder is not None:
+                feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
 
 
 async def _discard(session: remotecommand.Session) -> None:

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
+import pty
+import select
+import shutil
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.e2e import cluster as cluster_mod
@@ -100,6 +110,96 @@ def test_attach_follows_the_output(cluster: cluster_mod.Cluster, agent: str) -> 
                            == "Running", what="ticker running")
     got = cluster.kubectl("attach", "ticker", timeout=30)
     assert "tick 1\ntick 2\ntick 3\n" in got.stdout
+
+
+def needs_busybox(test: Callable[..., None]) -> Callable[..., None]:
+    """Fail loudly (scripts/setup installs it) when the busybox image's host program is missing."""
+    @functools.wraps(test)
+    def checked(*args: Any, **kwargs: Any) -> None:
+        assert shutil.which("busybox"), "the busybox image needs the busybox program: apt-get install busybox"
+        test(*args, **kwargs)
+    return checked
+
+
+@needs_busybox
+def test_run_interactive_with_piped_input(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """kubectl run -i --rm: the container reads the piped input (stdinOnce closes it), then the pod is deleted."""
+    for name, minor in (("piped", None), ("piped-old", OLD)):
+        got = cluster.kubectl("run", "-i", "--rm", "--restart=Never", "--image=busybox", name, "--",
+                              "sh", "-c", "read x; echo got $x; cat; echo eof", input="hello\nmore\n", minor=minor,
+                              timeout=60)
+        assert got.stdout == f'got hello\nmore\neof\npod "{name}" deleted\n', got.stderr
+        assert cluster.kubectl("get", "pod", name, check=False).returncode == 1
+
+
+def test_attach_stdin_to_a_running_pod(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """attach -i feeds a stdin: true container; without stdinOnce its stdin stays open for the next attach."""
+    script = 'while read l; do echo "got $l"; [ "$l" = quit ] && exit 0; done; echo closed'
+    _apply(cluster, _pod("reader", {"name": "main", "image": "busybox", "stdin": True, "command": ["sh", "-c", script]},
+                         restartPolicy="Never"))
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/reader", "--timeout=30s")
+    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, KUBECACHEDIR=os.path.join(cluster.data_dir, "kcache"))
+    first = subprocess.Popen([cluster_mod.kubectl_binary(OLD), "attach", "-i", "reader"], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert first.stdin is not None and first.stdout is not None
+        first.stdin.write(b"one\n")
+        first.stdin.flush()
+        assert first.stdout.readline() == b"got one\n"
+    finally:
+        first.kill()  # the client leaves; the container's stdin stays open
+        first.wait()
+    got = cluster.kubectl("attach", "-i", "reader", input="two\nquit\n", timeout=30)
+    assert got.stdout == "got two\ngot quit\n"
+    assert cluster.kubectl("logs", "reader").stdout == "got one\ngot two\ngot quit\n"
+
+
+def test_attach_to_a_container_without_stdin(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """attach -it to a container without a tty gets kubectl's warning; its input goes nowhere, output still comes."""
+    script = "for i in 1 2 3 4 5 6 7 8; do echo tick; sleep 0.5; done; cat; echo end"
+    _apply(cluster, _pod("deaf", {"name": "main", "image": "busybox", "command": ["sh", "-c", script]},
+                         restartPolicy="Never"))
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/deaf", "--timeout=30s")
+    got = cluster.kubectl("attach", "-it", "deaf", input="ignored\n", timeout=30)
+    assert "error: Unable to use a TTY - container main did not allocate one" in got.stderr
+    assert "tick\n" in got.stdout and got.stdout.endswith("end\n") and "ignored" not in got.stdout
+
+
+@needs_busybox
+def test_run_with_a_terminal(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """kubectl run -it --rm gives the shell a terminal: it echoes, knows its size, and exit ends the session."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: kubectl on a terminal of 100x30
+        env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, KUBECACHEDIR=os.path.join(cluster.data_dir, "kcache"))
+        os.execve(cluster_mod.kubectl_binary(), ["kubectl", "run", "-it", "--rm", "--restart=Never",
+                                                 "--image=busybox", "term", "--", "sh"], env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    try:
+        out = _until(fd, b"/ # ", 30)
+        os.write(fd, b"echo sum-$((40+2)); stty size; tty\r")
+        out += _until(fd, b"/dev/pts/", 10)
+        os.write(fd, b"exit\r")
+        out += _until(fd, b'pod "term" deleted', 30)
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert "sum-42\r\n30 100\r\n/dev/pts/" in text, text
+
+
+def _until(fd: int, marker: bytes, timeout: float) -> bytes:
+    """What a terminal shows until marker appears (or it closes, or time runs out)."""
+    out, deadline = b"", time.monotonic() + timeout
+    while marker not in out and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    return out
 
 
 def test_cp_both_ways(cluster: cluster_mod.Cluster, agent: str, tmp_path: Any) -> None:

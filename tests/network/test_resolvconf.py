@@ -93,3 +93,26 @@ def test_write(tmp_path: Any) -> None:
     """The formed file is written into the pod directory."""
     path = resolvconf.write(str(tmp_path), resolvconf.form(_pod(), host=HOST, cluster_dns=["10.96.0.10"]))
     assert open(path).read().startswith("search shop.svc.cluster.local ")
+
+
+@pytest.mark.parametrize(("spec", "want"), [
+    ({}, False),
+    ({"hostNetwork": True}, True),
+    ({"hostNetwork": True, "dnsPolicy": "Default"}, True),
+    ({"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}, False),
+    ({"hostNetwork": True, "dnsConfig": {"searches": ["x.test"]}}, False),
+    ({"dnsPolicy": "Default"}, False),
+])
+def test_uses_host_file(spec: dict[str, Any], want: bool) -> None:
+    """Only a host-network pod on the node's resolver, with no dnsConfig, keeps the host's file as it is."""
+    assert resolvconf.uses_host_file({"metadata": {"namespace": "ns"}, "spec": spec}) is want
+
+
+def test_pod_file_reads_the_nodes_file(tmp_path: Any) -> None:
+    """pod_file forms the file from the node's resolv.conf and the settings, and writes it into the pod dir."""
+    host = tmp_path / "resolv.conf"
+    host.write_text("nameserver 192.0.2.1\nsearch lan\n")
+    settings = resolvconf.Settings(cluster_dns=("10.0.0.10",), cluster_domain="corp.local", resolv_conf=str(host))
+    formed, path = resolvconf.pod_file(_pod(), settings, str(tmp_path / "pod"))
+    assert open(path).read() == ("search shop.svc.corp.local svc.corp.local corp.local lan\n"
+                                 "nameserver 10.0.0.10\noptions ndots:5\n") and not formed.events

@@ -118,3 +118,14 @@ def test_plan_nodes(count, zones, virtual, want):
     specs = agent.plan_nodes(count, prefix=prefix, zones=zones, virtual=virtual)
     assert [(s.name, s.zone, s.pod_cidr) for s in specs] == want
     assert all(s.virtual == virtual for s in specs)
+
+
+@pytest.mark.parametrize(("cluster_dns", "domain", "want"), [
+    (None, "cluster.local", ("10.96.0.10",)),
+    ([], "cluster.local", ()),
+    (["10.0.0.10", ""], "corp.local", ("10.0.0.10",)),
+])
+def test_dns_settings(cluster_dns, domain, want):
+    """--cluster-dns defaults to kube-dns at 10.96.0.10; an empty list means no cluster DNS."""
+    got = agent.dns_settings(cluster_dns, domain)
+    assert (got.cluster_dns, got.cluster_domain) == (want, domain)

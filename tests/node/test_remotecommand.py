@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from pocketkube.base import clock as clock_mod
-from pocketkube.node import containerexec, remotecommand, remotespdy, streaming
+from pocketkube.node import containerexec, containerio, remotecommand, remotespdy, streaming
 
 
 @pytest.mark.parametrize(("channel", "data", "text", "frame"), [
@@ -289,6 +289,10 @@ class FakeRuntime:
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
         self.running = True
+        self.stdin: containerio.Stdio | None = None
+
+    def stdio(self, uid: str, container: str) -> containerio.Stdio | None:
+        return self.stdin
 
     def pid(self, uid: str, container: str) -> int | None:
         return os.getpid() if self.running and (uid, container) == ("u1", "c") else None
@@ -386,3 +390,34 @@ async def test_attach_follows_new_output_until_the_container_ends(tmp_path: Any)
         assert json.loads(out[remotecommand.ERROR]) == remotecommand.success()
     finally:
         await runner.cleanup()
+
+
+async def test_attach_relays_input_to_the_containers_stdin(tmp_path: Any) -> None:
+    """Attach -i writes the client's input to the container's stdin; with stdinOnce the client's end closes it."""
+    runner, base, fake = await _kubelet(tmp_path)
+    fake.stdin = containerio.Stdio(tty=False, stdin=True, stdin_once=True)
+    child = os.dup(fake.stdin.child_stdin)
+    fake.stdin.started()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"{base}/attach/default/p/c", params={"input": "1", "output": "1"},
+                                    protocols=[remotecommand.V5]) as ws:
+                await ws.send_bytes(b"\x00typed\n")
+                await ws.send_bytes(bytes([remotecommand.CLOSE, remotecommand.STDIN]))
+                got = await asyncio.wait_for(asyncio.to_thread(_read_all, child), 10)
+                fake.running = False
+                out = await asyncio.wait_for(_collect(ws), 10)
+        assert got == b"typed\n"
+        assert json.loads(out[remotecommand.ERROR]) == remotecommand.success()
+        assert not fake.stdin.stdin_open
+    finally:
+        os.close(child)
+        await fake.stdin.close()
+        await runner.cleanup()
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while chunk := os.read(fd, 4096):
+        out += chunk
+    return out

@@ -1,0 +1,185 @@
+"""A container's stdin (a pipe) or terminal (a pty) that the runtime keeps open for attach sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pocketkube.node import containerexec, remotecommand
+
+READ_SIZE = 65536
+# What the line discipline reads as end of input (VEOF): how a terminal's input is "closed" without a hangup.
+EOF_CHAR = b"\x04"
+
+
+def wants_stdio(container: Mapping[str, Any]) -> bool:
+    """Whether the container asks for a stdin or a terminal (otherwise its stdin is /dev/null)."""
+    return bool(container.get("stdin") or container.get("tty"))
+
+
+class Stdio:
+    """The agent's end of one container run's stdin: a pipe's write end, or a pty's master (which also reads output).
+
+    Made before the process starts (child_fds are what it gets as stdin/stdout/stderr), then kept for the
+    run's life. With stdinOnce, the first attach session that brings stdin closes the container's stdin when
+    it ends, as containerd does."""
+
+    def __init__(self, *, tty: bool, stdin: bool, stdin_once: bool) -> None:
+        self.tty = tty
+        self.stdin = stdin
+        self.stdin_once = stdin_once
+        self._write_fd = -1
+        self._child: list[int] = []
+        self._stdin_closed = not stdin
+        self._lock = asyncio.Lock()
+        self._feed: asyncio.Task[None] | None = None
+        if tty:
+            master, slave = os.openpty()
+            os.set_blocking(master, False)
+            self._write_fd, self._child = master, [slave]
+        else:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            self._write_fd, self._child = w, [r]
+
+    @classmethod
+    def for_container(cls, container: Mapping[str, Any]) -> Stdio | None:
+        if not wants_stdio(container):
+            return None
+        return cls(tty=bool(container.get("tty")), stdin=bool(container.get("stdin")),
+                   stdin_once=bool(container.get("stdinOnce")))
+
+    @property
+    def child_stdin(self) -> int:
+        return self._child[0] if self._child else -1
+
+    def started(self) -> None:
+        """The process has its copies: drop the agent's child ends, so the container sees EOF/hangup properly."""
+        for fd in self._child:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._child = []
+
+    @property
+    def stdin_open(self) -> bool:
+        return not self._stdin_closed and self._write_fd >= 0
+
+    async def write(self, data: bytes) -> bool:
+        """Write to the container's stdin; False once it is closed or the container has gone."""
+        async with self._lock:
+            view = memoryview(data)
+            while view:
+                if not self.stdin_open:
+                    return False
+                try:
+                    view = view[os.write(self._write_fd, view):]
+                except BlockingIOError:
+                    await _writable(self._write_fd)
+                except OSError:
+                    return False
+            return True
+
+    async def close_stdin(self) -> None:
+        """End the container's input: close the pipe, or send end-of-file through the terminal."""
+        if self._stdin_closed:
+            return
+        if self.tty:
+            await self.write(EOF_CHAR)
+            self._stdin_closed = True
+            return
+        self._stdin_closed = True
+        fd, self._write_fd = self._write_fd, -1
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def resize(self, width: int, height: int) -> None:
+        if self.tty and self._write_fd >= 0:
+            containerexec.set_window(self._write_fd, width, height)
+
+    def output(self) -> asyncio.StreamReader:
+        """The terminal's output (the container's stdout and stderr), ending once its last holder closes it."""
+        reader, self._feed = pty_reader(self._write_fd)
+        return reader
+
+    async def close(self) -> None:
+        """The run is over: stop reading the terminal and release every descriptor still held."""
+        if self._feed is not None:
+            self._feed.cancel()
+            await asyncio.gather(self._feed, return_exceptions=True)
+        self.started()
+        self._stdin_closed = True
+        fd, self._write_fd = self._write_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    async def attach(self, session: remotecommand.Session) -> None:
+        """Relay an attach session's stdin and terminal resizes to the container until the session's input ends."""
+        loop = asyncio.get_running_loop()
+        resizes = loop.create_task(self._resizes(session)) if self.tty and session.opts.tty else None
+        brings_stdin = session.opts.stdin and self.stdin_open
+        try:
+            while (data := await session.stdin.get()) is not None:
+                if brings_stdin:
+                    await self.write(data)
+            if brings_stdin and self.stdin_once:
+                await self.close_stdin()
+        finally:
+            if resizes is not None:
+                resizes.cancel()
+                await asyncio.gather(resizes, return_exceptions=True)
+
+    async def _resizes(self, session: remotecommand.Session) -> None:
+        while True:
+            width, height = await session.resizes.get()
+            self.resize(width, height)
+
+
+def pty_reader(master: int) -> tuple[asyncio.StreamReader, asyncio.Task[None]]:
+    """A stream of a pty master's output (ending when the terminal's last holder closes it), and the task feeding it."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+
+    async def feed() -> None:
+        try:
+            while True:
+                try:
+                    data = os.read(master, READ_SIZE)
+                except BlockingIOError:
+                    await _readable(master)
+                    continue
+                except OSError:  # EIO: every slave end is closed
+                    return
+                if not data:
+                    return
+                reader.feed_data(data)
+        finally:
+            reader.feed_eof()
+
+    return reader, loop.create_task(feed(), name="pty-output")
+
+
+async def _readable(fd: int) -> None:
+    await _ready(fd, write=False)
+
+
+async def _writable(fd: int) -> None:
+    await _ready(fd, write=True)
+
+
+async def _ready(fd: int, *, write: bool) -> None:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    try:
+        await fut
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
