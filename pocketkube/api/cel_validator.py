@@ -99,12 +99,45 @@ class _Failed(Exception):
     pass
 
 
-def _run(program: Compiled, expression: str, activation: dict[str, Any], var_errors: dict[str, str]) -> Any:
+class _OutOfBudget(Exception):
+    """The evaluation's RuntimeCELCostBudget ran out: kube stops and decides by the failure policy."""
+
+
+class _Budget:
+    """What is left of one evaluation's cost budget; variables are charged when an expression first uses them."""
+
+    def __init__(self) -> None:
+        self.left = cel.RUNTIME_COST_BUDGET
+        self.variable_costs: dict[str, int] = {}
+
+    def charge(self, spent: int) -> None:
+        self.left -= spent
+        if self.left < 0:
+            raise _OutOfBudget(cel.OUT_OF_BUDGET)
+
+    def charge_variables(self, expression: str) -> None:
+        for name in [n for n in self.variable_costs if f"variables.{n}" in expression]:
+            self.charge(self.variable_costs.pop(name))
+
+
+def _run(program: Compiled, expression: str, activation: dict[str, Any], var_errors: dict[str, str],
+         budget: _Budget | None = None) -> Any:
     """The expression's value; _Failed carries kube's error text for compile and evaluation errors."""
     if isinstance(program, cel.CompileError):
         raise _Failed(f"compilation error: {program.detail}")
     try:
-        return program.evaluate(activation)
+        if budget is None:
+            return program.evaluate(activation)
+        budget.charge_variables(expression)
+        try:
+            value, spent = program.evaluate_costed(activation, limit=budget.left)
+        except cel.OutOfBudget:
+            raise _OutOfBudget(cel.OUT_OF_BUDGET) from None
+        except cel.CostLimitExceeded:
+            budget.charge(cel.PER_CALL_LIMIT)  # cel-go reports the cost it reached when it cancelled
+            raise
+        budget.charge(spent)
+        return value
     except cel.EvalError as e:
         message = str(e)
         # A variable that failed to evaluate is absent from `variables`: report its own error instead.
@@ -115,25 +148,44 @@ def _run(program: Compiled, expression: str, activation: dict[str, Any], var_err
 
 
 def evaluate(policy: Policy, activation: dict[str, Any]) -> Result:
-    """Match conditions, then validations and audit annotations, for one binding and one param."""
+    """Match conditions, then validations and audit annotations, for one binding and one param.
+
+    As kube, the match conditions and then the rest each spend one RuntimeCELCostBudget; running out
+    ends the evaluation with one error decided by the failure policy."""
     variables: dict[str, Any] = {}
     var_errors: dict[str, str] = {}
+    variable_costs: dict[str, int] = {}
     act = {**activation, "variables": variables}
     for name, program in policy.variables:
         if isinstance(program, cel.CompileError):
             var_errors[name] = f'composited variable "{name}" fails to compile: {program.detail}'
             continue
         try:
-            variables[name] = program.evaluate(act)
+            variables[name], variable_costs[name] = program.evaluate_costed(act)
         except cel.EvalError as e:
             var_errors[name] = str(e)
     failures: list[str] = []
-    for _, program in policy.match_conditions:
-        try:
-            if _run(program, _expr(program), act, var_errors) is False:
-                return Result()
-        except _Failed as e:
-            failures.append(str(e))
+    match_budget = _Budget()
+    match_budget.variable_costs = dict(variable_costs)
+    try:
+        for _, program in policy.match_conditions:
+            try:
+                if _run(program, _expr(program), act, var_errors, match_budget) is False:
+                    return Result()
+            except _Failed as e:
+                failures.append(str(e))
+    except _OutOfBudget as e:
+        failures = [str(e)]
+    budget = _Budget()
+    budget.variable_costs = dict(variable_costs)
+    try:
+        return _validate(policy, act, failures, var_errors, budget)
+    except _OutOfBudget as e:
+        return Result([Decision(str(e), error=True)]) if policy.fail else Result()
+
+
+def _validate(policy: Policy, act: dict[str, Any], failures: list[str], var_errors: dict[str, str],
+              budget: _Budget) -> Result:
     if failures:
         if not policy.fail:
             return Result()
@@ -143,17 +195,17 @@ def evaluate(policy: Policy, activation: dict[str, Any]) -> Result:
     no_authz = {k: v for k, v in act.items() if k != "authorizer"}
     for i, v in enumerate(policy.validations):
         try:
-            ok = _run(v.program, v.expression, act, var_errors)
+            ok = _run(v.program, v.expression, act, var_errors, budget)
         except _Failed as e:
             if policy.fail:
                 result.decisions.append(Decision(str(e), index=i, error=True))
             continue
         if ok is True:
             continue
-        result.decisions.append(Decision(_message(v, no_authz, var_errors), reason=v.reason, index=i))
+        result.decisions.append(Decision(_message(v, no_authz, var_errors, budget), reason=v.reason, index=i))
     for key, expression, program in policy.audit_annotations:
         try:
-            value = _run(program, expression.strip(), act, var_errors)
+            value = _run(program, expression.strip(), act, var_errors, budget)
         except _Failed as e:
             if policy.fail:
                 result.decisions.append(Decision(str(e), error=True))
@@ -175,11 +227,11 @@ def _expr(program: Compiled) -> str:
     return program.expression if isinstance(program, cel.Program) else ""
 
 
-def _message(v: Validation, activation: dict[str, Any], var_errors: dict[str, str]) -> str:
+def _message(v: Validation, activation: dict[str, Any], var_errors: dict[str, str], budget: _Budget) -> str:
     """messageExpression's single-line string when it gives one, else message, else the failed expression."""
     if v.message_program is not None:
         try:
-            msg = _run(v.message_program, _expr(v.message_program), activation, var_errors)
+            msg = _run(v.message_program, _expr(v.message_program), activation, var_errors, budget)
         except _Failed:
             msg = None
         if isinstance(msg, str):

@@ -251,6 +251,17 @@ def _authorizer(server: context.Server, call: context.Call, index: Any, attrs: c
         "namespace": attrs.namespace, "name": attrs.name})
 
 
+async def authorizer_for(server: context.Server, call: context.Call, *, name: str = "") -> cel.Authorizer:
+    """The `authorizer` CEL variable for this request, backed by RBAC (webhook matchConditions use it too)."""
+    index = None
+    if isinstance(server.authorizer, rbac.Authorizer):
+        index = await server.authorizer.index(server)
+    info, res = call.info, call.res
+    attrs = cel_policy.Attributes("", res.group, res.version, res.resource, info.subresource, res.kind,
+                                  call.namespace, name or info.name, None, None)
+    return _authorizer(server, call, index, attrs)
+
+
 def _namespace_object(ns: dict[str, Any] | None) -> dict[str, Any] | None:
     if ns is None:
         return None

@@ -525,6 +525,7 @@ class _Watcher:
         self._store = store
         self._inner = inner
         self.prefix = inner.prefix
+        self._error: UnreadableValue | None = None
 
     @property
     def closed(self) -> bool:
@@ -540,8 +541,20 @@ class _Watcher:
         return self
 
     async def __anext__(self) -> list[store_base.Event]:
+        if self._error is not None:
+            raise self._error
         batch = await self._inner.__anext__()
-        return [self._store.event(ev) for ev in batch]
+        out: list[store_base.Event] = []
+        for ev in batch:
+            try:
+                out.append(self._store.event(ev))
+            except UnreadableValue as exc:
+                if not out:
+                    raise
+                # The events before the unreadable one still reach the watcher, as kube's watch sends them first.
+                self._error = exc
+                break
+        return out
 
 
 def wrap(store: Any, config: Config | None) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pocketkube.api import errors
+from pocketkube.api import errors, selectors
 from pocketkube.apiserver import context, requestinfo, satokens
 
 USER_HEADER = "Impersonate-User"
@@ -44,7 +44,7 @@ class Target:
 
 
 def requests(headers: Mapping[str, str] | Any) -> list[Target]:
-    """The impersonation requests in headers, in kube's order; InternalError when only groups/uid/extra are asked."""
+    """The impersonation requests in headers, in kube's order; WithoutUser when only groups/uid/extra are asked."""
     out: list[Target] = []
     user = headers.get(USER_HEADER, "")
     if user:
@@ -60,10 +60,23 @@ def requests(headers: Mapping[str, str] | Any) -> list[Target]:
     if uid:
         out.append(Target("UID", uid))
     if (groups or extras or uid) and not user:
-        # kube answers this with a plain 500 (responsewriters.InternalError); kubectl never sends it.
-        raise errors.InternalError(f"Internal error occurred: requested [{' '.join(t.go_text() for t in out)}] "
-                                   "without impersonating a user")
+        raise WithoutUser(f"requested [{' '.join(t.go_text() for t in out)}] without impersonating a user")
     return out
+
+
+class WithoutUser(ValueError):
+    """Groups, a uid or extras asked for without Impersonate-User (buildImpersonationRequests' error)."""
+
+
+# responsewriters' sanitizer: nothing in an error page may look like HTML.
+_SANITIZE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def internal_error(request_uri: str, err: Exception) -> web.HTTPInternalServerError:
+    """responsewriters.InternalError: kube's filters answer a plain-text 500 (http.Error), not a Status."""
+    text = f"Internal Server Error: {selectors.go_quote(request_uri)}: {err}".translate(_SANITIZE) + "\n"
+    return web.HTTPInternalServerError(text=text, headers={"X-Content-Type-Options": "nosniff"},
+                                       content_type="text/plain")  # aiohttp adds charset=utf-8
 
 
 def forbidden(user: context.User, target: Target) -> errors.Forbidden:
@@ -108,7 +121,10 @@ def impersonated_user(targets: list[Target], *, groups_given: bool) -> context.U
 
 async def apply(server: context.Server, user: context.User, request: web.Request) -> context.User:
     """The user a request acts as: the authenticated one, or whom it impersonates if allowed to."""
-    targets = requests(request.headers)
+    try:
+        targets = requests(request.headers)
+    except WithoutUser as e:
+        raise internal_error(request.raw_path, e) from None
     if not targets:
         return user
     if server.authorizer is not None:

@@ -168,6 +168,11 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
             continue
         except StopAsyncIteration:
             return
+        except errors.APIError as exc:
+            # A value the store cannot read (say, undecryptable) ends the watch with its Status, as kube's
+            # etcd watcher does (transformErrorToEvent: an InternalError event), not with 410 Gone.
+            await response.write(_event("ERROR", exc.status()))
+            return
         except store_base.StoreError:
             await response.write(_gone("the watch fell behind; please re-list"))
             return

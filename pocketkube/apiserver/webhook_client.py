@@ -72,16 +72,36 @@ class _ResolveError(Exception):
     pass
 
 
-async def resolve_service(server: context.Server, namespace: str, name: str, port: int) -> tuple[str, int]:
-    """The address to dial for a Service port: its endpoint's port on 127.0.0.1, since pods share the host network.
+# The Node annotation a node agent sets to say where its pods get their addresses ("bridge NAME GW/LEN" when
+# they are in the pod network; network/podnet.ANNOTATION, not imported: apiserver/ sits below network/).
+_POD_NETWORK_ANNOTATION = "pocketkube.io/pod-network"
 
-    The one place a later networking change (pod IPs, service VIPs) replaces."""
+
+async def _reachable_ip(server: context.Server, address: Any) -> str:
+    """The endpoint's pod IP when its node puts pods in the pod network (the host routes to its bridge), else ""."""
+    if not isinstance(address, dict) or not address.get("ip") or not address.get("nodeName"):
+        return ""
+    node = await server.objects.get_or_none(server.registry.get("", "v1", "nodes"), "", str(address["nodeName"]))
+    annotations = ((node or {}).get("metadata") or {}).get("annotations") or {}
+    if str(annotations.get(_POD_NETWORK_ANNOTATION) or "").startswith("bridge "):
+        return str(address["ip"])
+    return ""
+
+
+async def resolve_service(server: context.Server, namespace: str, name: str, port: int) -> tuple[str, int]:
+    """The address to dial for a Service port: a ready endpoint's pod IP when pods have their own network.
+
+    kube-apiserver dials the ClusterIP; pocketkube's API server is a host process that reaches pod IPs
+    through the node's bridge directly. Pods without their own network (the pod network off, or virtual
+    addresses) share the host's, so their endpoint port is dialled on 127.0.0.1."""
     svc = await server.objects.get_or_none(server.registry.get("", "v1", "services"), namespace, name)
     if svc is None:
         raise _ResolveError(f'service "{name}" not found')
     spec = svc.get("spec") or {}
     if spec.get("type", "ClusterIP") not in ("ClusterIP", "NodePort", "LoadBalancer"):
         raise _ResolveError(f'unsupported service type "{spec.get("type")}"')
+    if spec.get("type", "ClusterIP") == "ClusterIP" and spec.get("clusterIP") == "None":
+        raise _ResolveError('cannot route to service with ClusterIP "None"')
     svc_port = next((p for p in spec.get("ports") or [] if isinstance(p, dict) and p.get("port") == port), None)
     if svc_port is None:
         raise _ResolveError(f'no service port {port} found for service "{name}"')
@@ -92,7 +112,7 @@ async def resolve_service(server: context.Server, namespace: str, name: str, por
     for subset in eps.get("subsets") or []:
         for p in subset.get("ports") or []:
             if (p.get("name") or "") == port_name and subset.get("addresses"):
-                return "127.0.0.1", int(p["port"])
+                return await _reachable_ip(server, subset["addresses"][0]) or "127.0.0.1", int(p["port"])
     raise _ResolveError(f'no endpoints available for service "{name}"')
 
 

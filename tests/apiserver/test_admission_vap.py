@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import test_utils
 
-from pocketkube.api import conversion, errors, resources
-from pocketkube.apiserver import admission_vap, context, create, objects, requestinfo
+from pocketkube.api import cel, conversion, errors, resources
+from pocketkube.apiserver import admission_vap, context, create, objects, rbac, requestinfo
 from pocketkube.base import clock as clock_mod
 from pocketkube.store import memory
 
@@ -130,3 +130,29 @@ async def test_ignore_failure_policy_admits_on_errors() -> None:
     await add(server, "validatingadmissionpolicybindings", b)
     await settle()
     await create.create_object(server, make_call(server, "", "configmaps"), configmap("c"))
+
+
+async def test_authorizer_for_answers_from_rbac() -> None:
+    """authorizer_for gives webhooks' matchConditions the same RBAC-backed `authorizer` variable policies get."""
+    server = await make_server()
+    server.authorizer = rbac.Authorizer()
+    rb = server.registry.get("rbac.authorization.k8s.io", "v1", "rolebindings")
+    role = server.registry.get("rbac.authorization.k8s.io", "v1", "roles")
+    assert rb is not None and role is not None
+    await server.objects.create(role, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                                       "metadata": {"name": "r", "namespace": "ns"},
+                                       "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]})
+    await server.objects.create(rb, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                                     "metadata": {"name": "r", "namespace": "ns"},
+                                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+                                     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                                   "name": "alice"}]})
+    authz = await admission_vap.authorizer_for(server, make_call(server, "", "configmaps"))
+    program = cel.compile("authorizer.group('').resource('secrets').namespace('ns').check('get').allowed()",
+                          variables=cel.WEBHOOK_VARIABLES)
+    assert program.evaluate({"authorizer": authz}) is True
+    denied = cel.compile("authorizer.group('').resource('secrets').namespace('ns').check('list').allowed()",
+                         variables=cel.WEBHOOK_VARIABLES)
+    assert denied.evaluate({"authorizer": authz}) is False
+    server.authorizer.close()
+    await server.store.close()

@@ -302,3 +302,22 @@ def test_no_config_means_no_wrapper() -> None:
     """Without a configuration the store is used as is: no per-value work."""
     inner = memory.MemoryStore()
     assert encryption.wrap(inner, None) is inner
+
+
+async def test_watch_delivers_readable_events_then_fails_with_internal_error() -> None:
+    """Events before an undecryptable one still arrive; the next read raises the 500 InternalError that ends a watch."""
+    inner, store = await wrapped(config(aes("aesgcm", "key1")))
+    other = encryption.EncryptedStore(inner, config(aes("aesgcm", "key2", key=os.urandom(32))))
+    watcher = store.watch("/registry/core/secrets/", after_revision=0)
+    await store.create(AD.decode(), PLAIN)
+    await other.create(AD.decode() + "x", PLAIN)
+    events: list = []
+    with pytest.raises(encryption.UnreadableValue) as exc:
+        while True:
+            events += await watcher.__anext__()
+    assert [ev.value for ev in events] == [PLAIN]
+    assert exc.value.status()["reason"] == "InternalError"
+    assert exc.value.status()["message"] == \
+        "Internal error occurred: no matching key was found for the provided AES transformer"
+    watcher.close()
+    await inner.close()

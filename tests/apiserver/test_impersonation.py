@@ -30,8 +30,20 @@ def test_requests_in_kube_order() -> None:
 
 def test_groups_without_a_user_are_refused() -> None:
     """Groups without Impersonate-User is kube's internal error naming the requests."""
-    with pytest.raises(errors.InternalError, match=r"requested \[\{Group  g1    \}\] without impersonating a user"):
+    with pytest.raises(impersonation.WithoutUser, match=r"requested \[\{Group  g1    \}\] without impersonating a user"):
         impersonation.requests(_headers(("Impersonate-Group", "g1")))
+
+
+def test_without_user_is_a_plain_text_500() -> None:
+    """kube's filter answers http.Error's text/plain 500 naming the request URI, sanitized of HTML."""
+    with pytest.raises(impersonation.WithoutUser) as e:
+        impersonation.requests(_headers(("Impersonate-Group", "<g>"), ("Impersonate-Uid", "u1")))
+    resp = impersonation.internal_error("/api/v1/pods?limit=1", e.value)
+    assert resp.status == 500
+    assert resp.content_type == "text/plain" and resp.charset == "utf-8"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.text == ('Internal Server Error: "/api/v1/pods?limit=1": requested [{Group  &lt;g&gt;    } '
+                         "{UID  u1  authentication.k8s.io/v1  }] without impersonating a user\n")
 
 
 @pytest.mark.parametrize(("target", "message"), [
