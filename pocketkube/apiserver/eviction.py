@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pocketkube.api import errors, selectors
-from pocketkube.apiserver import context, delete, negotiate, objects, writes
+from pocketkube.apiserver import admission_noderestriction, context, delete, negotiate, objects, writes
 from pocketkube.base import clock as clock_mod
 
 # Versions of Eviction the subresource takes (kube still accepts v1beta1 bodies here).
@@ -194,6 +194,8 @@ async def create(server: context.Server, call: context.Call) -> tuple[dict[str, 
     writes.check_namespace(call, ev)
     if call.info.name != ev["metadata"].get("name"):
         raise errors.BadRequest("name in URL does not match name in Eviction object")
+    if admission_noderestriction.admit in server.admission:  # before the budget is spent, as kube admits evictions
+        await admission_noderestriction.admit(server, call, ev, None, "CREATE")
     opts = _delete_options(call, ev)
     dry_run = bool(opts.get("dryRun"))
     pods = call.res

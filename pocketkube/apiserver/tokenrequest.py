@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import authn, context, negotiate, satokens, writes
+from pocketkube.apiserver import admission_noderestriction, authn, context, negotiate, satokens, writes
 from pocketkube.base import clock as clock_mod
 
 GROUP = "authentication.k8s.io"
@@ -104,6 +104,8 @@ async def create(server: context.Server, call: context.Call) -> tuple[dict[str, 
     spec.setdefault("boundObjectRef", None)
     now = server.clock.now().replace(microsecond=0)
     validate_spec(spec)
+    if admission_noderestriction.admit in server.admission:  # a kubelet may only mint tokens for its own pods
+        await admission_noderestriction.admit(server, call, {**req, "spec": spec}, None, "CREATE")
     ref = spec.get("boundObjectRef")
     pod = secret = node = None
     if ref is not None:

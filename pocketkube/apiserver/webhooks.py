@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from pocketkube.api import cel, errors, jsonpatch
-from pocketkube.apiserver import context, objects, storemirror, typeinfo, webhook_client
+from pocketkube.apiserver import admission_vap, context, objects, storemirror, typeinfo, webhook_client
 from pocketkube.apiserver import webhook_match as wm
 
 log = logging.getLogger("pocketkube.apiserver.webhooks")
@@ -181,14 +181,16 @@ class _Dispatch:
         if hook.selector_error:
             raise errors.InternalError(f"Internal error occurred: {hook.selector_error}",
                                        details={"causes": [{"message": hook.selector_error}]})
-        if hook.match_conditions and not self._conditions_match(hook, invocation):
+        if hook.match_conditions and not await self._conditions_match(hook, invocation):
             return None
         return invocation
 
-    def _conditions_match(self, hook: wm.Hook, invocation: wm.Invocation) -> bool:
+    async def _conditions_match(self, hook: wm.Hook, invocation: wm.Invocation) -> bool:
         obj, old = self.versioned(invocation)
         request = wm.admission_request(invocation, self.attrs, uid="", obj=None, old=None)
-        activation = {"object": obj, "oldObject": old, "request": request}
+        activation: dict[str, Any] = {"object": obj, "oldObject": old, "request": request}
+        if any("authorizer" in expression for _name, expression in hook.match_conditions):
+            activation["authorizer"] = await admission_vap.authorizer_for(self.server, self.call)
         failures: list[str] = []
         for _name, expression in hook.match_conditions:
             try:

@@ -78,3 +78,28 @@ def test_impersonating_groups_without_a_user(cluster: cluster_mod.Cluster) -> No
     assert headers["x-content-type-options"] == "nosniff"
     assert body.decode() == 'Internal Server Error: "/api/v1/namespaces": requested [{Group  system:masters    }] without ' \
                    "impersonating a user\n"
+
+
+def test_a_node_evicts_and_mints_tokens_only_for_its_own_pods(cluster: cluster_mod.Cluster) -> None:
+    """Evictions and TokenRequests by a kubelet for a pod bound to another node are refused before they act."""
+    for name in ("nr-3", "nr-4"):
+        cluster.kubectl("create", "-f", "-", input=_node(name))
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "elsewhere"},
+           "spec": {"nodeName": "nr-4", "containers": [{"name": "main", "image": "busybox"}]}}
+    cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
+    uid = cluster.json("get", "pod", "elsewhere")["metadata"]["uid"]
+    as_node = ("--as=system:node:nr-3", "--as-group=system:nodes")
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "elsewhere"}}
+    evicted = cluster.kubectl(*as_node, "create", "--raw", "/api/v1/namespaces/default/pods/elsewhere/eviction",
+                              "-f", "-", input=json.dumps(eviction), check=False)
+    assert "node nr-3 can only evict pods with spec.nodeName set to itself" in evicted.stderr
+    assert cluster.json("get", "pod", "elsewhere")["metadata"]["uid"] == uid
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "elsewhere", "uid": uid}}}
+    token = cluster.kubectl(*as_node, "create", "--raw", "/api/v1/namespaces/default/serviceaccounts/default/token",
+                            "-f", "-", input=json.dumps(request), check=False)
+    assert "node requested token bound to a pod scheduled on a different node" in token.stderr
+    unbound = cluster.kubectl(*as_node, "create", "token", "default", check=False)
+    assert "node requested token not bound to a pod" in unbound.stderr
+    cluster.kubectl("delete", "pod", "elsewhere", "--grace-period=0", "--force")
+    cluster.kubectl("delete", "node", "nr-3", "nr-4")

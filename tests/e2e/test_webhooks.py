@@ -331,6 +331,20 @@ def test_match_conditions_and_object_selector(cluster: cluster_mod.Cluster,
     assert "nothing passes" in cp.stderr
 
 
+def test_match_conditions_see_the_authorizer(cluster: cluster_mod.Cluster,
+                                            hooks: tuple[_WebhookServer, str]) -> None:
+    """A matchCondition asking `authorizer` skips the webhook for users RBAC lets delete nodes, not for others."""
+    condition = "!authorizer.group('').resource('nodes').check('delete').allowed()"
+    _setup(cluster, "authz", _config("ValidatingWebhookConfiguration", "authz", "authz", _url(hooks, "/deny-all"),
+                                     matchConditions=[{"name": "not-admins", "expression": condition}]))
+    cluster.kubectl("-n", "authz", "create", "rolebinding", "sa-edit", "--clusterrole=edit",
+                    "--serviceaccount=authz:default")
+    assert cluster.kubectl("-n", "authz", "run", "admin", "--image=busybox").stdout == "pod/admin created\n"
+    cp = cluster.kubectl("-n", "authz", "--as=system:serviceaccount:authz:default", "run", "user", "--image=busybox",
+                         check=False)
+    assert "nothing passes" in cp.stderr
+
+
 def test_reinvocation_if_needed(cluster: cluster_mod.Cluster, hooks: tuple[_WebhookServer, str]) -> None:
     """A reinvocationPolicy IfNeeded webhook is called again once a later webhook changed the object."""
     _setup(cluster, "again",
