@@ -287,15 +287,21 @@ def secret(obj: dict[str, Any]) -> None:
     _setdefault(obj, "type", "Opaque")
     data = obj.get("data")
     if isinstance(data, dict):
-        for v in data.values():
+        for k, v in data.items():
             if v is None:
                 continue
+            # Go's decoder skips CR and LF (kustomize and `base64` wrap long values); kube stores the bytes, so
+            # the value reads back unwrapped.
+            text = str(v)
+            unwrapped = text.replace("\r", "").replace("\n", "")
             try:
-                base64.b64decode(str(v), validate=True)
+                base64.b64decode(unwrapped, validate=True)
             except (binascii.Error, ValueError) as e:
-                pos = _bad_base64_offset(str(v))
+                pos = _bad_base64_offset(text)
                 raise errors.BadRequest(f'Secret in version "v1" cannot be handled as a Secret: illegal base64 '
                                         f"data at input byte {pos}") from e
+            if unwrapped != text:
+                data[k] = unwrapped
     # stringData is write-only: conversion merges it into data, where it wins over the same key.
     sd = obj.pop("stringData", None)
     if isinstance(sd, dict) and sd:
@@ -307,6 +313,8 @@ def secret(obj: dict[str, Any]) -> None:
 def _bad_base64_offset(s: str) -> int:
     alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
     for i, ch in enumerate(s):
+        if ch in "\r\n":
+            continue
         if ch == "=":
             return i if len(s) % 4 == 0 and i >= len(s) - 2 else i
         if ch not in alphabet:

@@ -161,6 +161,23 @@ def test_secret_string_data_merges_and_bad_base64_is_400():
     assert "illegal base64 data at input byte 0" in e.value.message
 
 
+@pytest.mark.parametrize(("value", "stored"), [
+    ("aGVs\nbG8=", "aGVsbG8="),      # wrapped as kustomize's secretGenerator and `base64` do
+    ("aGVs\r\nbG8=\n", "aGVsbG8="),
+    ("aGVsbG8=", "aGVsbG8="),
+])
+def test_secret_data_wrapped_in_lines_is_accepted_and_stored_unwrapped(value: str, stored: str) -> None:
+    """Secret data with CR/LF inside decodes as Go's base64 does and reads back without them."""
+    assert _defaulted({"data": {"k": value}}, "", "v1", "Secret")["data"] == {"k": stored}
+
+
+def test_secret_bad_base64_offset_counts_line_breaks() -> None:
+    """The offset of a bad byte after a line break counts the break, as Go's CorruptInputError does."""
+    with pytest.raises(errors.BadRequest) as e:
+        _defaulted({"data": {"k": "aGVs\nbG!="}}, "", "v1", "Secret")
+    assert "illegal base64 data at input byte 7" in e.value.message
+
+
 def test_unknown_kinds_untouched():
     """Custom resources are not defaulted here."""
     obj = {"spec": {"x": 1}}
