@@ -28,9 +28,12 @@ async def update_object(server: context.Server, call: context.Call, new: dict[st
     if sub == "finalize" and (res.group, res.kind) == ("", "Namespace"):
         finalizers = (new.get("spec") or {}).get("finalizers")
         new = _with(old, new, spec={"finalizers": finalizers} if finalizers else {})
+        typeinfo.apply_defaults(server, res, new, old)
     else:
+        # Defaults first (kube defaults while decoding), so a spec that differs only by defaulted fields (an
+        # atomic list such as volumeClaimTemplates replaced by a patch) does not bump the generation.
+        typeinfo.apply_defaults(server, res, new, old)
         strategy.prepare_update(res, new, old, subresource=sub)
-    typeinfo.apply_defaults(server, res, new, old)
     typeinfo.validate(server, res, new, old)
     await writes.admit(server, call, new, old, "UPDATE")
     if managed:
