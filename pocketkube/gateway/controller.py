@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import copy
 import logging
 import ssl
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -198,8 +201,64 @@ def ports(explicit: int | None, defaults: Sequence[int]) -> list[int]:
 
 
 async def start(*, url: str, pki: pki_mod.Pki, host: str = "127.0.0.1", http_port: int | None = None,
-                https_port: int | None = None, clock: clock_mod.Clock | None = None) -> list[asyncio.Task[Any]]:
-    """Listen on the ingress ports and run the controller; cancel the task to stop both."""
+                https_port: int | None = None, clock: clock_mod.Clock | None = None,
+                own_thread: bool = True) -> list[asyncio.Task[Any]]:
+    """Listen on the ingress ports and run the controller; cancel the task to stop both.
+
+    With own_thread the ingress (informers, table, data plane) runs on its own thread and event loop: a new
+    endpoint must not wait behind the API server and controllers of the same process (on the shared loop a
+    burst of their work delayed table updates and requests by 100-200 ms). It talks to the API over HTTPS
+    either way, so nothing is shared but the GIL.
+    """
+    if not own_thread:
+        return await _start_here(url=url, pki=pki, host=host, http_port=http_port, https_port=https_port,
+                                 clock=clock)
+    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, list[asyncio.Task[Any]]]] = (
+        concurrent.futures.Future())
+
+    async def main() -> None:
+        try:
+            tasks = await _start_here(url=url, pki=pki, host=host, http_port=http_port, https_port=https_port,
+                                      clock=clock)
+        except BaseException as e:
+            started.set_exception(e)
+            raise
+        started.set_result((asyncio.get_running_loop(), tasks))
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def thread_main() -> None:
+        factory: Any = None
+        with contextlib.suppress(ImportError):
+            import uvloop
+            factory = uvloop.new_event_loop
+        try:
+            with contextlib.suppress(BaseException), asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(main())
+        finally:
+            if not started.done():
+                started.set_exception(RuntimeError("the ingress thread ended before it started"))
+
+    thread = threading.Thread(target=thread_main, name="ingress", daemon=True)
+    thread.start()
+    loop, tasks = await asyncio.wrap_future(started)
+    if not tasks:
+        await asyncio.to_thread(thread.join)
+        return []
+
+    async def supervise() -> None:
+        try:
+            await asyncio.to_thread(thread.join)
+        finally:
+            for t in tasks:
+                loop.call_soon_threadsafe(t.cancel)
+            await asyncio.to_thread(thread.join, 15)
+
+    return [asyncio.get_running_loop().create_task(supervise(), name="ingress-controller")]
+
+
+async def _start_here(*, url: str, pki: pki_mod.Pki, host: str, http_port: int | None, https_port: int | None,
+                      clock: clock_mod.Clock | None) -> list[asyncio.Task[Any]]:
+    """The ingress on the running loop: the proxy listening, then the controller feeding it."""
     px = proxy.Proxy()
     try:
         got_http, got_https = await px.start(host=host, http_ports=ports(http_port, DEFAULT_HTTP_PORTS),

@@ -1,0 +1,297 @@
+"""HTTP/1.1 message framing for the proxy: request/response heads, body lengths, chunked scanning, error pages."""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import re
+
+# Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded. Transfer-Encoding is kept: chunks pass through as sent.
+# nginx's large_client_header_buffers (4 x 8k) bound a request head; upstream heads get proxy_buffer_size room.
+MAX_HEAD = 32 * 1024
+MAX_LINE = 4096
+CRLF = b"\r\n"
+
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+UNTIL_CLOSE = 3
+
+REASONS = {308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 408: "Request Time-out",
+           413: "Request Entity Too Large", 501: "Not Implemented", 502: "Bad Gateway",
+           503: "Service Temporarily Unavailable", 504: "Gateway Time-out", 505: "HTTP Version Not Supported"}
+
+_TOKEN_CHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN = re.compile(_TOKEN_CHARS + rb"+")
+# A whole header block (each line "\r\nName:value"): one C-speed match instead of a Python loop per line.
+# Whitespace before the colon (a smuggling vector), obs-fold continuations, bare CR/LF and NUL are refused.
+_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN_CHARS + rb"+:[^\r\n\x00]*)*")
+_LINE = re.compile(rb"\r\n(" + _TOKEN_CHARS + rb"+):[ \t]*([^\r\n]*)")
+_FRAMING = re.compile(rb"\r\n(host|content-length|transfer-encoding|connection|upgrade):[ \t]*([^\r\n]*)", re.I)
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?(?=\r\n|$)")
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN_CHARS + rb"+) ([^ \x00-\x1f\x7f]+) (HTTP/1\.[01])(?=\r\n|$)")
+_NO_TOKENS: frozenset[bytes] = frozenset()
+# Hop-by-hop lines, and the X-Forwarded-*/X-Real-IP a client sends (ingress-nginx replaces them with its own).
+_STRIP_REQUEST = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization"
+                            rb"|te|trailer|upgrade|x-real-ip|x-forwarded-" + _TOKEN_CHARS + rb"*):[^\r\n]*", re.I)
+_STRIP_RESPONSE = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|proxy-authenticate"
+                             rb"|te|trailer|upgrade):[^\r\n]*", re.I)
+_STANDARD_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class BadMessage(ValueError):
+    """A message the proxy refuses; status is what the client gets (nginx's choice for the same input)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def headers_of(block: bytes) -> Headers:
+    """(name, value) pairs of a header block, names as sent."""
+    return [(m.group(1), m.group(2).rstrip(b" \t")) for m in _LINE.finditer(block)]
+
+
+def header(block: bytes, name: bytes) -> bytes | None:
+    """The first value of header name (lower case) in block, or None."""
+    for k, v in headers_of(block):
+        if k.lower() == name:
+            return v
+    return None
+
+
+@dataclasses.dataclass(slots=True)
+class Request:
+    """A parsed request head; block is the header lines as received ("\r\nName: value" each)."""
+
+    method: bytes
+    target: bytes
+    version: bytes
+    line: bytes
+    block: bytes
+    framing: int = NO_BODY
+    length: int = 0
+    keep_alive: bool = True
+    host: bytes | None = None
+    upgrade: bytes = b""
+    # Headers the Connection header names besides the standard tokens: hop-by-hop for this message only.
+    extra_hop: tuple[bytes, ...] = ()
+
+    def get(self, name: bytes) -> bytes | None:
+        return header(self.block, name)
+
+    @property
+    def headers(self) -> Headers:
+        return headers_of(self.block)
+
+
+@dataclasses.dataclass(slots=True)
+class Response:
+    """A parsed response head."""
+
+    status: int
+    line: bytes
+    block: bytes
+    framing: int = NO_BODY
+    length: int = 0
+    keep_alive: bool = True
+    upgrade: bytes = b""
+    extra_hop: tuple[bytes, ...] = ()
+
+    @property
+    def headers(self) -> Headers:
+        return headers_of(self.block)
+
+
+def _check_block(block: bytes) -> None:
+    if block and not _BLOCK.fullmatch(block):
+        bad = next((line for line in block.split(b"\r\n")[1:] if not _BLOCK.fullmatch(b"\r\n" + line)), b"")
+        raise BadMessage(f"invalid header line {bad[:64]!r}")
+
+
+def _fields(block: bytes) -> tuple[int, int, frozenset[bytes], bytes | None, bytes]:
+    """(framing, content length, Connection tokens, Host, Upgrade) from the lines that decide them."""
+    te = cl = conn = host = None
+    upgrade = b""
+    for name, v in _FRAMING.findall(block):
+        name = name.lower()
+        v = v.rstrip(b" \t")
+        if name == b"host":
+            if host is not None:
+                raise BadMessage("more than one Host header")
+            host = v
+        elif name == b"content-length":
+            if cl is not None and cl != v:
+                raise BadMessage("conflicting Content-Length headers")
+            cl = v
+        elif name == b"transfer-encoding":
+            te = v if te is None else te + b"," + v
+        elif name == b"connection":
+            conn = v if conn is None else conn + b"," + v
+        else:
+            upgrade = v
+    tokens = frozenset(t.strip().lower() for t in conn.split(b",")) if conn else _NO_TOKENS
+    if te is not None:
+        if cl is not None:
+            raise BadMessage("both Transfer-Encoding and Content-Length")
+        codings = [c.strip().lower() for c in te.split(b",")]
+        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            raise BadMessage(f"unsupported Transfer-Encoding {te.decode(errors='replace')}", 501)
+        return CHUNKED, 0, tokens, host, upgrade
+    if cl is not None:
+        if not cl.isdigit() or len(cl) > 18:
+            raise BadMessage(f"invalid Content-Length {cl[:32]!r}")
+        # A present "Content-Length: 0" is LENGTH 0, so a response with it is not read until close.
+        return LENGTH, int(cl), tokens, host, upgrade
+    return NO_BODY, 0, tokens, host, upgrade
+
+
+def parse_request(head: bytes) -> Request:
+    """The request in head (everything before the blank line); BadMessage says why it is refused."""
+    m = _REQUEST_LINE.match(head)
+    if m is None:
+        line = head.split(b"\r\n", 1)[0]
+        parts = line.split(b" ")
+        if len(parts) == 3 and _TOKEN.fullmatch(parts[0]) and parts[2].startswith(b"HTTP/"):
+            raise BadMessage(f"unsupported version {parts[2][:16]!r}", 505)
+        raise BadMessage(f"invalid request line {line[:64]!r}")
+    method, target, version = m.groups()
+    end = m.end()
+    block = head[end:]
+    _check_block(block)
+    framing, length, tokens, host, upgrade = _fields(block)
+    if length == 0 and framing == LENGTH:
+        framing = NO_BODY
+    if version == b"HTTP/1.1":
+        if host is None:
+            raise BadMessage("HTTP/1.1 request without Host")
+        keep = b"close" not in tokens
+    else:
+        keep = b"keep-alive" in tokens
+    if not tokens:
+        return Request(method, target, version, head[:end], block, framing, length, keep, host)
+    return Request(method, target, version, head[:end], block, framing, length, keep, host,
+                   upgrade if b"upgrade" in tokens else b"", tuple(tokens - _STANDARD_TOKENS))
+
+
+def parse_response(head: bytes, *, method: bytes) -> Response:
+    """The response in head to a request with method; framing follows RFC 9112 section 6.3."""
+    m = _STATUS.match(head)
+    try:
+        if m is None:
+            raise BadMessage(f"invalid status line {head.partition(CRLF)[0][:64]!r}")
+        block = head[m.end():]
+        _check_block(block)
+        framing, length, tokens, _, upgrade = _fields(block)
+    except BadMessage as e:
+        # A broken upstream is the gateway's problem, never the client's.
+        raise BadMessage(str(e), 502) from e
+    status = int(m.group(2))
+    keep = b"close" not in tokens if m.group(1) == b"1" else b"keep-alive" in tokens
+    if status < 200 or status == 204 or status == 304 or method == b"HEAD":
+        framing, length = NO_BODY, 0
+    elif framing == LENGTH:
+        if length == 0:
+            framing = NO_BODY
+    elif framing == NO_BODY:
+        framing = UNTIL_CLOSE
+    extra = tuple(tokens - _STANDARD_TOKENS) if tokens else ()
+    return Response(status, head[:m.end()], block, framing, length, keep, upgrade, extra)
+
+
+def _strip_extra(block: bytes, names: tuple[bytes, ...]) -> bytes:
+    drop = set(names)
+    return b"".join(m.group(0) for m in _LINE.finditer(block) if m.group(1).lower() not in drop)
+
+
+def forward_block(req: Request, *, keep_host: bool) -> bytes:
+    """The request's header lines minus hop-by-hop ones, X-Forwarded-*/X-Real-IP and (unless keep_host) Host."""
+    block = _STRIP_REQUEST.sub(b"", req.block)
+    drop = req.extra_hop if keep_host else req.extra_hop + (b"host",)
+    return _strip_extra(block, drop) if drop else block
+
+
+class Chunked:
+    """Finds where a chunked body ends in a stream of bytes without copying it: chunks pass through as sent."""
+
+    __slots__ = ("_state", "_left", "_line")
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self) -> None:
+        self._state = self._SIZE
+        self._left = 0
+        self._line = b""
+
+    def feed(self, data: bytes, pos: int = 0) -> int:
+        """Consume data from pos: the offset just past the body's end, or -1 when it continues. BadMessage if malformed."""
+        n = len(data)
+        while pos < n:
+            if self._state == self._DATA:
+                take = min(self._left, n - pos)
+                pos += take
+                self._left -= take
+                if self._left == 0:
+                    self._state = self._DATA_END
+                continue
+            eol = data.find(b"\n", pos)
+            if eol < 0:
+                self._line += data[pos:]
+                if len(self._line) > MAX_LINE:
+                    raise BadMessage("chunk line too long")
+                return -1
+            line = (self._line + data[pos:eol]) if self._line else data[pos:eol]
+            self._line = b""
+            pos = eol + 1
+            line = line.rstrip(b"\r")
+            if self._state == self._SIZE:
+                size = line.split(b";", 1)[0].strip()
+                try:
+                    self._left = int(size, 16)
+                except ValueError:
+                    raise BadMessage(f"invalid chunk size {size[:32]!r}") from None
+                if self._left < 0 or len(size) > 15:
+                    raise BadMessage(f"invalid chunk size {size[:32]!r}")
+                self._state = self._DATA if self._left else self._TRAILER
+            elif self._state == self._DATA_END:
+                if line:
+                    raise BadMessage("chunk data longer than its size")
+                self._state = self._SIZE
+            elif not line:
+                return pos
+        return -1
+
+
+def nginx_page(status: int, reason: str) -> bytes:
+    """The error page nginx (and so ingress-nginx) serves for status."""
+    return (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            ).encode()
+
+
+def page_response(status: int, *, keep_alive: bool, head_only: bool = False,
+                  extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """A whole response carrying nginx's page for status (the body left out for HEAD requests)."""
+    reason = REASONS.get(status, "Error")
+    body = nginx_page(status, reason)
+    lines = [f"HTTP/1.1 {status} {reason}".encode(), b"Date: " + email.utils.formatdate(usegmt=True).encode(),
+             b"Content-Type: text/html", b"Content-Length: %d" % len(body),
+             b"Connection: keep-alive" if keep_alive else b"Connection: close"]
+    lines += [k + b": " + v for k, v in extra]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head_only else body)
+
+
+def response_head(resp: Response, *, connection: bytes) -> bytes:
+    """The head sent to the client: the upstream's status and end-to-end headers, framing kept as received.
+
+    connection is the Connection header to add (b"" for none: HTTP/1.1 keep-alive is the default).
+    """
+    block = _STRIP_RESPONSE.sub(b"", resp.block)
+    if resp.extra_hop:
+        block = _strip_extra(block, resp.extra_hop)
+    if resp.status == 101:
+        block += b"\r\nConnection: upgrade\r\nUpgrade: " + resp.upgrade
+    elif connection:
+        block += b"\r\nConnection: " + connection
+    return b"HTTP/1.1" + resp.line[8:] + block + b"\r\n\r\n"

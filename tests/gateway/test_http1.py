@@ -1,0 +1,149 @@
+"""HTTP/1.1 framing of the ingress proxy: request and response heads, body lengths, chunked scanning, header rewriting."""
+
+from __future__ import annotations
+
+import pytest
+
+from pocketkube.gateway import http1
+
+REQUESTS = [
+    # (head, framing, length, keep_alive, host)
+    (b"GET / HTTP/1.1\r\nHost: a", http1.NO_BODY, 0, True, b"a"),
+    (b"GET /x?y HTTP/1.1\r\nhost:a.test  \r\nConnection: close", http1.NO_BODY, 0, False, b"a.test"),
+    (b"GET / HTTP/1.0", http1.NO_BODY, 0, False, None),
+    (b"GET / HTTP/1.0\r\nConnection: Keep-Alive", http1.NO_BODY, 0, True, None),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12", http1.LENGTH, 12, True, b"a"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0", http1.NO_BODY, 0, True, b"a"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5", http1.LENGTH, 5, True, b"a"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked", http1.CHUNKED, 0, True, b"a"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked", http1.CHUNKED, 0, True, b"a"),
+]
+
+
+@pytest.mark.parametrize(("head", "framing", "length", "keep", "host"), REQUESTS)
+def test_parse_request(head: bytes, framing: int, length: int, keep: bool, host: bytes | None) -> None:
+    """Body framing, keep-alive and Host follow RFC 9112 for valid request heads."""
+    req = http1.parse_request(head)
+    assert (req.framing, req.length, req.keep_alive, req.host) == (framing, length, keep, host)
+
+
+BAD_REQUESTS = [
+    (b"GET / HTTP/1.1", 400),  # no Host
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b", 400),
+    (b"GET / HTTP/2.0\r\nHost: a", 505),
+    (b"GET /\r\nHost: a", 400),
+    (b"G T / HTTP/1.1\r\nHost: a", 400),
+    (b"GET / HTTP/1.1\r\nHost : a", 400),  # whitespace before the colon
+    (b"GET / HTTP/1.1\r\nHost: a\r\n folded", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\nX: y", 400),  # bare LF
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip", 501),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked", 501),
+]
+
+
+@pytest.mark.parametrize(("head", "status"), BAD_REQUESTS)
+def test_parse_request_refuses(head: bytes, status: int) -> None:
+    """Malformed or ambiguous requests (smuggling vectors included) are refused with nginx's status."""
+    with pytest.raises(http1.BadMessage) as e:
+        http1.parse_request(head)
+    assert e.value.status == status
+
+
+RESPONSES = [
+    # (head, request method, framing, length, keep_alive)
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3", b"GET", http1.LENGTH, 3, True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0", b"GET", http1.NO_BODY, 0, True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3", b"HEAD", http1.NO_BODY, 0, True),
+    (b"HTTP/1.1 204 No Content", b"GET", http1.NO_BODY, 0, True),
+    (b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked", b"GET", http1.NO_BODY, 0, True),
+    (b"HTTP/1.1 200 OK", b"GET", http1.UNTIL_CLOSE, 0, True),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 1", b"GET", http1.LENGTH, 1, False),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close", b"GET", http1.CHUNKED, 0, False),
+    (b"HTTP/1.1 100 Continue", b"POST", http1.NO_BODY, 0, True),
+    (b"HTTP/1.1 200", b"GET", http1.UNTIL_CLOSE, 0, True),
+]
+
+
+@pytest.mark.parametrize(("head", "method", "framing", "length", "keep"), RESPONSES)
+def test_parse_response(head: bytes, method: bytes, framing: int, length: int, keep: bool) -> None:
+    """Response framing follows RFC 9112 6.3 (HEAD, 1xx, 204, 304 have no body; no length means until close)."""
+    resp = http1.parse_response(head, method=method)
+    assert (resp.framing, resp.length, resp.keep_alive) == (framing, length, keep)
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 2000 OK", b"SSH-2.0-OpenSSH", b"HTTP/1.1 200 OK\r\nBad Header: x",
+                                  b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2"])
+def test_parse_response_refuses_with_502(head: bytes) -> None:
+    """A broken upstream answer is the gateway's fault: 502, never the client's 400."""
+    with pytest.raises(http1.BadMessage) as e:
+        http1.parse_response(head, method=b"GET")
+    assert e.value.status == 502
+
+
+CHUNKED_BODIES = [
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    b"A\r\n0123456789\r\n0\r\nTrailer: x\r\nOther: y\r\n\r\n",
+    b"0\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("body", CHUNKED_BODIES)
+def test_chunked_finds_the_end_at_every_split(body: bytes) -> None:
+    """The scanner finds the exact end of a chunked body however the bytes are split, with pipelined bytes after."""
+    data = body + b"GET / HTTP/1.1"
+    for cut in range(len(data) + 1):
+        scanner = http1.Chunked()
+        first = scanner.feed(data[:cut])
+        if first >= 0:
+            assert first == len(body)
+            continue
+        end = scanner.feed(data[cut:])
+        assert end == len(body) - cut
+
+
+@pytest.mark.parametrize("body", [b"zz\r\n", b"5\r\nhelloXX\r\n", b"-1\r\n", b"1" * 5000])
+def test_chunked_refuses_bad_framing(body: bytes) -> None:
+    """Bad chunk sizes, data longer than announced and endless size lines are refused."""
+    with pytest.raises(http1.BadMessage):
+        http1.Chunked().feed(body)
+
+
+def test_forward_block_strips_hop_by_hop_and_forwarded_headers() -> None:
+    """Hop-by-hop headers, those named by Connection, and client X-Forwarded-*/X-Real-IP are dropped."""
+    req = http1.parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n"
+                              b"Keep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nx-real-ip: 6.6.6.6\r\nAccept: */*\r\n"
+                              b"TE: trailers\r\nUpgrade: h2c")
+    assert http1.forward_block(req, keep_host=True) == b"\r\nHost: a\r\nAccept: */*"
+    assert http1.forward_block(req, keep_host=False) == b"\r\nAccept: */*"
+
+
+RESPONSE_HEADS = [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5", b"",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+    (b"HTTP/1.0 404 Not Found\r\nContent-Length: 2", b"close",
+     b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked", b"",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: k", b"",
+     b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize(("head", "connection", "want"), RESPONSE_HEADS)
+def test_response_head(head: bytes, connection: bytes, want: bytes) -> None:
+    """The client gets HTTP/1.1, the end-to-end headers as sent, and the proxy's own Connection header."""
+    assert http1.response_head(http1.parse_response(head, method=b"GET"), connection=connection) == want
+
+
+def test_page_response_is_nginx_page() -> None:
+    """Error pages carry nginx's HTML, its length, and no body for HEAD."""
+    full = http1.page_response(503, keep_alive=True)
+    head, body = full.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 503 Service Temporarily Unavailable\r\n")
+    assert b"Content-Length: %d" % len(body) in head and b"Connection: keep-alive" in head
+    assert body == http1.nginx_page(503, "Service Temporarily Unavailable")
+    assert http1.page_response(404, keep_alive=False, head_only=True).endswith(b"Connection: close\r\n\r\n")
