@@ -107,6 +107,11 @@ def veth_name(nid: str, uid: str) -> str:
     return "pkv" + hashlib.sha256(f"{nid}/{uid}".encode()).hexdigest()[:11]
 
 
+def pod_mac(ip: str) -> str:
+    """The pod's eth0 MAC, derived from its IP: a reused IP keeps its MAC, so no neighbour cache goes stale."""
+    return "0a:58:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
 def overlaps(cidr: str, routes: list[dict[str, object]], *, own: str) -> str:
     """The device of a route (not on our own bridge) overlapping cidr, or "" when cidr is free on this host."""
     net = ipaddress.ip_network(cidr, strict=False)
@@ -298,7 +303,7 @@ class PodNetwork:
             _ip("netns", "del", ns)  # a half-made sandbox of an earlier try
         try:
             _must("netns", "add", ns)
-            _must("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _must("link", "add", veth, "type", "veth", "peer", "name", "eth0", "address", pod_mac(ip), "netns", ns)
             _must("link", "set", veth, "master", self.bridge, "up")
             # A pod reaching itself through a Service IP comes back out of the port it went in by.
             _must("link", "set", veth, "type", "bridge_slave", "hairpin", "on")

@@ -69,3 +69,13 @@ def test_routed_to_pod(tmp_path: pathlib.Path, address: str, want: bool) -> None
     table = tmp_path / "route"
     table.write_text(ROUTES)
     assert podnet.routed_to_pod(address, route_table=str(table)) is want
+
+
+@pytest.mark.parametrize(("ip", "mac"), [
+    ("10.244.0.5", "0a:58:0a:f4:00:05"),
+    ("10.244.1.255", "0a:58:0a:f4:01:ff"),
+    ("192.168.0.1", "0a:58:c0:a8:00:01"),
+])
+def test_pod_mac_follows_the_ip(ip: str, mac: str) -> None:
+    """A pod's MAC is a locally administered address made of its IP, the same every time the IP is reused."""
+    assert podnet.pod_mac(ip) == mac
