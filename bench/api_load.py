@@ -45,14 +45,29 @@ def _load_kubeconfig(path: str) -> tuple[str, ssl.SSLContext]:
     return cluster["server"].rstrip("/"), ssl_ctx
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User+system CPU seconds of the server's main thread (its event loop; Linux /proc), 0 without --server-pid.
+
+    The main thread alone: the store's writer thread spends more or less per write depending on how many
+    writes each group commit happens to batch, which is timing noise, not request-path cost.
+    """
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SERVER_PID: int | None = None
+
+
 async def _run_phase(name: str, n: int, clients: int, op) -> float:  # type: ignore[no-untyped-def]
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
-    errors = 0
+    errors: dict[int, int] = {}
 
     async def worker() -> None:
-        nonlocal errors
         while True:
             try:
                 i = queue.get_nowait()
@@ -60,13 +75,18 @@ async def _run_phase(name: str, n: int, clients: int, op) -> float:  # type: ign
                 return
             status = await op(i)
             if status >= 300:
-                errors += 1
+                errors[status] = errors.get(status, 0) + 1
 
+    cpu0 = _cpu_seconds(SERVER_PID)
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     elapsed = time.perf_counter() - start
+    cpu = _cpu_seconds(SERVER_PID) - cpu0
     rate = n / elapsed
-    print(f"{name:8s} {rate:8.0f}/s  ({n} in {elapsed:.2f}s, {errors} errors)")
+    failed = ", ".join(f"{count} x {status}" for status, count in sorted(errors.items())) or "0"
+    # Server CPU per request does not depend on what else the machine runs, unlike the rate.
+    per = f", server {cpu / n * 1e6:.0f} us CPU each" if SERVER_PID else ""
+    print(f"{name:8s} {rate:8.0f}/s  ({n} in {elapsed:.2f}s, {failed} errors{per})")
     return rate
 
 
@@ -85,7 +105,11 @@ async def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--objects", type=int, default=2000)
     ap.add_argument("--namespace", default="bench")
+    ap.add_argument("--server-pid", type=int, default=None,
+                    help="also report the server process's CPU time per request (same machine, Linux)")
     args = ap.parse_args()
+    global SERVER_PID
+    SERVER_PID = args.server_pid
     base, ssl_ctx = _load_kubeconfig(args.kubeconfig)
     conn = aiohttp.TCPConnector(ssl=ssl_ctx, limit=args.clients * 2)
     ns = args.namespace
@@ -95,6 +119,8 @@ async def main() -> None:
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
                 headers={"Content-Type": "application/json"}) as r:
             await r.read()
+            # A namespace that was already there (or that this user may not create) is left in place.
+            created_namespace = r.status == 201
         hdr = {"Content-Type": "application/json", "Accept": "application/json"}
 
         async def create(i: int) -> int:
@@ -139,13 +165,13 @@ async def main() -> None:
                          timeout=aiohttp.ClientTimeout(total=None)) as w:
             await asyncio.sleep(0.2)
             for j in range(20):
-                body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"}, "data": {"j": str(j)}}
+                watched = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"}, "data": {"j": str(j)}}
                 t0 = time.perf_counter()
                 if j == 0:
-                    async with s.post(cm_url, data=orjson.dumps(body), headers=hdr) as r:
+                    async with s.post(cm_url, data=orjson.dumps(watched), headers=hdr) as r:
                         await r.read()
                 else:
-                    async with s.put(f"{cm_url}/watched", data=orjson.dumps(body), headers=hdr) as r:
+                    async with s.put(f"{cm_url}/watched", data=orjson.dumps(watched), headers=hdr) as r:
                         await r.read()
                 if r.status >= 300:
                     raise SystemExit(f"write for the watch test failed: {r.status} {(await r.text())[:200]}")
@@ -154,8 +180,11 @@ async def main() -> None:
                 assert line
         print(f"watch    {statistics.median(lat):8.1f} ms median write-to-event (p max {max(lat):.1f} ms)")
         results["delete"] = await _run_phase("delete", args.objects, args.clients, delete)
-        async with s.delete(f"{base}/api/v1/namespaces/{ns}") as r:
+        async with s.delete(f"{cm_url}/watched") as r:
             await r.read()
+        if created_namespace:
+            async with s.delete(f"{base}/api/v1/namespaces/{ns}") as r:
+                await r.read()
     print()
     for k in ("create", "get", "patch", "delete"):
         print(f"{k:8s} {results[k]:8.0f}/s{_ratio(k, results[k])}")

@@ -69,6 +69,13 @@ class Settings:
     dns: bool = True
     dns_port: int = 0
     dns_upstreams: list[str] | None = None
+    # kube-apiserver --authorization-mode, --enable/--disable-admission-plugins and the in-flight limits
+    # (with APF their sum is the server's concurrency limit).
+    authorization_mode: tuple[str, ...] = authz.DEFAULT_MODES
+    enable_admission_plugins: tuple[str, ...] = ()
+    disable_admission_plugins: tuple[str, ...] = ()
+    max_requests_inflight: int = 400
+    max_mutating_requests_inflight: int = 200
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -114,9 +121,9 @@ class Cluster:
         api = context.Server(registry=registry, objects=objects.Objects(store, conversion.convert),
                              store=store, clock=clock)
         api.allocators = allocators.Allocators(s.service_cidr)
-        api.authorizer = authz.new()
+        api.authorizer = authz.new(s.authorization_mode)
         await _attach_authenticator(api, self.pki, s.token_auth_file)
-        api.admission = list(admission.PLUGINS)
+        api.admission = admission.chain(enable=s.enable_admission_plugins, disable=s.disable_admission_plugins)
         api.crds = crds.CRDs(api)
         api.kubelet_ssl = pki.ssl_client_context(self.pki)
         await api.crds.load()
@@ -130,7 +137,9 @@ class Cluster:
             self._auditor = audit.Auditor(audit_policy.load_policy(s.audit_policy_file), audit.LogSink(
                 s.audit_log_path, max_size_mb=s.audit_log_maxsize, max_backups=s.audit_log_maxbackup), clock=clock)
         self._runner, self.port = await server.start(api, host=s.host, port=s.port, ssl_context=ssl_ctx,
-                                                     auditor=self._auditor)
+                                                     auditor=self._auditor,
+                                                     max_requests_inflight=s.max_requests_inflight,
+                                                     max_mutating_requests_inflight=s.max_mutating_requests_inflight)
         host = s.host if s.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         api.server_address = f"{host}:{self.port}"
         await bootstrap.run(api, secure_port=self.port)
@@ -170,8 +179,9 @@ class Cluster:
                 if s.nodes:
                     tasks += await agent.start(url=self.url, pki=self.pki, nodes=s.nodes, zones=s.zones,
                                                virtual=False, data_dir=s.data_dir, pod_network=s.pod_network,
-                                               cluster_cidr=s.cluster_cidr)
+                                               cluster_cidr=s.cluster_cidr, cluster_dns=_cluster_dns(s))
                     tasks += await _start_proxy(self)
+                    tasks += await _start_netpolicy(self)
                 if s.virtual_nodes:
                     tasks += await agent.start(url=self.url, pki=self.pki, nodes=s.virtual_nodes,
                                                zones=s.zones, virtual=True)
@@ -227,6 +237,23 @@ async def _start_proxy(cluster: Cluster) -> list[asyncio.Task[Any]]:
     s = cluster.settings
     return await proxy.start(url=cluster.url, pki=cluster.pki, data_dir=s.data_dir, cluster_cidr=s.cluster_cidr,
                              service_cidr=s.service_cidr)
+
+
+def _cluster_dns(s: Settings) -> list[str]:
+    """The nameserver the kubelets give ClusterFirst pods: kube-dns's ClusterIP, or none without cluster DNS."""
+    from pocketkube.network import dnsbootstrap
+
+    return [dnsbootstrap.cluster_dns_ip(s.service_cidr)] if s.dns else []
+
+
+async def _start_netpolicy(cluster: Cluster) -> list[asyncio.Task[Any]]:
+    """NetworkPolicy enforcement on the process nodes' pod bridges, beside the service proxy."""
+    from pocketkube.node import netpolicy
+
+    assert cluster.pki is not None
+    s = cluster.settings
+    return await netpolicy.start(url=cluster.url, pki=cluster.pki, data_dir=s.data_dir, service_cidr=s.service_cidr,
+                                 dns=s.dns)
 
 
 async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from pocketkube.api import errors
+from pocketkube.api import errors, selectors
 from pocketkube.apiserver import (
     admission_ingress,
     admission_limitranger,
+    admission_noderestriction,
     admission_podsecurity,
     admission_quota,
     admission_serviceaccount,
@@ -119,7 +121,9 @@ async def default_toleration_seconds(server: context.Server, call: context.Call,
         obj["spec"]["tolerations"] = tolerations
 
 
-PLUGINS = [namespace_lifecycle, admission_limitranger.limit_ranger, admission_serviceaccount.admit, priority, default_toleration_seconds, admission_storage.default_storage_class,
+PLUGINS = [namespace_lifecycle, admission_limitranger.limit_ranger, admission_serviceaccount.admit,
+           # NodeRestriction follows ServiceAccount as in kube's plugin order.
+           admission_noderestriction.admit, priority, default_toleration_seconds, admission_storage.default_storage_class,
            admission_storage.storage_object_in_use_protection, csr.stamp, admission_ingress.default_ingress_class,
            # Mutating webhooks end the mutating phase: validating plugins below see their patches.
            webhooks.mutate, admission_podsecurity.pod_security,
@@ -128,8 +132,65 @@ PLUGINS = [namespace_lifecycle, admission_limitranger.limit_ranger, admission_se
            admission_quota.resource_quota, service_allocation]
 
 
+# kube-apiserver's plugin names for the plugins above (csr.admit is CertificateApproval, CertificateSigning and
+# CertificateSubjectRestriction in one). csr.stamp, rbac_escalation.check and service_allocation are not admission
+# plugins in kube (they are the CSR strategy, the RBAC registry and the Service registry): they always run.
+NAMES: dict[Any, tuple[str, ...]] = {
+    namespace_lifecycle: ("NamespaceLifecycle",), admission_limitranger.limit_ranger: ("LimitRanger",),
+    admission_serviceaccount.admit: ("ServiceAccount",), priority: ("Priority",),
+    # Off by default in kube-apiserver but on in every kubeadm-style cluster; pocketkube's kubelets are real nodes.
+    admission_noderestriction.admit: ("NodeRestriction",),
+    default_toleration_seconds: ("DefaultTolerationSeconds",),
+    admission_storage.default_storage_class: ("DefaultStorageClass",),
+    admission_storage.storage_object_in_use_protection: ("StorageObjectInUseProtection",),
+    admission_ingress.default_ingress_class: ("DefaultIngressClass",), webhooks.mutate: ("MutatingAdmissionWebhook",),
+    admission_podsecurity.pod_security: ("PodSecurity",),
+    csr.admit: ("CertificateApproval", "CertificateSigning", "CertificateSubjectRestriction"),
+    admission_vap.validating_admission_policy: ("ValidatingAdmissionPolicy",),
+    webhooks.validate: ("ValidatingAdmissionWebhook",), admission_quota.resource_quota: ("ResourceQuota",),
+}
+# kube-apiserver 1.32's registered plugins that pocketkube does not implement: naming one in
+# --enable-admission-plugins is refused, naming one in --disable-admission-plugins is accepted (it is off anyway).
+# The default-on ones among them (TaintNodesByCondition, PersistentVolumeClaimResize, RuntimeClass,
+# ClusterTrustBundleAttest) only touch objects pocketkube serves without their controllers.
+UNIMPLEMENTED = frozenset({
+    "AlwaysAdmit", "AlwaysDeny", "AlwaysPullImages", "ClusterTrustBundleAttest", "DenyServiceExternalIPs",
+    "EventRateLimit", "ExtendedResourceToleration", "ImagePolicyWebhook", "LimitPodHardAntiAffinityTopology",
+    "NamespaceAutoProvision", "NamespaceExists", "OwnerReferencesPermissionEnforcement",
+    "PersistentVolumeClaimResize", "PersistentVolumeLabel", "PodNodeSelector", "PodTolerationRestriction",
+    "RuntimeClass", "TaintNodesByCondition", "MutatingAdmissionPolicy",
+})
+DEFAULT_ON = frozenset(name for names in NAMES.values() for name in names)
+
+
+def check_plugin_flags(enable: Sequence[str], disable: Sequence[str]) -> None:
+    """kube-apiserver's checks of --enable-admission-plugins and --disable-admission-plugins; ValueError if bad."""
+    problems: list[str] = []
+    for flag, names in (("enable-admission-plugins", enable), ("disable-admission-plugins", disable)):
+        for name in names:
+            if name not in DEFAULT_ON and name not in UNIMPLEMENTED:
+                problems.append(f"{flag} plugin {selectors.go_quote(name)} is unknown")
+    overlap = sorted(set(enable) & set(disable))
+    if overlap:
+        problems.append(f"[{' '.join(overlap)}] in enable-admission-plugins and disable-admission-plugins overlapped")
+    if not problems:
+        missing = sorted(set(enable) & UNIMPLEMENTED)
+        if missing:
+            problems.append(f"admission plugin(s) {', '.join(missing)} are not implemented by pocketkube")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def chain(*, enable: Sequence[str] = (), disable: Sequence[str] = ()) -> list[Any]:
+    """The server's admission chain: every plugin on by default (as in kube 1.32) minus the disabled ones."""
+    check_plugin_flags(enable, disable)
+    off = set(disable)
+    return [p for p in PLUGINS if p not in NAMES or not set(NAMES[p]) <= off]
+
+
 # The plugins that also judge DELETE requests (kube sends them the old object only).
-DELETE_PLUGINS = (webhooks.mutate, admission_vap.validating_admission_policy, webhooks.validate)
+DELETE_PLUGINS = (admission_noderestriction.admit, webhooks.mutate, admission_vap.validating_admission_policy,
+                  webhooks.validate)
 
 
 async def admit_delete(server: context.Server, call: context.Call, old: dict[str, Any]) -> None:

@@ -88,6 +88,18 @@ def request_timeout(query_value: str | None, *, default: float = REQUEST_TIMEOUT
     return seconds
 
 
+def check_inflight(max_requests_inflight: int, max_mutating_requests_inflight: int) -> None:
+    """kube-apiserver's checks of --max-requests-inflight and --max-mutating-requests-inflight with APF on."""
+    if max_requests_inflight < 0:
+        raise ValueError("--max-requests-inflight can not be negative value")
+    if max_mutating_requests_inflight < 0:
+        raise ValueError("--max-mutating-requests-inflight can not be negative value")
+    if max_requests_inflight + max_mutating_requests_inflight <= 0:
+        raise ValueError(f"invalid configuration: MaxRequestsInFlight={max_requests_inflight} and "
+                         f"MaxMutatingRequestsInFlight={max_mutating_requests_inflight}; they must add up to "
+                         "something positive")
+
+
 # --- classification -----------------------------------------------------------------------------------
 
 
@@ -278,6 +290,7 @@ class Limiter:
     def __init__(self, *, max_requests_inflight: int = MAX_REQUESTS_INFLIGHT,
                  max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT,
                  schemas: list[dict[str, Any]] | None = None, levels: list[dict[str, Any]] | None = None) -> None:
+        check_inflight(max_requests_inflight, max_mutating_requests_inflight)
         self.server_limit = max_requests_inflight + max_mutating_requests_inflight
         self.schemas = sorted(schemas if schemas is not None else flowcontrol_defaults.flow_schemas(),
                               key=lambda s: (s["spec"].get("matchingPrecedence", 1000), s["metadata"]["name"]))

@@ -147,6 +147,23 @@ def forbidden(user: str, attrs: Attributes, reason: str = "") -> errors.Forbidde
     return errors.Forbidden(f"{head} is forbidden: {msg}", details=details)
 
 
+class _AnyName(str):
+    """A name that no resourceNames entry equals: a rule allowing it allows every name."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return True
+
+    __hash__ = str.__hash__
+
+
+_ANY_NAME = _AnyName("")
+
+
 # --- the index --------------------------------------------------------------------------
 
 class Index:
@@ -238,12 +255,21 @@ class Index:
                 yield source, rule, ""
 
     def decide(self, user: str, groups: Sequence[str], attrs: Attributes) -> tuple[bool, str]:
+        # visit() in the order it yields, but a binding is described only once one of its rules allows.
         errs: list[str] = []
-        for source, rule, err in self.visit(user, groups, attrs.namespace):
-            if rule is not None and rule_allows(attrs, rule):
-                return True, f"RBAC: allowed by {source}"
+        for binding in self.bindings_for(user, groups, attrs.namespace):
+            ns = (binding.get("metadata") or {}).get("namespace") or ""
+            subject = next((s for s in binding.get("subjects") or () if isinstance(s, dict)
+                            and applies_to(s, user, groups, ns)), None)
+            if subject is None:
+                continue
+            rules, err = self.role_rules(binding.get("roleRef") or {}, ns)
             if err:
                 errs.append(err)
+                continue
+            for rule in rules:
+                if rule_allows(attrs, rule):
+                    return True, f"RBAC: allowed by {describe_binding(binding, subject)}"
         return False, f"RBAC: {aggregate(errs)}" if errs else ""
 
     def rules_for(self, user: str, groups: Sequence[str], namespace: str, *,
@@ -283,7 +309,12 @@ def node_allows(user: str, groups: Sequence[str], attrs: Attributes) -> bool:
 class Authorizer:
     """server.authorizer: system:masters, then the Node authorizer, then RBAC; decisions cached per index generation."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, node: bool = True, rbac: bool = True, deny_reason: str = "") -> None:
+        # --authorization-mode: which of the Node and RBAC authorizers run, and the reason a final
+        # AlwaysDeny adds to denials ("Everything is forbidden.").
+        self.node = node
+        self.rbac = rbac
+        self.deny_reason = deny_reason
         self._mirror = storemirror.Mirror(PREFIX, name="RBAC index")
         self._index: Index | None = None
         self._built = -1  # the mirror generation the index and decision cache were made from
@@ -293,14 +324,22 @@ class Authorizer:
                        request: Any) -> None:
         if bootstrappolicy.MASTERS in user.groups:
             return
+        path = "" if info.is_resource_request else info.path
         if not self._dirty:
-            # The hot path: a decision already made since the last RBAC change, keyed by a plain tuple.
-            hit = self._cache.get((user.name, tuple(user.groups), info.verb, info.is_resource_request, info.group,
-                                   info.resource, info.subresource, info.namespace, info.name,
-                                   "" if info.is_resource_request else info.path))
+            # The hot path: a decision already made since the last RBAC change, keyed by a plain tuple;
+            # for a named object, also the decision that holds for every name.
+            head = (user.name, tuple(user.groups), info.verb, info.is_resource_request, info.group, info.resource,
+                    info.subresource, info.namespace)
+            hit = self._cache.get((*head, info.name, path))
             if hit is not None and hit[0]:
                 return
+            if info.name:
+                hit = self._cache.get((*head, None, path))
+                if hit is not None and hit[0]:
+                    return
         attrs = attributes_of(info)
+        if attrs.name and await self._allows_any_name(server, user, attrs):
+            return
         allowed, reason = await self.decide(server, user, attrs)
         if not allowed:
             err = forbidden(user.name, attrs, reason)
@@ -333,22 +372,39 @@ class Authorizer:
         self._cache[key] = result
         return result
 
+    async def _allows_any_name(self, server: context.Server, user: context.User, attrs: Attributes) -> bool:
+        """Whether a rule without resourceNames allows the request, whatever object it names (cached if so).
+
+        Without this, every get of another object would miss the decision cache and walk the bindings again.
+        """
+        groups = tuple(user.groups)
+        index = await self.index(server)
+        if not self._compute(index, user.name, groups, dataclasses.replace(attrs, name=_ANY_NAME))[0]:
+            return False
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[(user.name, groups, attrs.verb, attrs.resource_request, attrs.group, attrs.resource,
+                     attrs.subresource, attrs.namespace, None, attrs.path)] = (True, "")
+        return True
+
     @property
     def _dirty(self) -> bool:
         return self._built != self._mirror.generation
 
-    @staticmethod
-    def _compute(index: Index, user: str, groups: tuple[str, ...], attrs: Attributes) -> tuple[bool, str]:
-        if node_allows(user, groups, attrs):
+    def _compute(self, index: Index, user: str, groups: tuple[str, ...], attrs: Attributes) -> tuple[bool, str]:
+        if self.node and node_allows(user, groups, attrs):
             return True, ""
-        return index.decide(user, groups, attrs)
+        allowed, reason = index.decide(user, groups, attrs) if self.rbac else (False, "")
+        if not allowed and self.deny_reason:
+            reason = f"{reason}, {self.deny_reason}" if reason else self.deny_reason
+        return allowed, reason
 
     async def rules_for(self, server: context.Server, user: context.User,
                         namespace: str) -> tuple[list[Mapping[str, Any]], list[str]]:
         """Every rule the user holds in namespace (Node authorizer rules first), and resolution errors."""
         index = await self.index(server)
-        rules, errs = index.rules_for(user.name, user.groups, namespace)
-        if is_node(user.name, user.groups):
+        rules, errs = index.rules_for(user.name, user.groups, namespace) if self.rbac else ([], [])
+        if self.node and is_node(user.name, user.groups):
             rules = [*_NODE_RULES, *rules]
         return rules, errs
 

@@ -135,6 +135,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="UDP and TCP port of the cluster DNS server on --host (default 0: a free port)")
     up.add_argument("--dns-upstream", action="append", type=_upstream, default=None, metavar="IP[:PORT]",
                     help="forward names outside cluster.local here (repeatable; default: /etc/resolv.conf's nameservers)")
+    up.add_argument("--authorization-mode", type=_authorization_mode, default=None, metavar="MODES",
+                    help="ordered authorizers: Node, RBAC, AlwaysAllow, AlwaysDeny (default Node,RBAC)")
+    up.add_argument("--enable-admission-plugins", type=_names, default=(), metavar="NAMES",
+                    help="admission plugins to enable besides the default ones (kube's plugin names)")
+    up.add_argument("--disable-admission-plugins", type=_names, default=(), metavar="NAMES",
+                    help="default admission plugins to turn off, e.g. NamespaceLifecycle,ResourceQuota")
+    up.add_argument("--max-requests-inflight", type=_inflight, default=400, metavar="N",
+                    help="with --max-mutating-requests-inflight, the API server's concurrency limit (default 400)")
+    up.add_argument("--max-mutating-requests-inflight", type=_inflight, default=200, metavar="N",
+                    help="added to --max-requests-inflight for API Priority and Fairness (default 200)")
     up.add_argument(
         "--merge-kubeconfig",
         action="store_true",
@@ -147,6 +157,26 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the pocketkube version")
     users.add_parser(sub)
     return parser
+
+
+def _authorization_mode(value: str) -> tuple[str, ...]:
+    from pocketkube.apiserver import authz
+
+    try:
+        return authz.parse_modes(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in value.split(",") if n.strip())
+
+
+def _inflight(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
 
 
 def _cidr(value: str) -> str:
@@ -254,6 +284,7 @@ def _up(args: argparse.Namespace, *, started: float, out: TextIO, err: TextIO) -
             raise UserError(f"--token-auth-file {args.token_auth_file}: no such file")
         extra["token_auth_file"] = os.path.abspath(args.token_auth_file)
     extra.update(_security_settings(args))
+    extra.update(_access_settings(args))
     for key in ("cluster_cidr", "service_cidr"):
         if getattr(args, key):
             extra[key] = getattr(args, key)
@@ -295,6 +326,26 @@ def _security_settings(args: argparse.Namespace) -> dict[str, Any]:
         extra["audit_log_path"] = args.audit_log_path if args.audit_log_path == "-" else os.path.abspath(args.audit_log_path)
         extra["audit_log_maxsize"] = args.audit_log_maxsize
         extra["audit_log_maxbackup"] = args.audit_log_maxbackup
+    return extra
+
+
+def _access_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Authorization mode, admission plugins and in-flight limits, checked up front with kube's messages."""
+    from pocketkube.apiserver import admission, flowcontrol
+
+    try:
+        admission.check_plugin_flags(args.enable_admission_plugins, args.disable_admission_plugins)
+        flowcontrol.check_inflight(args.max_requests_inflight, args.max_mutating_requests_inflight)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    extra: dict[str, Any] = {
+        "enable_admission_plugins": args.enable_admission_plugins,
+        "disable_admission_plugins": args.disable_admission_plugins,
+        "max_requests_inflight": args.max_requests_inflight,
+        "max_mutating_requests_inflight": args.max_mutating_requests_inflight,
+    }
+    if args.authorization_mode is not None:
+        extra["authorization_mode"] = args.authorization_mode
     return extra
 
 

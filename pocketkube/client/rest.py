@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from pocketkube.api import errors
+from pocketkube.base import clock as clock_mod
 
 DEFAULT_USER_AGENT = "pocketkube/v0.1.0"
 JSON = "application/json"
@@ -25,6 +26,8 @@ PATCH_TYPES = {
     "apply": "application/apply-patch+yaml",
 }
 _REQUEST_TIMEOUT = 60.0
+# client-go's rest.Request: up to 10 retries of a 429 or 5xx answer that carries Retry-After, whatever the verb.
+MAX_RETRIES = 10
 
 _BY_REASON: dict[str, type[errors.APIError]] = {
     "BadRequest": errors.BadRequest,
@@ -79,6 +82,21 @@ class GVR(NamedTuple):
         # The way client-go prints a GroupVersionResource in messages.
         gv = f"{self.group}/{self.version}" if self.group else f"/{self.version}"
         return f"{gv}, Resource={self.resource}"
+
+
+def retry_after(status: int, headers: Mapping[str, str]) -> int | None:
+    """client-go's checkWait: the seconds to wait before retrying a 429 or 5xx answer, None if not to retry.
+
+    Only a Retry-After of whole seconds counts (an HTTP date or a missing header means no retry).
+    """
+    if status != 429 and status < 500:
+        return None
+    value = headers.get("Retry-After", "").strip()
+    digits = value[1:] if value[:1] in ("+", "-") else value
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    # Go's strconv.Atoi takes a sign too; a negative wait retries at once.
+    return max(0, int(value))
 
 
 def _q(segment: str) -> str:
@@ -172,8 +190,11 @@ class Client:
     """An async client for one API server; objects are plain dicts."""
 
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | bool | None = None,
-                 token: str = "", user_agent: str = DEFAULT_USER_AGENT, field_manager: str = "") -> None:
+                 token: str = "", user_agent: str = DEFAULT_USER_AGENT, field_manager: str = "",
+                 max_retries: int = MAX_RETRIES, clock: clock_mod.Clock | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self._clock = clock or clock_mod.Clock()
         self._ssl = ssl_context
         self._token = token
         self.user_agent = user_agent
@@ -209,13 +230,19 @@ class Client:
         if data is not None:
             headers["Content-Type"] = content_type
         timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT)
-        async with self._sess().request(method, self.base_url + path, params=_clean(params), data=data,
-                                        headers=headers, timeout=timeout) as resp:
-            raw = await resp.read()
-            decoded = _decode(raw)
-            if resp.status >= 400:
-                raise error_from_status(resp.status, decoded, text=raw.decode("utf-8", "replace"))
-            return decoded
+        attempt = 0
+        while True:
+            async with self._sess().request(method, self.base_url + path, params=_clean(params), data=data,
+                                            headers=headers, timeout=timeout) as resp:
+                raw = await resp.read()
+                decoded = _decode(raw)
+                if resp.status < 400:
+                    return decoded
+                wait = retry_after(resp.status, resp.headers) if attempt < self.max_retries else None
+                if wait is None:
+                    raise error_from_status(resp.status, decoded, text=raw.decode("utf-8", "replace"))
+            attempt += 1
+            await self._clock.sleep(wait)
 
     async def _object(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         """request() for endpoints that answer with one JSON object."""
@@ -258,11 +285,20 @@ class Client:
         # The server ends the stream after timeoutSeconds; give it slack before calling the connection dead.
         read = (timeout_seconds + 30) if timeout_seconds else None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read)
-        async with self._sess().get(self.base_url + gvr.path(namespace), params=_clean(params),
-                                    headers={"Accept": accept}, timeout=timeout) as resp:
-            if resp.status >= 400:
+        attempt = 0
+        while True:
+            resp = await self._sess().get(self.base_url + gvr.path(namespace), params=_clean(params),
+                                          headers={"Accept": accept}, timeout=timeout)
+            if resp.status < 400:
+                break
+            async with resp:
                 raw = await resp.read()
+            wait = retry_after(resp.status, resp.headers) if attempt < self.max_retries else None
+            if wait is None:
                 raise error_from_status(resp.status, _decode(raw), text=raw.decode("utf-8", "replace"))
+            attempt += 1
+            await self._clock.sleep(wait)
+        async with resp:
             buf = b""
             async for chunk in resp.content.iter_any():
                 buf += chunk
