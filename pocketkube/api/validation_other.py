@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -242,13 +243,27 @@ def _np_peer(peer: dict[str, Any], field: str) -> list[FE]:
         out.extend(vm.validate_label_selector(peer.get(key), f"{field}.{key}"))
     block = peer.get("ipBlock")
     if isinstance(block, dict):
-        cidr = str(block.get("cidr") or "")
-        if not cidr:
-            out.append(errors.required(f"{field}.ipBlock.cidr"))
-        else:
-            out.extend(errors.invalid(f"{field}.ipBlock.cidr", cidr, m) for m in names.is_valid_cidr(cidr))
-        for i, ex in enumerate(vm.as_list(block.get("except"))):
-            out.extend(errors.invalid(f"{field}.ipBlock.except[{i}]", str(ex), m) for m in names.is_valid_cidr(str(ex)))
+        out.extend(_ip_block(block, f"{field}.ipBlock"))
+    return out
+
+
+def _ip_block(block: dict[str, Any], field: str) -> list[FE]:
+    """kube's ValidateIPBlock: a valid cidr, and each except a valid CIDR strictly inside it."""
+    cidr = str(block.get("cidr") or "")
+    if not cidr:
+        return [errors.required(f"{field}.cidr")]
+    out = [errors.invalid(f"{field}.cidr", cidr, m) for m in names.is_valid_cidr(cidr)]
+    if out:
+        return out
+    outer = ipaddress.ip_network(cidr, strict=False)
+    for i, ex in enumerate(vm.as_list(block.get("except"))):
+        bad = [errors.invalid(f"{field}.except[{i}]", str(ex), m) for m in names.is_valid_cidr(str(ex))]
+        if not bad:
+            inner = ipaddress.ip_network(str(ex), strict=False)
+            if inner.version != outer.version or inner.network_address not in outer \
+                    or outer.prefixlen >= inner.prefixlen:
+                bad.append(errors.invalid(f"{field}.except[{i}]", str(ex), "must be a strict subset of `cidr`"))
+        out.extend(bad)
     return out
 
 

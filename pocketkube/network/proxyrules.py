@@ -38,6 +38,8 @@ class ServicePort:
     backends: tuple[Backend, ...]  # for traffic to the ClusterIP
     external_backends: tuple[Backend, ...]  # for NodePort/LoadBalancer/externalIPs traffic
     affinity_seconds: int = 0
+    # internalTrafficPolicy Local: a pod's traffic to the ClusterIP only goes to endpoints on its own node.
+    node_local: bool = False
 
     @property
     def key(self) -> str:
@@ -141,7 +143,8 @@ def service_ports(services: Iterable[Mapping[str, Any]], slices: Iterable[Mappin
                                    protocol=proto.lower(), cluster_ips=ips, port=int(p["port"]),
                                    node_port=node_port if isinstance(node_port, int) else 0,
                                    external_ips=tuple(sorted(set(external))), backends=backends,
-                                   external_backends=ext, affinity_seconds=affinity))
+                                   external_backends=ext, affinity_seconds=affinity,
+                                   node_local=spec.get("internalTrafficPolicy") == "Local"))
     return sorted(out, key=lambda s: (s.key, s.protocol))
 
 
@@ -164,11 +167,18 @@ def _dispatch(sp: ServicePort, backends: tuple[Backend, ...]) -> list[str]:
     return lines
 
 
-def render(ports: list[ServicePort], *, table: str, cluster_cidr: str, bridges: Iterable[str] = ()) -> str:
+def _node_chain(sp: ServicePort, node: str) -> str:
+    return "loc_" + _digest(f"{sp.key}/{sp.protocol}/{node}")
+
+
+def render(ports: list[ServicePort], *, table: str, cluster_cidr: str, bridges: Iterable[str] = (),
+           node_bridges: Mapping[str, str] | None = None) -> str:
     """An `nft -f` script that replaces the whole table at once (the kernel applies it atomically).
 
     bridges are this cluster's pod bridges: traffic from another cluster's pods on this machine (another
-    pkb* bridge) is left to that cluster's table, so clusters with overlapping Service CIDRs stay apart."""
+    pkb* bridge) is left to that cluster's table, so clusters with overlapping Service CIDRs stay apart.
+    node_bridges (node name -> its bridge) tell which node a pod's traffic comes from, for
+    internalTrafficPolicy Local; the host itself counts as every node."""
     chains: dict[str, list[str]] = {}
     sets: list[str] = []
     services: list[str] = []
@@ -176,6 +186,18 @@ def render(ports: list[ServicePort], *, table: str, cluster_cidr: str, bridges: 
     rejects: list[str] = []
     done: set[str] = set()
     for sp in ports:
+        for node, bridge in sorted((node_bridges or {}).items()) if sp.node_local and sp.backends else ():
+            # As kube-proxy: a pod's node without a ready endpoint drops the traffic rather than send it away.
+            mine = tuple(b for b in sp.backends if b.node == node)
+            for ip in sp.cluster_ips:
+                match = f'iifname "{bridge}" ip daddr {ip} {sp.protocol} dport {sp.port}'
+                if mine:
+                    services.append(f"{match} goto {_node_chain(sp, node)}")
+                else:  # left un-DNATed for the filter chains to drop
+                    services.append(f"{match} return")
+                    rejects.append(f'{match} drop comment "{sp.key} has no local endpoints"')
+            if mine:
+                chains[_node_chain(sp, node)] = _dispatch(sp, mine)
         for ip in sp.cluster_ips:
             if sp.backends:
                 services.append(f"ip daddr {ip} {sp.protocol} dport {sp.port} goto {sp.chain}")

@@ -266,8 +266,8 @@ def _runtime_for(spec: nodes.NodeSpec, clock: clock_mod.Clock, *, client: rest.C
     node_dir = os.path.join(data_dir, "nodes", spec.name)
     return process.ProcessRuntime(client, data_dir=node_dir, pod_cidr=spec.pod_cidr, host_ip=spec.address,
                                   allocatable=allocatable, clock=clock,
-                                  network=None if pod_network == "off" else
-                                  podnet.PodNetwork(node_dir, pod_cidr=spec.pod_cidr, mode=pod_network),
+                                  # Also when off: the Node's annotation then says pods share the host network.
+                                  network=podnet.PodNetwork(node_dir, pod_cidr=spec.pod_cidr, mode=pod_network),
                                   dns=dns or dns_settings())
 
 

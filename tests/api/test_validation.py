@@ -240,6 +240,12 @@ CASES = [
      "spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"),
     ("networkpolicy type", _obj("NetworkPolicy", spec={"podSelector": {}, "policyTypes": ["Sideways"]}),
      'spec.policyTypes[0]: Unsupported value: "Sideways": supported values: "Ingress", "Egress"'),
+    ("networkpolicy except outside cidr", _obj("NetworkPolicy", spec={"podSelector": {}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}}]}]}),
+     'spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: "192.168.0.0/16": must be a strict subset of `cidr`'),
+    ("networkpolicy except equal to cidr", _obj("NetworkPolicy", spec={"podSelector": {}, "egress": [{"to": [
+        {"ipBlock": {"cidr": "10.1.0.0/16", "except": ["10.1.0.0/16"]}}]}]}),
+     'spec.egress[0].to[0].ipBlock.except[0]: Invalid value: "10.1.0.0/16": must be a strict subset of `cidr`'),
     ("priorityclass too high", _obj("PriorityClass", value=2000000000),
      "value: Forbidden: maximum allowed value of a user defined priority is 1000000000"),
     ("lease duration", _obj("Lease", spec={"leaseDurationSeconds": 0}),

@@ -115,3 +115,23 @@ def test_render_is_deterministic_regardless_of_input_order() -> None:
     a = proxyrules.render(proxyrules.service_ports(svcs, slices), table="t", cluster_cidr="10.244.0.0/16")
     b = proxyrules.render(proxyrules.service_ports(svcs[::-1], slices[::-1]), table="t", cluster_cidr="10.244.0.0/16")
     assert a == b
+
+
+def test_internal_traffic_policy_local_keeps_pod_traffic_on_its_node() -> None:
+    """With internalTrafficPolicy Local a pod's bridge reaches only its node's endpoints; a node without one drops."""
+    svc = _svc("loc", "10.96.0.20", [HTTP], internalTrafficPolicy="Local")
+    ports = proxyrules.service_ports([svc], [_slice("loc", [_ep("10.244.0.2", "n1"), _ep("10.244.1.2", "n2")])],
+                                     local_nodes=frozenset({"n1", "n2", "n3"}))
+    got = proxyrules.render(ports, table="t", cluster_cidr="10.244.0.0/16",
+                            node_bridges={"n1": "pkb1", "n2": "pkb2", "n3": "pkb3"})
+    lines = [line.strip() for line in got.splitlines()]
+    n1 = next(line for line in lines if line.startswith('iifname "pkb1" ip daddr 10.96.0.20'))
+    chain = n1.split()[-1]
+    body = lines[lines.index(f"chain {chain} {{") + 1]
+    assert body.startswith("goto ep_") and "10.244.1.2" not in body
+    # Left un-DNATed in the nat chain, then dropped by the filter chain.
+    assert 'iifname "pkb3" ip daddr 10.96.0.20 tcp dport 80 return' in lines
+    assert 'iifname "pkb3" ip daddr 10.96.0.20 tcp dport 80 drop comment "default/loc:http has no local endpoints"' \
+        in lines
+    # The host counts as every node: it still reaches both endpoints.
+    assert "ip daddr 10.96.0.20 tcp dport 80 goto svc_" in " ".join(lines)
