@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pocketkube.api import errors
+from pocketkube.api import errors, gotypes
 from pocketkube.apiserver import admission, context, listing, negotiate, objects, render, strategy, writes
 
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 _RETURNS_OBJECT = {("", "Pod"), ("", "Service"), ("", "Namespace")}
+_DELETE_OPTIONS = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"
 
 
 async def _options(call: context.Call) -> dict[str, Any]:
@@ -19,6 +20,10 @@ async def _options(call: context.Call) -> dict[str, Any]:
         body = negotiate.parse_json(raw) if negotiate.media_type(call.request.headers.get("Content-Type")) != "application/yaml" else negotiate.parse_yaml(raw)
         if not isinstance(body, dict):
             raise errors.BadRequest("the body of a delete must be a DeleteOptions object")
+        # kube passes this decoding error on as a bare 500; a 400 with the same words says who is at fault
+        problem = gotypes.definition_type_error(body, _DELETE_OPTIONS)
+        if problem:
+            raise errors.BadRequest(problem)
         opts.update(body)
     if call.param("propagationPolicy"):
         opts["propagationPolicy"] = call.param("propagationPolicy")

@@ -84,7 +84,7 @@ async def handle(server: context.Server, call: context.Call) -> tuple[Any, int]:
             new = apply_patch(server, call, ptype, body, old)  # patch functions never mutate their input
             if not isinstance(new, dict):
                 raise errors.BadRequest("the patch produced something that is not an object")
-            typeinfo.check_fields(server, call, new)
+            typeinfo.check_fields(server, call, new, patched=True)
             new.setdefault("metadata", {})
             if not user_rv:
                 new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pocketkube.api import defaults, errors, fieldcheck, names, omitempty, resources, schemas, validation
+import orjson
+
+from pocketkube.api import (
+    defaults,
+    errors,
+    fieldcheck,
+    gotypes,
+    names,
+    omitempty,
+    resources,
+    schemas,
+    validation,
+)
 from pocketkube.apiserver import context, crds
 
 
@@ -63,11 +75,18 @@ def validate(server: context.Server, res: resources.Resource, obj: dict[str, Any
                              causes=causes)
 
 
-def check_fields(server: context.Server, call: context.Call, obj: dict[str, Any]) -> None:
-    """fieldValidation=Strict rejects unknown fields; Warn (the default) reports them as warnings."""
+def check_fields(server: context.Server, call: context.Call, obj: dict[str, Any], *, patched: bool = False) -> None:
+    """A patched object's Go type errors (422), then fieldValidation=Strict rejects unknown fields and Warn
+    (the default) reports them as warnings."""
     mode = call.param("fieldValidation", "Warn")
     if mode not in ("Strict", "Warn", "Ignore"):
         raise errors.BadRequest(f"fieldValidation parameter unsupported: {mode}. Must be one of: Ignore, Warn, Strict")
+    res = call.res
+    # Request bodies get Go's type errors in writes.check_type; a patched object that does not decode into
+    # the Go struct is kube's 422 on the field "patch", holding the patched JSON.
+    if patched and not res.crd and (problem := gotypes.type_error(obj, res.group, res.version, res.kind)):
+        text = orjson.dumps(obj).decode()
+        raise errors.Invalid(kind="", group="", name="", causes=[errors.invalid("patch", text, problem)])
     if mode == "Ignore":
         return
     unknown = unknown_fields(server, call.res, obj)

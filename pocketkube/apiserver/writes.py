@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from pocketkube.api import errors, fieldset, managedfields
+from pocketkube.api import errors, fieldset, gotypes, managedfields
 from pocketkube.apiserver import context, strategy, typeinfo
 from pocketkube.base import clock as clock_mod
 
@@ -32,6 +32,7 @@ def check_type(server: context.Server, call: context.Call, obj: dict[str, Any]) 
                                 f"{want_kind}.metadata of type v1.ObjectMeta")
     if not kind and not api_version:
         obj["kind"], obj["apiVersion"] = want_kind, want_version
+        _check_go_types(call, obj, want_version, want_kind)
         return
     if not isinstance(kind, str) or not isinstance(api_version, str):
         raise errors.BadRequest(f"the object provided is unrecognized (must be of type {want_kind}): "
@@ -48,6 +49,17 @@ def check_type(server: context.Server, call: context.Call, obj: dict[str, Any]) 
         if group != res.group or server.registry.by_kind(group, version, kind) is None:
             raise errors.BadRequest(f"the API version in the data ({api_version}) does not match the expected "
                                     f"API version ({want_version})")
+    _check_go_types(call, obj, api_version, want_kind)
+
+
+def _check_go_types(call: context.Call, obj: dict[str, Any], api_version: str, kind: str) -> None:
+    """kube decodes the body into the kind's Go struct first: a value of the wrong JSON type is a 400."""
+    if call.res.crd:
+        return
+    group, _, version = api_version.rpartition("/")
+    problem = gotypes.type_error(obj, group, version, kind)
+    if problem:
+        raise errors.BadRequest(f'{kind} in version "{version}" cannot be handled as a {kind}: {problem}')
 
 
 def _short(obj: dict[str, Any]) -> str:

@@ -126,6 +126,9 @@ def test_impersonation(cluster: cluster_mod.Cluster) -> None:
     out = cluster.kubectl("--as=system:serviceaccount:kube-system:default", "auth", "whoami", "-o", "json").stdout
     assert json.loads(out)["status"]["userInfo"]["groups"] == [
         "system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
+    # bob's own discovery first: impersonating without the right fails discovery too, where kubectl (like against
+    # kube) prints only "Forbidden: unknown"; with discovery cached the pods request shows the real message
+    _with_token(cluster, "bob-token", "get", "pods")
     cp = _with_token(cluster, "bob-token", "--as=carol", "get", "pods")
     assert cp.returncode != 0
     assert ('Error from server (Forbidden): users "carol" is forbidden: User "bob" cannot impersonate resource '
@@ -184,3 +187,29 @@ def test_pod_calls_the_api_with_its_token(cluster: cluster_mod.Cluster, agent: s
                            timeout=30, what="the caller pod to finish")
     out = cluster.kubectl("logs", "caller").stdout
     assert out.startswith("STATUS 200") or (out.startswith("STATUS 403") and f'User \\"{SA_USER}\\"' in out), out
+
+
+def test_impersonating_groups_uids_and_accounts_needs_each_right(cluster: cluster_mod.Cluster) -> None:
+    """A user allowed to impersonate users only is refused groups, uids and ServiceAccounts with kube's messages."""
+    cluster.kubectl("create", "clusterrole", "impersonate-users", "--verb=impersonate", "--resource=users")
+    cluster.kubectl("create", "clusterrolebinding", "bob-impersonates", "--clusterrole=impersonate-users",
+                    "--user=bob")
+
+    def as_carol() -> bool:
+        cp = _with_token(cluster, "bob-token", "--as=carol", "get", "pods")
+        return 'User "carol" cannot list resource "pods"' in cp.stderr
+    cluster_mod.eventually(as_carol, what="bob to impersonate carol")
+    cases = [
+        (["--as=carol", "--as-group=admins"],
+         'groups "admins" is forbidden: User "bob" cannot impersonate resource "groups" in API group "" at the '
+         'cluster scope'),
+        (["--as=carol", "--as-uid=123"],
+         'uids.authentication.k8s.io "123" is forbidden: User "bob" cannot impersonate resource "uids" in API group '
+         '"authentication.k8s.io" at the cluster scope'),
+        (["--as=system:serviceaccount:default:default"],
+         'serviceaccounts "default" is forbidden: User "bob" cannot impersonate resource "serviceaccounts" in API '
+         'group "" in the namespace "default"'),
+    ]
+    for flags, message in cases:
+        cp = _with_token(cluster, "bob-token", *flags, "get", "pods")
+        assert cp.stderr == f"Error from server (Forbidden): {message}\n", flags

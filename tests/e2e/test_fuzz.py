@@ -250,3 +250,20 @@ def test_metadata_of_the_wrong_type_is_a_bad_request(raw: http.Raw, metadata: An
     if code == 400:
         assert answer["message"].startswith('ConfigMap in version "v1" cannot be handled as a ConfigMap: json: '
                                             "cannot unmarshal ")
+
+
+@pytest.mark.parametrize(("path", "options", "message"), [
+    (f"/api/v1/namespaces/{RAW_NS}/configmaps", {"preconditions": True},
+     "json: cannot unmarshal bool into Go struct field DeleteOptions.preconditions of type v1.Preconditions"),
+    (f"/api/v1/namespaces/{RAW_NS}/configmaps/cm", {"gracePeriodSeconds": "5"},
+     "json: cannot unmarshal string into Go struct field DeleteOptions.gracePeriodSeconds of type int64"),
+    (f"/api/v1/namespaces/{RAW_NS}/configmaps/cm", {"dryRun": "All"},
+     "json: cannot unmarshal string into Go struct field DeleteOptions.dryRun of type []string"),
+])
+def test_delete_options_of_the_wrong_type_are_a_bad_request(raw: http.Raw, path: str, options: Any,
+                                                            message: str) -> None:
+    """Regression: a (collection) delete whose DeleteOptions held preconditions: true was a 500; now a 400."""
+    _seed(raw)
+    code, _, answer = raw.request("DELETE", path, options)
+    assert (code, answer["reason"], answer["message"]) == (400, "BadRequest", message)
+    assert raw.request("GET", f"/api/v1/namespaces/{RAW_NS}/configmaps/cm")[0] == 200

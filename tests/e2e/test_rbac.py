@@ -160,6 +160,12 @@ def test_anonymous_gets_public_info_only(cluster: cluster_mod.Cluster) -> None:
     raw = http.Raw(cluster.kubeconfig)
     assert raw.request("GET", "/healthz", anonymous=True)[0] == 200
     assert raw.request("GET", "/version", anonymous=True)[0] == 200
+    for path in ("/livez", "/readyz", "/version/"):
+        assert raw.request("GET", path, anonymous=True)[0] == 200, path
+    # only the exact public paths: system:public-info-viewer has no wildcards, and the issuer documents are not public
+    for path in ("/livez/ping", "/metrics", "/.well-known/openid-configuration"):
+        code, _, body = raw.request("GET", path, anonymous=True)
+        assert (code, body["message"]) == (403, f'forbidden: User "system:anonymous" cannot get path "{path}"')
     code, _, body = raw.request("GET", "/api", anonymous=True)
     assert (code, body["message"], body["details"]) == (
         403, 'forbidden: User "system:anonymous" cannot get path "/api"', {})
@@ -180,3 +186,83 @@ def test_default_policy_is_installed(cluster: cluster_mod.Cluster) -> None:
     assert by_name["system:discovery"]["rules"] == [{"verbs": ["get"], "nonResourceURLs": DISCOVERY}]
     binding = cluster.json("get", "clusterrolebinding", "cluster-admin")
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]
+
+
+SA_DISCOVERY = ["/.well-known/openid-configuration", "/openid/v1/jwks"]
+
+
+def test_service_account_can_i_list(cluster: cluster_mod.Cluster) -> None:
+    """The issue's `can-i --list --as=system:serviceaccount:prod:app`: basic rules first, then what a binding adds."""
+    cluster.kubectl("create", "namespace", "prod")
+    cluster.kubectl("-n", "prod", "create", "serviceaccount", "app")
+    args = ("auth", "can-i", "--list", "--as=system:serviceaccount:prod:app", "-n", "prod")
+    rows = [line.split() for line in cluster.kubectl(*args).stdout.splitlines()]
+    assert rows[0] == ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"]
+    assert [r[0] for r in rows[1:4]] == ["selfsubjectreviews.authentication.k8s.io",
+                                         "selfsubjectaccessreviews.authorization.k8s.io",
+                                         "selfsubjectrulesreviews.authorization.k8s.io"]
+    # system:serviceaccounts also reads the issuer discovery documents (system:service-account-issuer-discovery)
+    urls = sorted({r[0][1:-1] for r in rows[4:]})
+    assert urls == sorted(set(DISCOVERY + SA_DISCOVERY)), urls
+    cluster.kubectl("-n", "prod", "create", "rolebinding", "app-view", "--clusterrole=view",
+                    "--serviceaccount=prod:app")
+
+    def granted() -> dict[str, str]:
+        out = cluster.kubectl(*args).stdout.splitlines()[1:]
+        rows = {line.split()[0]: line.split("]", 2)[-1].strip() for line in out if not line.startswith(" ")}
+        return rows if "configmaps" in rows else {}
+    found = cluster_mod.eventually(granted, what="view rules for prod:app")
+    assert found["configmaps"] == found["pods/log"] == "[get list watch]"
+    assert "secrets" not in found
+    no = cluster.kubectl("auth", "can-i", "get", "secrets", "-n", "prod", "--as=system:serviceaccount:prod:app",
+                         check=False)
+    assert (no.returncode, no.stdout) == (1, "no\n")
+
+
+def _lsar(cluster: cluster_mod.Cluster, ns: str, attrs: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+            "metadata": {"namespace": ns},
+            "spec": {"user": "system:serviceaccount:prod:app", "groups": ["system:serviceaccounts"],
+                     "resourceAttributes": attrs}}
+    return cluster.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(body), check=False)
+
+
+def test_local_subject_access_review(cluster: cluster_mod.Cluster) -> None:
+    """A LocalSubjectAccessReview answers in its namespace with RBAC's reason and refuses another namespace (422)."""
+    if cluster.kubectl("get", "rolebinding", "app-view", "-n", "prod", check=False).returncode != 0:
+        cluster.kubectl("create", "namespace", "prod", check=False)
+        cluster.kubectl("-n", "prod", "create", "serviceaccount", "app", check=False)
+        cluster.kubectl("-n", "prod", "create", "rolebinding", "app-view", "--clusterrole=view",
+                        "--serviceaccount=prod:app")
+
+    def allowed() -> dict[str, Any]:
+        cp = _lsar(cluster, "prod", {"namespace": "prod", "verb": "list", "resource": "pods"})
+        status = dict(json.loads(cp.stdout)["status"]) if cp.returncode == 0 else {}
+        return status if status.get("allowed") else {}
+    status = cluster_mod.eventually(allowed, what="the review to allow")
+    assert status == {"allowed": True, "reason": 'RBAC: allowed by RoleBinding "app-view/prod" of ClusterRole "view" '
+                                                 'to ServiceAccount "app/prod"'}
+    denied = json.loads(_lsar(cluster, "prod", {"namespace": "prod", "verb": "get", "resource": "secrets"}).stdout)
+    assert denied["status"] == {"allowed": False}
+    cp = _lsar(cluster, "prod", {"namespace": "other", "verb": "list", "resource": "pods"})
+    assert cp.returncode == 1
+    assert cp.stderr == ('The LocalSubjectAccessReview "" is invalid: spec.resourceAttributes.namespace: Invalid value: '
+                         '"other": must match metadata.namespace\n')
+
+
+@pytest.mark.parametrize(("user", "groups", "can_i", "answer"), [
+    ("system:kube-scheduler", [], ["create", "pods", "--subresource=binding"], "yes"),
+    ("system:kube-scheduler", [], ["get", "secrets", "-n", "kube-system"], "no"),
+    ("system:kube-scheduler", [], ["delete", "nodes"], "no"),
+    ("system:kube-controller-manager", [], ["create", "clusterrolebindings"], "no"),
+    ("system:kube-controller-manager", [], ["impersonate", "users"], "no"),
+    ("system:node:n1", ["system:nodes"], ["list", "secrets", "-n", "default"], "no"),
+    ("system:node:n1", ["system:nodes"], ["create", "deployments", "-n", "default"], "no"),
+    ("system:node:n1", ["system:nodes"], ["update", "nodes/n1", "--subresource=status"], "yes"),
+])
+def test_components_hold_least_privilege(cluster: cluster_mod.Cluster, user: str, groups: list[str],
+                                         can_i: list[str], answer: str) -> None:
+    """The scheduler, controller manager and kubelets get their own narrow rights, as kube's default policy gives."""
+    as_groups = [f"--as-group={g}" for g in groups]
+    cp = cluster.kubectl("auth", "can-i", *can_i, f"--as={user}", *as_groups, check=False)
+    assert cp.stdout.strip() == answer, (cp.stdout, cp.stderr)
