@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
-from pocketkube.node import cgroups, remotecommand
+from pocketkube.node import cgroups, remotecommand, spawn
 
 EXEC_FAILED = "OCI runtime exec failed: exec failed: unable to start container process: "
 START_FAILED_CODE = 126
@@ -223,12 +223,12 @@ async def run(session: remotecommand.Session, target: Target, *, clock: clock_mo
     try:
         if opts.tty:
             master, slave = os.openpty()
-            proc = await asyncio.create_subprocess_exec(
-                *full, stdin=slave, stdout=slave, stderr=slave, env=env, cwd="/", pass_fds=(report_w,))
+            proc = await spawn.start(full, stdin=slave, stdout=slave, stderr=slave, env=env, cwd="/",
+                                     pass_fds=(report_w,))
         else:
             pipe, null = subprocess.PIPE, subprocess.DEVNULL
-            proc = await asyncio.create_subprocess_exec(
-                *full, stdin=pipe if opts.stdin else null, stdout=pipe if opts.stdout else null,
+            proc = await spawn.start(
+                full, stdin=pipe if opts.stdin else null, stdout=pipe if opts.stdout else null,
                 stderr=pipe if opts.stderr else null, env=env, cwd="/", pass_fds=(report_w,),
                 start_new_session=True)
     except OSError as e:
@@ -270,7 +270,7 @@ def _read_report(fd: int) -> str:
 Tasks = list[asyncio.Task[None]]
 
 
-def _pumps(session: remotecommand.Session, proc: asyncio.subprocess.Process, master: int) -> tuple[Tasks, Tasks]:
+def _pumps(session: remotecommand.Session, proc: spawn.Process, master: int) -> tuple[Tasks, Tasks]:
     """The tasks relaying the command's output to the session, and those feeding it input and resizes."""
     loop = asyncio.get_running_loop()
     outputs: Tasks = []
@@ -290,7 +290,7 @@ def _pumps(session: remotecommand.Session, proc: asyncio.subprocess.Process, mas
     return outputs, inputs
 
 
-async def _wait(session: remotecommand.Session, proc: asyncio.subprocess.Process, target: Target, *,
+async def _wait(session: remotecommand.Session, proc: spawn.Process, target: Target, *,
                 clock: clock_mod.Clock, tty: bool) -> int:
     """The command's exit code; it is stopped when the client goes away or the container stops running."""
     waiter = asyncio.get_running_loop().create_task(proc.wait())
@@ -309,7 +309,7 @@ async def _wait(session: remotecommand.Session, proc: asyncio.subprocess.Process
         waiter.cancel()
 
 
-async def _stop(proc: asyncio.subprocess.Process, waiter: asyncio.Task[int], *, hangup: bool,
+async def _stop(proc: spawn.Process, waiter: asyncio.Task[int], *, hangup: bool,
                 clock: clock_mod.Clock) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGHUP if hangup else signal.SIGTERM)

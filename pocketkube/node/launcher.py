@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
-import ctypes
 import dataclasses
+import errno
+import functools
 import os
 import shlex
-import signal
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pocketkube.node import containerio, volumes
+from pocketkube.node import spawn as spawn_mod
 
 START_ERROR_CODE = 128
 OCI_PREFIX = "failed to create containerd task: failed to create shim task: OCI runtime create failed: " \
@@ -166,34 +167,37 @@ def binds(pod: Mapping[str, Any], c: Mapping[str, Any], mounts: Mapping[str, str
     return out
 
 
-PR_SET_PDEATHSIG = 1
+def die_with_agent(cmd: list[str]) -> list[str]:
+    """cmd under `setpriv --pdeathsig KILL`: the container gets SIGKILL when the agent ends, however it ends.
+
+    A preexec function would do it without a program, but it forces fork over vfork, and a fork of the
+    agent's big process stalls its event loop. The watchdog covers the instant before setpriv runs."""
+    setpriv = _setpriv()
+    return [setpriv, "--pdeathsig", "KILL", *cmd] if setpriv else cmd
 
 
-def die_with(parent: int) -> Callable[[], None]:
-    """A preexec function: the child gets SIGKILL when the agent process ends, however it ends."""
-    libc = ctypes.CDLL(None, use_errno=True)
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
 
-    def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the agent died before the line above took effect
-            os._exit(START_ERROR_CODE)
 
-    return preexec
-
+def _must_exist(program: str, env: Mapping[str, str]) -> None:
+    """Popen's error for a program not found (on the child's PATH), which setpriv would report as exit 127."""
+    if shutil.which(program, path=os.pathsep.join(os.get_exec_path(dict(env)))) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 async def spawn(cmd: list[str], *, env: Mapping[str, str], stdio: containerio.Stdio | None,
-                setsid: str | None) -> asyncio.subprocess.Process:
+                setsid: str | None) -> spawn_mod.Process:
     """Start a container's process in a session of its own, its stdin /dev/null, a pipe or its terminal."""
-    preexec = die_with(os.getpid())
+    _must_exist(cmd[0], env)
     if stdio is None or not stdio.tty:
         stdin = subprocess.DEVNULL if stdio is None else stdio.child_stdin
-        return await asyncio.create_subprocess_exec(*cmd, stdin=stdin, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.STDOUT, env=env, cwd="/",
-                                                    start_new_session=True, preexec_fn=preexec)
+        return await spawn_mod.start(die_with_agent(cmd), stdin=stdin, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=env, cwd="/", start_new_session=True)
     # setsid makes the pty on its stdin the new session's controlling terminal (job control, ^C), as runc does.
     tty = stdio.child_stdin
     if setsid:
         cmd = [setsid, "--ctty", *cmd]
-    return await asyncio.create_subprocess_exec(*cmd, stdin=tty, stdout=tty, stderr=tty, env=env, cwd="/",
-                                                start_new_session=not setsid, preexec_fn=preexec)
+    return await spawn_mod.start(die_with_agent(cmd), stdin=tty, stdout=tty, stderr=tty, env=env, cwd="/",
+                                 start_new_session=not setsid)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from pocketkube.node import containerexec, envvars, runtime
+from pocketkube.node import containerexec, envvars, runtime, spawn
 
 STARTUP, LIVENESS, READINESS = "startup", "liveness", "readiness"
 KINDS = (STARTUP, LIVENESS, READINESS)
@@ -346,9 +346,8 @@ async def exec_probe(command: list[str], target: Target, *, timeout: float) -> O
     full = containerexec.argv(argv, pid=pid, flags=flags, working_dir=target.working_dir or "/", report_fd=report_w,
                               procs=procs, nsenter=shutil.which("nsenter") or "nsenter", python=sys.executable)
     try:
-        proc = await asyncio.create_subprocess_exec(*full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.STDOUT, env=env, cwd="/", pass_fds=(report_w,),
-                                                    start_new_session=True)
+        proc = await spawn.start(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 env=env, cwd="/", pass_fds=(report_w,), start_new_session=True)
     except OSError as e:
         os.close(report_r)
         return Outcome(False, f"{containerexec.EXEC_FAILED}exec: {e}: unknown", errored=True)

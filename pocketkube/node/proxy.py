@@ -16,6 +16,7 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, informer, rest
 from pocketkube.network import podnet, proxyrules
+from pocketkube.node import spawn
 
 log = logging.getLogger("pocketkube.node.proxy")
 
@@ -44,10 +45,8 @@ def nft_problem() -> str:
 
 async def run_nft(script: str) -> str:
     """Run an `nft -f -` script; returns its error output ("" on success)."""
-    proc = await asyncio.create_subprocess_exec("nft", "-f", "-", stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(script.encode())
-    return "" if proc.returncode == 0 else (err.decode(errors="replace").strip() or f"nft exited {proc.returncode}")
+    cp = await spawn.run(["nft", "-f", "-"], input=script.encode())
+    return "" if cp.returncode == 0 else (cp.stderr.decode(errors="replace").strip() or f"nft exited {cp.returncode}")
 
 
 class Proxy:
@@ -79,11 +78,15 @@ class Proxy:
 
     def bridges(self) -> list[str]:
         """This machine's pod bridges of this cluster, from the nodes' pod-network annotations ("bridge NAME CIDR")."""
-        out = []
+        return sorted(self.node_bridges().values())
+
+    def node_bridges(self) -> dict[str, str]:
+        """Node name -> its pod bridge, for the nodes whose pods have their own network namespaces."""
+        out = {}
         for n in self.nodes.list():
             words = str((n["metadata"].get("annotations") or {}).get(podnet.ANNOTATION) or "").split()
             if len(words) >= 2 and words[0] == "bridge":
-                out.append(words[1])
+                out[str(n["metadata"]["name"])] = words[1]
         return out
 
     def rules(self) -> list[proxyrules.ServicePort]:
@@ -127,7 +130,8 @@ class Proxy:
         if self.problem:
             await self.userspace.apply(ports)
             return
-        script = proxyrules.render(ports, table=self.table, cluster_cidr=self.cluster_cidr, bridges=self.bridges())
+        script = proxyrules.render(ports, table=self.table, cluster_cidr=self.cluster_cidr, bridges=self.bridges(),
+                                   node_bridges=self.node_bridges())
         if script == self._applied:
             return
         err = await run_nft(script)

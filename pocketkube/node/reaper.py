@@ -8,6 +8,8 @@ import logging
 import subprocess
 import sys
 
+from pocketkube.node import spawn
+
 log = logging.getLogger("pocketkube.node.process")
 
 # The watchdog beside the runtime: it reads "+pg N"/"-pg N" (process groups) and "+cg F"/"-cg F"
@@ -63,7 +65,7 @@ class Reaper:
     """The running watchdog: tell it about process groups, cgroup.procs files and cgroup roots as they come and go."""
 
     def __init__(self) -> None:
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: spawn.Process | None = None
 
     @property
     def running(self) -> bool:
@@ -74,9 +76,9 @@ class Reaper:
         if self.running:
             return False
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", "-c", REAPER, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True)
+            self._proc = await spawn.start([sys.executable, "-I", "-S", "-c", REAPER], stdin=subprocess.PIPE,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           start_new_session=True)
         except OSError as e:
             log.warning("cannot start the container watchdog (%s): processes may outlive a crashed agent", e)
         return True
