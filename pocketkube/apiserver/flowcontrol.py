@@ -242,11 +242,17 @@ class Level:
                 return
 
 
-def too_many_requests() -> errors.TooManyRequests:
-    """kube's APF rejection: 429 with Retry-After and retryAfterSeconds."""
-    return errors.TooManyRequests("Too many requests, please try again later.",
-                                  details={"retryAfterSeconds": RETRY_AFTER},
-                                  headers={"Retry-After": str(RETRY_AFTER)})
+class Rejected(errors.TooManyRequests):
+    """kube's APF rejection, which is not a Status: http.Error's plain text 429 with Retry-After."""
+
+    def body(self) -> str:
+        return self.message + "\n"
+
+
+def too_many_requests() -> Rejected:
+    """kube's APF rejection: a plain-text 429 with Retry-After (kubectl then words it from the code)."""
+    return Rejected("Too many requests, please try again later.",
+                    headers={"Retry-After": str(RETRY_AFTER), "X-Content-Type-Options": "nosniff"})
 
 
 def levels_from(configs: list[dict[str, Any]], *, server_limit: int) -> dict[str, Level]:

@@ -47,6 +47,8 @@ AUDIT_KEY: web.AppKey[audit.Auditor] = web.AppKey("audit", audit.Auditor)  # pre
 def _status_response(err: errors.APIError, fmt: str = "json") -> web.Response:
     headers = {"Cache-Control": "no-cache, private"}
     headers.update(err.headers)
+    if isinstance(err, flowcontrol.Rejected):
+        return web.Response(text=err.body(), status=err.code, content_type="text/plain", headers=headers)
     return web.Response(body=orjson.dumps(err.status()), status=err.code, content_type="application/json",
                         headers=headers)
 
