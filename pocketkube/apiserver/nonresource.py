@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from pocketkube.api import errors, openapi, openapi_v2pb
-from pocketkube.apiserver import context, discovery, requestinfo
+from pocketkube.apiserver import context, discovery, health, requestinfo
 
 VERSION = {
     "major": "1",
@@ -78,10 +78,7 @@ async def handle(server: context.Server, request: web.Request, info: requestinfo
     if path == "/version":
         return _json(VERSION)
     if path in _HEALTH or path.startswith(tuple(h + "/" for h in _HEALTH)):
-        if server.shutting_down and path.startswith("/readyz"):
-            return web.Response(text="[-]shutdown failed: reason withheld\nreadyz check failed", status=500)
-        return web.Response(text="ok", content_type="text/plain", headers={"Cache-Control": "no-cache, private",
-                                                                          "X-Content-Type-Options": "nosniff"})
+        return health.respond(server, request, path)
     if path in ("/api", "/apis"):
         return _discovery_root(server, request, legacy=(path == "/api"))
     if path == "/":
