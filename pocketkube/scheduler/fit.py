@@ -46,11 +46,15 @@ class NodePorts(framework.Plugin):
 
 def insufficient(pod: nodeinfo.PodInfo, node: nodeinfo.NodeInfo) -> list[str]:
     """kube's fitsRequest: every reason the node cannot hold the pod's requests (pods count first)."""
+    alloc, used, req = node.allocatable, node.requested, pod.requests
+    fast = _fits_basic(req, alloc, used)
+    if fast and len(node.pods) < alloc.get(nodeinfo.PODS, 0):
+        return []
     reasons = []
-    alloc, used = node.allocatable, node.requested
     if len(node.pods) + 1 > alloc.get(nodeinfo.PODS, 0):
         reasons.append(TOO_MANY_PODS)
-    req = pod.requests
+    if fast:
+        return reasons
     for name in _BASIC:
         want = req.get(name, 0)
         if want > 0 and want > alloc.get(name, 0) - used.get(name, 0):
@@ -64,11 +68,20 @@ def insufficient(pod: nodeinfo.PodInfo, node: nodeinfo.NodeInfo) -> list[str]:
     return reasons
 
 
+def _fits_basic(req: dict[str, int], alloc: dict[str, int], used: dict[str, int]) -> bool:
+    # The common case, checked first: only cpu/memory/ephemeral-storage requested, and they fit.
+    for name, want in req.items():
+        if name not in _BASIC or (want > 0 and want > alloc.get(name, 0) - used.get(name, 0)):
+            return False
+    return True
+
+
 class NodeResourcesFit(framework.Plugin):
     """Filter: requests against allocatable minus what bound pods request; Score: LeastAllocated."""
 
     name = "NodeResourcesFit"
     weight = 1
+    node_local = True
     # The default scoring resources and their weights.
     resources = ((nodeinfo.CPU, 1), (nodeinfo.MEMORY, 1))
 
@@ -77,14 +90,31 @@ class NodeResourcesFit(framework.Plugin):
         return None
 
     def filter(self, state: framework.State, pod: nodeinfo.PodInfo, node: nodeinfo.NodeInfo) -> Status | None:
+        # Only fits are remembered (a Status is mutable and carries its plugin name).
+        key = ("filter", pod.shape)
+        hit = node.results.get(key)
+        if hit is not None and hit[0] == node.generation:
+            return None
         reasons = insufficient(pod, node)
-        return Status(framework.UNSCHEDULABLE, *reasons) if reasons else None
+        if reasons:
+            return Status(framework.UNSCHEDULABLE, *reasons)
+        if len(node.results) > 64:
+            node.results.clear()
+        node.results[key] = (node.generation, True)
+        return None
 
     def pre_score(self, state: framework.State, pod: nodeinfo.PodInfo, nodes: Sequence[nodeinfo.NodeInfo],
                   cluster: framework.Cluster) -> Status | None:
         return None
 
     def score(self, state: framework.State, pod: nodeinfo.PodInfo, node: nodeinfo.NodeInfo) -> int:
+        if self.resources is NodeResourcesFit.resources:
+            # The default cpu+memory at weight 1 each, unrolled: this runs for every pod and node.
+            allocatable = node.allocatable
+            cpu, mem = allocatable.get(nodeinfo.CPU, 0), allocatable.get(nodeinfo.MEMORY, 0)
+            if cpu and mem:
+                return (least_requested(node.nonzero_cpu + pod.nonzero_cpu, cpu)
+                        + least_requested(node.nonzero_mem + pod.nonzero_mem, mem)) // 2
         total = weights = 0
         for name, weight in self.resources:
             alloc = node.allocatable.get(name, 0)
@@ -123,12 +153,20 @@ class BalancedAllocation(framework.Plugin):
 
     name = "NodeResourcesBalancedAllocation"
     weight = 1
+    node_local = True
 
     def pre_score(self, state: framework.State, pod: nodeinfo.PodInfo, nodes: Sequence[nodeinfo.NodeInfo],
                   cluster: framework.Cluster) -> Status | None:
         return None
 
     def score(self, state: framework.State, pod: nodeinfo.PodInfo, node: nodeinfo.NodeInfo) -> int:
+        allocatable, requested, wanted = node.allocatable, node.requested, pod.requests
+        cpu, mem = allocatable.get(nodeinfo.CPU, 0), allocatable.get(nodeinfo.MEMORY, 0)
+        if cpu and mem:
+            # Two resources: the standard deviation is half the difference (balanced_score, unrolled).
+            f_cpu = min((requested.get(nodeinfo.CPU, 0) + wanted.get(nodeinfo.CPU, 0)) / cpu, 1.0)
+            f_mem = min((requested.get(nodeinfo.MEMORY, 0) + wanted.get(nodeinfo.MEMORY, 0)) / mem, 1.0)
+            return int((1 - abs((f_cpu - f_mem) / 2)) * framework.MAX_NODE_SCORE)
         req, alloc = [], []
         for name in (nodeinfo.CPU, nodeinfo.MEMORY):
             a = node.allocatable.get(name, 0)

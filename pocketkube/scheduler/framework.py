@@ -114,6 +114,9 @@ class Plugin:
 
     name = ""
     weight = 0
+    # True when Score reads only the node (its NodeInfo) and the pod's shape (requests), so the
+    # framework may reuse a node's score for the next pod of the same shape until the node changes.
+    node_local = False
 
     def pre_filter(self, state: State, pod: nodeinfo.PodInfo, cluster: Cluster) -> Status | NodeNames | None:
         return Status(SKIP)
@@ -196,14 +199,12 @@ class Framework:
     def run_filters(self, state: State, pod: nodeinfo.PodInfo, node: nodeinfo.NodeInfo,
                     skipped: set[str]) -> Status | None:
         """The first failing Filter's status for node, or None when it fits."""
-        for pl in self.plugins:
-            if pl.name in skipped:
-                continue
-            st = pl.filter(state, pod, node)
-            if st is not None and st.code != SUCCESS:
-                st.plugin = pl.name
-                return st
-        return None
+        return _run(self._filters(skipped), state, pod, node)
+
+    def _filters(self, skipped: set[str]) -> list[tuple[str, Any]]:
+        # Resolved once per cycle: the bound Filter methods of the plugins that have one and were not skipped.
+        return [(pl.name, pl.filter) for pl in self.plugins
+                if pl.name not in skipped and type(pl).filter is not Plugin.filter]
 
     def filter_one(self, pod: nodeinfo.PodInfo, cluster: Cluster, node: str) -> Status | None:
         """Fresh PreFilter plus Filter of one node of cluster (preemption's check)."""
@@ -242,10 +243,14 @@ class Framework:
                 return Result(n.name, 1, 1)
         start = self._next_start % len(nodes) if nodes else 0
         processed = 0
+        filters = self._filters(skipped)
         for i in range(len(nodes)):
             n = nodes[(start + i) % len(nodes)]
             processed += 1
-            st = self._filter_with_nominated(state, pod, n, skipped, nominated)
+            if nominated and n.name in nominated:
+                st = self._filter_with_nominated(state, pod, n, skipped, nominated)
+            else:
+                st = _run(filters, state, pod, n)
             if st is None:
                 feasible.append(n)
                 if len(feasible) >= want:
@@ -288,27 +293,55 @@ class Framework:
             st = pl.pre_score(state, pod, nodes, cluster)
             if st is not None and st.code == SKIP:
                 continue
-            scores = [pl.score(state, pod, n) for n in nodes]
+            score = pl.score
+            if pl.node_local:
+                scores = _memo_scores(pl.name, score, state, pod, nodes)
+            else:
+                scores = [score(state, pod, n) for n in nodes]
             pl.normalize(state, pod, scores, nodes)
-            for i, s in enumerate(scores):
-                totals[i] += s * pl.weight
+            w = pl.weight
+            totals = [t + s * w for t, s in zip(totals, scores, strict=True)]
         return totals
 
     def select(self, nodes: Sequence[nodeinfo.NodeInfo], totals: Sequence[int]) -> str:
-        """The highest-scoring node; ties broken uniformly at random (reservoir sampling)."""
-        best, count, chosen = None, 0, ""
-        for n, s in zip(nodes, totals, strict=True):
-            if best is None or s > best:
-                best, count, chosen = s, 1, n.name
-            elif s == best:
-                count += 1
-                if self.rng.randrange(count) == 0:
-                    chosen = n.name
-        return chosen
+        """The highest-scoring node; ties broken uniformly at random (one draw among the tied nodes)."""
+        if not nodes:
+            return ""
+        best = max(totals)
+        tied = [n.name for n, s in zip(nodes, totals, strict=True) if s == best]
+        return tied[0] if len(tied) == 1 else tied[self.rng.randrange(len(tied))]
 
 
 class NoNodes(Exception):
     """The cluster has no nodes at all."""
+
+
+def _memo_scores(name: str, score: Any, state: State, pod: nodeinfo.PodInfo,
+                 nodes: Sequence[nodeinfo.NodeInfo]) -> list[int]:
+    # A burst of like pods changes one node per cycle: every other node's score is still valid.
+    key = (name, pod.shape)
+    out = []
+    for n in nodes:
+        hit = n.results.get(key)
+        if hit is not None and hit[0] == n.generation:
+            out.append(hit[1])
+            continue
+        v = score(state, pod, n)
+        if len(n.results) > 64:
+            n.results.clear()
+        n.results[key] = (n.generation, v)
+        out.append(v)
+    return out
+
+
+def _run(filters: Sequence[tuple[str, Any]], state: State, pod: nodeinfo.PodInfo,
+         node: nodeinfo.NodeInfo) -> Status | None:
+    for name, fn in filters:
+        st = fn(state, pod, node)
+        if st is not None and st.code != SUCCESS:
+            st.plugin = name
+            return st
+    return None
 
 
 def _go_list(items: Iterable[str]) -> str:

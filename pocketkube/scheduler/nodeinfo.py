@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -155,6 +156,8 @@ class PodInfo:
         self.requests = pod_requests(spec)
         self.nonzero_cpu, self.nonzero_mem = nonzero_requests(spec)
         self.host_ports = host_ports(spec)
+        # What resource plugins read of the pod: pods of one shape get the same node-local scores.
+        self.shape = (tuple(sorted(self.requests.items())), self.nonzero_cpu, self.nonzero_mem)
         self.tolerations: list[dict[str, Any]] = spec.get("tolerations") or []
         aff = spec.get("affinity") or {}
         self.has_node_constraints = bool(spec.get("nodeSelector") or (aff.get("nodeAffinity") or {}).get(
@@ -172,6 +175,25 @@ class PodInfo:
         status = pod.get("status") or {}
         self.start_time = str(status.get("startTime") or meta.get("creationTimestamp") or "")
         self.nominated_node = str(status.get("nominatedNodeName") or "")
+
+
+def _reparsed(old: PodInfo, pod: dict[str, Any]) -> PodInfo | None:
+    """old carrying the new pod object, when nothing PodInfo parses has changed (status updates of a
+    running pod, or the confirmation of an assumed one); None when the pod needs parsing again."""
+    prev = old.pod
+    pm, nm = prev.get("metadata") or {}, pod.get("metadata") or {}
+    ps, ns = prev.get("status") or {}, pod.get("status") or {}
+    same = (pm.get("uid") == nm.get("uid") and pm.get("labels") == nm.get("labels")
+            and pm.get("deletionTimestamp") == nm.get("deletionTimestamp")
+            and pm.get("creationTimestamp") == nm.get("creationTimestamp")
+            and ps.get("startTime") == ns.get("startTime")
+            and ps.get("nominatedNodeName") == ns.get("nominatedNodeName")
+            and prev.get("spec") == pod.get("spec"))
+    if not same:
+        return None
+    p = copy.copy(old)
+    p.pod = pod
+    return p
 
 
 def host_ports(spec: Mapping[str, Any]) -> list[tuple[str, str, int]]:
@@ -217,6 +239,8 @@ class NodeInfo:
         # Bumped on every pod change, so per-node memos (spread counts) know when to recount.
         self.generation = 0
         self._memo: dict[Any, tuple[int, int]] = {}
+        # Node-local plugin results by (plugin, pod shape), valid while generation is unchanged.
+        self.results: dict[Any, tuple[int, Any]] = {}
 
     def count_matching(self, namespace: str, selector: selectors.Selector, key: Any = None) -> int:
         """Pods in namespace, not terminating, whose labels selector matches (memoized per generation;
@@ -234,6 +258,7 @@ class NodeInfo:
 
     def set_node(self, node: dict[str, Any] | None) -> None:
         self.node = node
+        self.generation += 1
         if node is None:
             return
         meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
@@ -335,7 +360,11 @@ class Cache:
 
     def add_pod(self, pod: dict[str, Any]) -> None:
         """Add or update an assigned pod (confirming it if it was assumed)."""
-        p = PodInfo(pod)
+        meta = pod.get("metadata") or {}
+        old = self.pod(f"{meta.get('namespace') or ''}/{meta.get('name') or ''}")
+        p = _reparsed(old, pod) if old is not None else None
+        if p is None:
+            p = PodInfo(pod)
         self.assumed.discard(p.key)
         self._place(p)
 
@@ -343,7 +372,10 @@ class Cache:
         """Count a pod on node before the binding is confirmed, so the next pods see it."""
         spec = dict(p.pod.get("spec") or {})
         spec["nodeName"] = node
-        assumed = PodInfo({**p.pod, "spec": spec})
+        # Everything parsed from the pod stays valid: only the node differs.
+        assumed = copy.copy(p)
+        assumed.pod = {**p.pod, "spec": spec}
+        assumed.node_name = node
         self.assumed.add(assumed.key)
         self._place(assumed)
 

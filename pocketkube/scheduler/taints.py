@@ -84,6 +84,8 @@ class TaintToleration(framework.Plugin):
         return None
 
     def score(self, state: framework.State, pod: nodeinfo.PodInfo, node: nodeinfo.NodeInfo) -> int:
+        if not node.taints:
+            return 0
         tols = state["taint_tolerations"]
         return sum(1 for t in node.taints
                    if t.get("effect") == PREFER_NO_SCHEDULE and not tolerated(tols, t))
