@@ -182,6 +182,7 @@ class Cluster:
                                                cluster_cidr=s.cluster_cidr, cluster_dns=_cluster_dns(s))
                     tasks += await _start_proxy(self)
                     tasks += await _start_netpolicy(self)
+                    tasks += await _start_hostports(self)
                 if s.virtual_nodes:
                     tasks += await agent.start(url=self.url, pki=self.pki, nodes=s.virtual_nodes,
                                                zones=s.zones, virtual=True)
@@ -254,6 +255,14 @@ async def _start_netpolicy(cluster: Cluster) -> list[asyncio.Task[Any]]:
     s = cluster.settings
     return await netpolicy.start(url=cluster.url, pki=cluster.pki, data_dir=s.data_dir, service_cidr=s.service_cidr,
                                  dns=s.dns)
+
+
+async def _start_hostports(cluster: Cluster) -> list[asyncio.Task[Any]]:
+    """hostPort forwarding to the process nodes' pods (what the CNI portmap plugin does), beside the proxy."""
+    from pocketkube.node import hostports
+
+    assert cluster.pki is not None
+    return await hostports.start(url=cluster.url, pki=cluster.pki, data_dir=cluster.settings.data_dir)
 
 
 async def _start_controllers(cluster: Cluster) -> list[asyncio.Task[Any]]:

@@ -474,7 +474,7 @@ def addon_objects() -> list[dict[str, Any]]:
     binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": {"name": "local-path-provisioner-bind"},
                "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "local-path-provisioner-role"},
                "subjects": [_subject("User", LOCAL_PATH_PROVISIONER)]}
-    return [role, binding, *_ingress_controller(), *_coredns(), *_network_policy()]
+    return [role, binding, *_ingress_controller(), *_coredns(), *_network_policy(), *_hostports()]
 
 
 INGRESS_CONTROLLER = "system:pocketkube-ingress"
@@ -521,6 +521,20 @@ def _network_policy() -> list[dict[str, Any]]:
                "metadata": {"name": "pocketkube-network-policy"},
                "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "pocketkube-network-policy"},
                "subjects": [_subject("User", NETWORK_POLICY)]}
+    return [role, binding]
+
+
+HOSTPORTS = "system:pocketkube-hostports"
+
+
+def _hostports() -> list[dict[str, Any]]:
+    """The hostPort forwarder's role: it reads pods and nodes, and warns a pod whose hostPort another one holds."""
+    role = {"apiVersion": API_VERSION, "kind": "ClusterRole", "metadata": {"name": "pocketkube-hostports"},
+            "rules": [_rule("get list watch", [""], "nodes pods"),
+                      _rule("create patch", ["", "events.k8s.io"], "events")]}
+    binding = {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": {"name": "pocketkube-hostports"},
+               "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "pocketkube-hostports"},
+               "subjects": [_subject("User", HOSTPORTS)]}
     return [role, binding]
 
 

@@ -25,7 +25,7 @@ rules:
     userGroups: ["system:nodes", "system:serviceaccounts"]
   - level: None
     users: ["system:kube-controller-manager", "system:kube-scheduler", "system:pocketkube-ingress",
-            "system:kube-proxy", "system:pocketkube-network-policy"]
+            "system:kube-proxy", "system:pocketkube-network-policy", "system:pocketkube-hostports"]
   - level: Metadata
     resources: [{group: "", resources: [secrets]}]
   - level: RequestResponse
