@@ -156,9 +156,10 @@ class CronJobController:
             job = await self.client.create(JOBS, body, namespace=ns)
             await self.recorder.event(cj, plan.NORMAL, "SuccessfulCreate", f"Created job {plan.meta(job).get('name')}")
         except errors.AlreadyExists:
-            # Created by an earlier sync whose status write was lost, or by someone else.
+            # Created by an earlier sync whose status write was lost, or by someone else. A finished one
+            # stays out of status.active (kube leaves it alone), else each later try would "see it complete" again.
             job = await self.client.get(JOBS.path(ns, body["metadata"]["name"]))
-            if not plan.controlled_by(job, cj) or any(
+            if not plan.controlled_by(job, cj) or plan.finished_condition(job) is not None or any(
                     r.get("uid") == plan.meta(job).get("uid") for r in status.get("active") or []):
                 return dict(cj, status=status), outcome
         except errors.APIError as e:

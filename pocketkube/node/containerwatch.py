@@ -12,12 +12,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
-from pocketkube.node import cgroups, containerio, hooks, launcher, probes, runtime
+from pocketkube.node import cgroups, containerio, hooks, launcher, probes, runtime, spawn
 from pocketkube.node import reaper as reaper_mod
 
 log = logging.getLogger("pocketkube.node.process")
 
 LOG_DRAIN_SECONDS = 2.0
+# The kubelet's limits: the last 4 KiB of the message file; of the log, the last 80 lines within 2 KiB.
+MAX_MESSAGE_BYTES = 4096
+MAX_LOG_LINES = 80
+MAX_LOG_BYTES = 2048
 
 
 def field_path(init: bool, name: str) -> str:
@@ -25,11 +29,30 @@ def field_path(init: bool, name: str) -> str:
     return f"spec.{'initContainers' if init else 'containers'}{{{name}}}"
 
 
+def _tail_bytes(path: str, limit: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - limit))
+        return f.read()
+
+
+def termination_message(message_file: str, fallback_log: str) -> str:
+    """What a container left in its terminationMessagePath file; else, if fallback_log is set, its log's tail."""
+    data = b""
+    if message_file:
+        with contextlib.suppress(OSError):
+            data = _tail_bytes(message_file, MAX_MESSAGE_BYTES)
+    if not data and fallback_log:
+        with contextlib.suppress(OSError):
+            data = b"".join(_tail_bytes(fallback_log, MAX_LOG_BYTES).splitlines(keepends=True)[-MAX_LOG_LINES:])
+    return data.decode("utf-8", errors="replace")
+
+
 @dataclasses.dataclass
 class Run:
     """One running container process, the task waiting for its exit, and what its hooks need."""
 
-    proc: asyncio.subprocess.Process
+    proc: spawn.Process
     waiter: asyncio.Task[None]
     targets: list[str]
     probe_target: probes.Target = dataclasses.field(default_factory=probes.Target)
@@ -87,9 +110,9 @@ class Containers:
         if self.notify is not None:
             self.notify(uid)
 
-    async def watch(self, uid: str, cs: runtime.ContainerStatus, proc: asyncio.subprocess.Process, *,
+    async def watch(self, uid: str, cs: runtime.ContainerStatus, proc: spawn.Process, *,
                     started_file: str, error_file: str, targets: list[str],
-                    pump: asyncio.Task[None] | None = None) -> None:
+                    pump: asyncio.Task[None] | None = None, message_file: str = "", fallback_log: str = "") -> None:
         """Wait for a container's exit and record how it ended; then tell the pod worker."""
         code = await proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -121,11 +144,16 @@ class Containers:
             with contextlib.suppress(OSError):
                 with open(error_file, encoding="utf-8", errors="replace") as f:
                     message = f.read().strip()
+            # The kubelet's event for a container that could not start (its command missing, say).
+            self.event(uid, runtime.Event(runtime.WARNING, "Failed", f"Error: {message}",
+                                          field_path(run is not None and run.init, cs.name)))
         else:
             exit_code = 128 - code if code < 0 else code
             reason = "Completed" if exit_code == 0 else "Error"
             if oom:
                 reason = "OOMKilled"
+            # FallbackToLogsOnError reads the log only after a failure, as the kubelet does.
+            message = termination_message(message_file, fallback_log if exit_code != 0 else "")
         cs.termination = runtime.Termination(exit_code=exit_code, reason=reason, finished_at=now,
                                              started_at=cs.started_at, container_id=cs.container_id,
                                              message=message, signal=-code if code < 0 else 0)

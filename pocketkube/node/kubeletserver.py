@@ -217,7 +217,7 @@ def attempts(container_dir: str) -> list[int]:
 
 
 def choose_run(runs: list[int], *, previous: bool, container: str, pod: str,
-               status: runtime.ContainerStatus | None) -> int:
+               status: runtime.ContainerStatus | None, pending_reason: str = "ContainerCreating") -> int:
     """Which run's log to read: the latest, or the one before it for previous; errors worded like the kubelet's."""
     if previous:
         if len(runs) < 2:
@@ -230,7 +230,7 @@ def choose_run(runs: list[int], *, previous: bool, container: str, pod: str,
                   "ImagePullBackOff": "trying and failing to pull image"}.get(status.reason, status.reason)
         raise LogError(400, f'container "{container}" in pod "{pod}" is waiting to start: '
                             f'{reason or "ContainerCreating"}')
-    raise LogError(400, f'container "{container}" in pod "{pod}" is waiting to start: ContainerCreating')
+    raise LogError(400, f'container "{container}" in pod "{pod}" is waiting to start: {pending_reason}')
 
 
 def ssl_context(pki: pki_mod.Pki) -> ssl.SSLContext:
@@ -301,7 +301,13 @@ class KubeletServer:
         status = None if ps is None else ps.containers.get(container) or ps.init_containers.get(container)
         cdir = os.path.join(self.runtime.pod_dir(uid), container)
         runs = await asyncio.to_thread(attempts, cdir)
-        run = choose_run(runs, previous=opts.previous, container=container, pod=name, status=status)
+        # Not started by the runtime yet: the reason the pod's status gives (PodInitializing behind init containers).
+        reported = [*((pod.get("status") or {}).get("containerStatuses") or []),
+                    *((pod.get("status") or {}).get("initContainerStatuses") or [])]
+        pending = next((((s.get("state") or {}).get("waiting") or {}).get("reason") for s in reported
+                        if s.get("name") == container), None)
+        run = choose_run(runs, previous=opts.previous, container=container, pod=name, status=status,
+                         pending_reason=str(pending or "ContainerCreating"))
         path = self.runtime.log_path(uid, container, run)
 
         def writing() -> bool:

@@ -67,6 +67,17 @@ def release_mount_points(targets: list[str]) -> None:
         _remove_empty(top)
 
 
+def release_all_mount_points() -> None:
+    """Remove every mount point made on the host (only empty ones), for an agent shutting down.
+
+    Synchronous so no cancellation of the shutdown skips it; the containers' own mounts are in their
+    namespaces and go with them."""
+    _IN_USE.clear()
+    for top in list(_MADE):
+        _MADE.discard(top)
+        _remove_empty(top)
+
+
 def _remove_empty(top: str) -> None:
     if os.path.isfile(top) and not os.path.islink(top):
         if os.path.getsize(top) == 0:

@@ -270,6 +270,11 @@ def compute(pod: Mapping[str, Any], rt: runtime.PodStatus | None, *, host_ip: st
 
     init = [container_status(c, rt_init.get(c.get("name", "")), waiting_reason="PodInitializing")
             for c in init_specs]
+    for c, s in zip(init_specs, init, strict=True):
+        if not runtime.is_sidecar(c):
+            # The kubelet's prober: a plain init container is ready once it exited 0, never while it runs.
+            term = (s.get("state") or {}).get("terminated")
+            s["ready"] = term is not None and term.get("exitCode") == 0
     init_pending = any(
         not runtime.is_sidecar(c) and "terminated" not in (s.get("state") or {}) for c, s in zip(init_specs, init, strict=True)
     ) or any(runtime.is_sidecar(c) and not s.get("started") for c, s in zip(init_specs, init, strict=True))

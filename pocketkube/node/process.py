@@ -276,6 +276,9 @@ class ProcessRuntime:
 
     async def close(self) -> None:
         # Container processes live in their own sessions: without this they would outlive the agent.
+        # First and synchronous (a second cancellation of the shutdown cannot skip it): the mount points made
+        # on the host for containers (/dev/termination-log, /var/run/secrets/...) go with the agent.
+        launcher.release_all_mount_points()
         await asyncio.gather(*(self.containers.stop(run, grace=2, pre_stop=False) for run in list(self._runs.values())),
                              return_exceptions=True)
         self._runs.clear()
@@ -358,8 +361,9 @@ class ProcessRuntime:
             return
         uid = ps.uid
         try:
-            env = await envvars.resolve(self.client, pod, c, allocatable=self.allocatable, in_pod_network=bool(
-                self.network is not None and self.network.netns_path(uid)))
+            in_netns = bool(self.network is not None and self.network.netns_path(uid))
+            env = await envvars.resolve(self.client, self._with_ips(pod, ps), c, allocatable=self.allocatable,
+                                        in_pod_network=in_netns)
             binds = launcher.binds(pod, c, mounts)
             if binds and self._mount_problem is None:
                 self._mount_problem = await asyncio.to_thread(probe_mounts, self.unshare)
@@ -381,6 +385,7 @@ class ProcessRuntime:
         for stale in (error_file, started_file):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
+        message_file = await self._message_bind(c, binds, os.path.join(cdir, f"{attempt}.termination-log"))
         procs: list[str] = []
         if self.cgroups is not None:
             try:
@@ -431,7 +436,8 @@ class ProcessRuntime:
         result.events.extend(runtime.start_events(c, init=init))
         waiter = asyncio.get_running_loop().create_task(
             self.containers.watch(uid, cs, proc, started_file=started_file, error_file=error_file, targets=targets,
-                                  pump=pump),
+                                  pump=pump, message_file=message_file, fallback_log=self.log_path(uid, name, attempt)
+                                  if c.get("terminationMessagePolicy") == "FallbackToLogsOnError" else ""),
             name=f"container-{name}")
         run = containerwatch.Run(proc=proc, waiter=waiter, targets=targets, probe_target=probes.Target(
             env=env, working_dir=str(c.get("workingDir") or ""), pid=proc.pid, nsenter=cmd[0] == self.unshare,
@@ -469,6 +475,37 @@ class ProcessRuntime:
         if self._mount_problem or not os.path.exists(RESOLV_CONF):
             return []
         return [launcher.Mount(source=path, target=RESOLV_CONF, read_only=False)]
+
+    def _with_ips(self, pod: Mapping[str, Any], ps: runtime.PodStatus) -> Mapping[str, Any]:
+        """The pod with the IPs its status will report: the first start comes before the first status write,
+        and the kubelet takes the downward API's status.podIP/hostIP from the sandbox and the node."""
+        status = {**(pod.get("status") or {}), "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}]}
+        if ps.ips:
+            status["podIP"], status["podIPs"] = ps.ips[0], [{"ip": ip} for ip in ps.ips]
+        return {**pod, "status": status}
+
+    async def _message_bind(self, c: Mapping[str, Any], binds: list[launcher.Mount], path: str) -> str:
+        """Add the bind of an empty file at the container's terminationMessagePath; the file ("" when none).
+
+        Without mount namespaces the container has no such file (its message stays empty) rather than
+        a refusal to run: the message is a report, not part of the workload."""
+        target = str(c.get("terminationMessagePath") or "")
+        if not target or not self.unshare or any(os.path.normpath(m.target) == os.path.normpath(target)
+                                                 for m in binds):
+            return ""
+        if self._mount_problem is None:
+            self._mount_problem = await asyncio.to_thread(probe_mounts, self.unshare)
+        if self._mount_problem:
+            return ""
+
+        def make() -> None:
+            with open(path, "w"):
+                pass
+            os.chmod(path, 0o666)  # as the kubelet leaves it: any user of the container may write it
+
+        await asyncio.to_thread(make)
+        binds.append(launcher.Mount(source=path, target=target, read_only=False))
+        return path
 
     async def _probe(self, pod: Mapping[str, Any], ps: runtime.PodStatus, *, now: datetime.datetime,
                      result: runtime.SyncResult, wake: list[float]) -> set[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections.abc
+import datetime
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -172,7 +174,7 @@ def _ready(c: cluster_mod.Cluster, node: str) -> dict[str, Any]:
 
 
 def _taints(c: cluster_mod.Cluster, node: str) -> list[tuple[str, str]]:
-    return sorted((t["key"], t["effect"]) for t in c.json("get", "node", node)["spec"].get("taints") or [])
+    return sorted((t["key"], t["effect"]) for t in (c.json("get", "node", node).get("spec") or {}).get("taints") or [])
 
 
 def test_silent_node_becomes_unknown_and_tainted(fast_cluster: cluster_mod.Cluster) -> None:
@@ -203,3 +205,75 @@ def test_silent_node_becomes_unknown_and_tainted(fast_cluster: cluster_mod.Clust
               json.dumps({"status": {"conditions": [dict(ready, lastHeartbeatTime=now, lastTransitionTime=now)]}}))
     cluster_mod.eventually(lambda: not any(k == "node.kubernetes.io/unreachable" for k, _ in _taints(c, "lost")), timeout=3,
                            every=0.1)
+
+
+def test_unreachable_node_evicts_pods_after_their_toleration_seconds(fast_cluster: cluster_mod.Cluster) -> None:
+    """The NoExecute unreachable taint deletes a pod once its tolerationSeconds pass (the default 300 s keeps one);
+    pod GC force-deletes a pod stuck terminating there once the node is tainted out-of-service."""
+    c = fast_cluster
+    # A healthy node beside it: with every node lost the controller would take it for its own outage and evict
+    # nobody. A kubelet renews its Lease every 10 s, too slow for this cluster's 2 s grace: renew one here.
+    c.kubectl("apply", "-f", "-", input=NODE.format(name="alive") + "    topology.kubernetes.io/zone: near\n")
+    _post_ready(c, "alive")
+    lease: dict[str, Any] = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "alive", "namespace": "kube-node-lease"},
+             "spec": {"holderIdentity": "alive", "leaseDurationSeconds": 40}}
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.is_set():
+            now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            c.kubectl("apply", "-f", "-", input=json.dumps(dict(lease, spec=dict(lease["spec"], renewTime=now))),
+                      check=False)
+            stop.wait(0.5)
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        cluster_mod.eventually(lambda: c.kubectl("get", "node", "alive", "--no-headers",
+                                                 check=False).stdout.split()[1:2] == ["Ready"], timeout=20)
+        _evict_from_gone_node(c)
+    finally:
+        stop.set()
+        renewer.join(10)
+
+
+def _post_ready(c: cluster_mod.Cluster, node: str) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    c.kubectl("patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": now, "lastTransitionTime": now,
+                        "reason": "KubeletReady", "message": "kubelet is posting ready status"}]}}))
+
+
+def _evict_from_gone_node(c: cluster_mod.Cluster) -> None:
+    # A zone of its own: the other lost nodes of this module must not make it a partially disrupted zone (no evictions).
+    c.kubectl("apply", "-f", "-", input=NODE.format(name="gone") + "    topology.kubernetes.io/zone: far-away\n")
+    _post_ready(c, "gone")
+    brief = json.loads(c.kubectl("create", "-f", "-", "--dry-run=client", "-o", "json",
+                                 input=POD.format(name="brief", node="gone")).stdout)
+    brief["spec"]["tolerations"] = [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                     "effect": "NoExecute", "tolerationSeconds": 2}]
+    c.kubectl("apply", "-f", "-", input=json.dumps(brief))
+    running_ready_pod(c, "patient", "gone")
+    assert {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+            "tolerationSeconds": 300} in c.json("get", "pod", "patient")["spec"]["tolerations"]
+    cluster_mod.eventually(lambda: ("node.kubernetes.io/unreachable", "NoExecute") in _taints(c, "gone"))
+    added = next(t["timeAdded"] for t in c.json("get", "node", "gone")["spec"]["taints"] if t["effect"] == "NoExecute")
+    cluster_mod.eventually(lambda: c.kubectl("get", "pod", "brief", check=False).returncode != 0, timeout=10,
+                           what="the pod tolerating 2 s to go")
+    # timeAdded has whole seconds: the 2 s toleration shows as at least 1.5 s here.
+    assert time.time() - datetime.datetime.fromisoformat(added).timestamp() >= 1.5
+    events = c.kubectl("get", "events", "--field-selector", "involvedObject.name=brief", "-o",
+                       "custom-columns=R:.reason,M:.message", "--no-headers").stdout
+    assert "TaintManagerEviction" in events and "Marking for deletion Pod default/brief" in events
+    assert c.kubectl("get", "pod", "patient", check=False).returncode == 0
+    # Pod GC: a pod stuck terminating on a lost node goes once an admin taints the node out-of-service.
+    stuck = json.loads(c.kubectl("create", "-f", "-", "--dry-run=client", "-o", "json",
+                                 input=POD.format(name="stuck", node="gone")).stdout)
+    stuck["spec"].update(terminationGracePeriodSeconds=30, tolerations=[{"operator": "Exists"}])
+    c.kubectl("apply", "-f", "-", input=json.dumps(stuck))
+    c.kubectl("delete", "pod", "stuck", "--wait=false")
+    time.sleep(1)
+    assert c.json("get", "pod", "stuck")["metadata"].get("deletionTimestamp"), "no kubelet finishes the deletion"
+    c.kubectl("taint", "node", "gone", "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute")
+    cluster_mod.eventually(lambda: c.kubectl("get", "pod", "stuck", check=False).returncode != 0, timeout=30,
+                           what="pod GC to force-delete the pod")

@@ -52,7 +52,8 @@ def test_running_pod_with_configmap_and_emptydir(cluster: cluster_mod.Cluster, a
     cluster.kubectl("delete", "pod", "runner", "--wait=true", timeout=30)
     cluster_mod.eventually(lambda: not _alive(pid), timeout=5)
     assert not os.path.exists("/etc/demo") and not os.path.exists("/scratch"), "mount points made are removed"
-    assert not os.path.exists(os.path.join(agent, uid)), "the pod's directory goes with the pod"
+    # The pod's directory goes with the pod, just after the API object (the kubelet also cleans up after it).
+    cluster_mod.eventually(lambda: not os.path.exists(os.path.join(agent, uid)), timeout=5, what="the pod's directory to go")
 
 
 def test_exit_code_with_restart_policy_never(cluster: cluster_mod.Cluster, agent: str) -> None:

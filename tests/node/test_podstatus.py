@@ -250,3 +250,15 @@ def test_compute_crash_loop_container():
     assert s["lastState"]["terminated"]["exitCode"] == 1 and s["restartCount"] == 1
     assert st["phase"] == "Running"
     assert clock_mod.rfc3339(T0) == T0S
+
+
+def test_compute_running_init_container_is_not_ready():
+    """A plain init container is not ready while it runs, so the pod is not Initialized; a sidecar is ready."""
+    running_init = _running_cs("setup")
+    sidecar = _running_cs("side")
+    st = podstatus.compute(_pod(spec("c", init=("setup",), sidecars=("side",))),
+                           _rt(init=(running_init, sidecar)), host_ip="127.0.0.1", now=T0)
+    assert {s["name"]: s["ready"] for s in st["initContainerStatuses"]} == {"setup": False, "side": True}
+    initialized = next(c for c in st["conditions"] if c["type"] == "Initialized")
+    assert (initialized["status"], initialized["reason"]) == ("False", "ContainersNotInitialized")
+    assert st["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
