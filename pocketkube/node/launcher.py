@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from pocketkube.node import containerio, volumes
+from pocketkube.node import containerio, mountclaims, volumes
 from pocketkube.node import spawn as spawn_mod
 
 START_ERROR_CODE = 128
@@ -45,37 +45,52 @@ def missing_top(path: str) -> str | None:
 
 
 def claim_mount_points(targets: list[str]) -> None:
-    """Note targets as in use, remembering the directories the launcher is about to create for them."""
-    for t in targets:
-        top = missing_top(t)
-        if top is not None:
-            _MADE.add(top)
-        _IN_USE[os.path.normpath(t)] += 1
+    """Note targets as in use (here and host-wide), remembering the directories the launcher will create."""
+    with mountclaims.locked() as d:
+        made = mountclaims.made(d)
+        for t in targets:
+            top = missing_top(t)
+            if top is not None:
+                _MADE.add(top)
+                made.add(top)
+            _IN_USE[os.path.normpath(t)] += 1
+        mountclaims.publish(d, _IN_USE)
+        mountclaims.set_made(d, made)
 
 
 def release_mount_points(targets: list[str]) -> None:
-    """Forget targets; remove created mount points that nothing mounts any more (only empty ones)."""
+    """Forget targets; remove created mount points that no process mounts any more (only empty ones)."""
     for t in targets:
         t = os.path.normpath(t)
         _IN_USE[t] -= 1
         if _IN_USE[t] <= 0:
             del _IN_USE[t]
-    for top in list(_MADE):
-        if any(t == top or t.startswith(top + os.sep) for t in _IN_USE):
-            continue
-        _MADE.discard(top)
-        _remove_empty(top)
+    _remove_unclaimed()
 
 
 def release_all_mount_points() -> None:
-    """Remove every mount point made on the host (only empty ones), for an agent shutting down.
+    """Remove every mount point this process made that no other process uses (only empty ones), at shutdown.
 
     Synchronous so no cancellation of the shutdown skips it; the containers' own mounts are in their
     namespaces and go with them."""
     _IN_USE.clear()
-    for top in list(_MADE):
-        _MADE.discard(top)
-        _remove_empty(top)
+    _remove_unclaimed()
+
+
+def _remove_unclaimed() -> None:
+    with mountclaims.locked() as d:
+        mountclaims.publish(d, _IN_USE)
+        made = mountclaims.made(d)
+        # Ours and those another process made and left to whoever releases last.
+        for top in sorted(_MADE | made):
+            if any(t == top or t.startswith(top + os.sep) for t in _IN_USE):
+                continue
+            if mountclaims.claimed_by_others(d, top):
+                continue  # another pocketkube's containers still mount it
+            _MADE.discard(top)
+            made.discard(top)
+            _remove_empty(top)
+        mountclaims.set_made(d, made)
 
 
 def _remove_empty(top: str) -> None:
