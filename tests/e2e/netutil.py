@@ -58,7 +58,8 @@ def apply(c: cluster_mod.Cluster, *objs: dict[str, Any]) -> None:
 
 
 def wait_ready(c: cluster_mod.Cluster, *names: str) -> None:
-    c.kubectl("wait", "--for=condition=Ready", *[f"pod/{n}" for n in names], "--timeout=60s")
+    # Generous: CI runs several clusters at once on two cores.
+    c.kubectl("wait", "--for=condition=Ready", *[f"pod/{n}" for n in names], "--timeout=150s", timeout=180)
 
 
 def get(url: str, *, timeout: float = 3.0) -> str:
