@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +25,12 @@ class Entry:
     cmd: tuple[str, ...] = ()
     # The image's entrypoint script puts the program in front of args that start with "-".
     dash_args: bool = False
+    # Where the program lives when it is not on PATH (Debian keeps PostgreSQL's in versioned directories).
+    search: tuple[str, ...] = ()
+
+
+# Entrypoint scripts shipped with pocketkube for images whose official entrypoint does real work.
+ENTRYPOINTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "entrypoints")
 
 
 # Entrypoints and cmds as the official images define them, mapped to programs on this host.
@@ -32,7 +40,9 @@ CATALOGUE = (
           "busybox", ("busybox",), ("sh",)),
     Entry(("docker.io/library/nginx",), "nginx", (), ("nginx", "-g", "daemon off;")),
     Entry(("docker.io/library/redis",), "redis-server", (), ("redis-server",), dash_args=True),
-    Entry(("docker.io/library/postgres",), "postgres", (), ("postgres",), dash_args=True),
+    # docker-entrypoint.sh postgres: initdb on an empty PGDATA, then the server as the postgres user.
+    Entry(("docker.io/library/postgres",), "postgres", ("sh", os.path.join(ENTRYPOINTS, "postgres.sh")),
+          ("postgres",), search=("/usr/lib/postgresql/*/bin",)),
     Entry(("registry.k8s.io/pause", "k8s.gcr.io/pause"), "sleep", PAUSE_ARGV, ()),
 )
 
@@ -93,8 +103,13 @@ def resolve(container: Mapping[str, Any], *, which: Which | None = None) -> Reso
     entry = lookup(image)
     if entry is None:
         return Resolution(error=unavailable(image))
-    if find(entry.program) is None:
+    if find(entry.program) is None and not _found_in(entry):
         return Resolution(error=unavailable(image, entry.program))
     if args and entry.dash_args and args[0].startswith("-"):
         args = [entry.program, *args]
     return Resolution(argv=(*entry.entrypoint, *(args or entry.cmd)))
+
+
+def _found_in(entry: Entry) -> bool:
+    return any(os.access(os.path.join(d, entry.program), os.X_OK) for pattern in entry.search
+               for d in glob.glob(pattern))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from typing import Any
 
@@ -300,3 +301,29 @@ def test_cronjob_history_limits(cluster: cluster_mod.Cluster, agent: str) -> Non
     c.kubectl("-n", ns, "create", "job", "--from=cronjob/hist", "manual-2")
     cluster_mod.eventually(lambda: complete() == ["manual-2"], timeout=20, what="only manual-2 kept")
     c.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_postgres_image_initialises_its_database(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """The postgres image runs its entrypoint: initdb with POSTGRES_* on an empty volume, the server as non-root."""
+    with socket.socket() as s:   # the agent's pods share the host network: a port of our own
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pg"}, "spec": {
+        "containers": [{"name": "pg", "image": "postgres:16", "args": ["-c", f"port={port}"],
+                        "env": [{"name": "POSTGRES_PASSWORD", "value": "s3cret"},
+                                {"name": "POSTGRES_DB", "value": "shop"}],
+                        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}],
+        "volumes": [{"name": "data", "emptyDir": {}}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/pg", "--timeout=90s", timeout=100)
+    got = cluster.kubectl("exec", "pg", "--", "env", "PGPASSWORD=s3cret", "psql", "-h", "127.0.0.1", "-p", str(port),
+                          "-U", "postgres", "-d", "shop", "-tAc", "select current_user, 40 + 2")
+    assert got.stdout.strip() == "postgres|42"
+    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pg-nopass"}, "spec": {
+        "restartPolicy": "Never", "containers": [{"name": "pg", "image": "postgres:16"}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(bare))
+    cluster_mod.eventually(lambda: cluster.json("get", "pod", "pg-nopass")["status"].get("phase") == "Failed",
+                           timeout=60, what="pg-nopass to fail")
+    assert "superuser password is not specified" in cluster.kubectl("logs", "pg-nopass").stdout
+    cluster.kubectl("delete", "pod", "pg", "pg-nopass", "--wait=true", timeout=90)

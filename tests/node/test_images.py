@@ -7,6 +7,7 @@ import pytest
 from pocketkube.node import images
 
 ALL = {"python3", "busybox", "nginx", "redis-server", "postgres", "sleep"}
+PG = ("sh", images.os.path.join(images.ENTRYPOINTS, "postgres.sh"))
 
 
 def _which(installed):
@@ -39,8 +40,9 @@ def test_repository(ref, want):
     ({"image": "nginx:1.25"}, ALL, ("nginx", "-g", "daemon off;")),
     ({"image": "redis:7"}, ALL, ("redis-server",)),
     ({"image": "redis:7", "args": ["--port", "7000"]}, ALL, ("redis-server", "--port", "7000")),
-    ({"image": "postgres:16", "args": ["-c", "fsync=off"]}, ALL, ("postgres", "-c", "fsync=off")),
-    ({"image": "postgres:16"}, ALL, ("postgres",)),
+    # The postgres image's entrypoint script (initdb, then the server as non-root) puts "postgres" before -args.
+    ({"image": "postgres:16", "args": ["-c", "fsync=off"]}, ALL, (*PG, "-c", "fsync=off")),
+    ({"image": "postgres:16"}, ALL, (*PG, "postgres")),
     ({"image": "registry.k8s.io/pause:3.10"}, ALL, ("sleep", "infinity")),
 ])
 def test_resolve(container, installed, argv):
