@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from typing import Any
 
@@ -41,13 +42,23 @@ def _setdefault(d: dict[str, Any], key: str, value: Any) -> None:
         d[key] = value
 
 
+@functools.lru_cache(maxsize=1024)
+def _canonical_str(text: str) -> str:
+    return quantity.canonical(text)
+
+
+def _canonical(value: Any) -> str:
+    """quantity.canonical, remembered for strings: the same few quantities recur in every pod."""
+    return _canonical_str(value) if type(value) is str else quantity.canonical(value)
+
+
 def canonicalize_resource_list(rl: Any) -> None:
     """Rewrite each quantity in canonical form, as the apiserver re-serializes it; bad ones are left for validation."""
     if not isinstance(rl, dict):
         return
     for k, v in list(rl.items()):
         try:
-            rl[k] = quantity.canonical(v)
+            rl[k] = _canonical(v)
         except quantity.QuantityError:
             pass
 

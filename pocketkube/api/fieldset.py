@@ -80,8 +80,28 @@ def index(i: int) -> PathElement:
     return (INDEX, i)
 
 
+# Key and value elements recur (every container is k:{"name":...}, every port the same few), and
+# their JSON encoding is the slow part of writing FieldsV1: remember the strings. Keyed by repr,
+# which tells 1 from 1.0 (equal as dict keys, but "1" and "1.0" in FieldsV1).
+_PE_STRINGS: dict[str, str] = {}
+
+
 def pe_to_string(pe: PathElement) -> str:
     """The FieldsV1 key of a path element: `f:name`, `k:{...}`, `v:...` or `i:N`."""
+    kind, payload = pe
+    if kind == KEY or kind == VALUE:
+        key = repr(payload) if kind == KEY else "v" + repr(payload)
+        hit = _PE_STRINGS.get(key)
+        if hit is None:
+            hit = _pe_to_string(pe)
+            if len(_PE_STRINGS) >= 4096:
+                _PE_STRINGS.clear()
+            _PE_STRINGS[key] = hit
+        return hit
+    return _pe_to_string(pe)
+
+
+def _pe_to_string(pe: PathElement) -> str:
     kind, payload = pe
     if kind == FIELD:
         return "f:" + payload
@@ -247,14 +267,16 @@ class FieldSet:
     def to_json(self) -> dict[str, Any]:
         """The FieldsV1 document (`{"f:spec": {"f:replicas": {}}}`), keys in kube's order."""
         out: dict[str, Any] = {}
-        for pe in sorted(self.members | self.children.keys()):
-            c = self.children.get(pe)
+        members, children = self.members, self.children
+        for pe in sorted(members.union(children) if children else members):
+            name = "f:" + pe[1] if pe[0] == FIELD else pe_to_string(pe)
+            c = children.get(pe)
             if c is None:
-                out[pe_to_string(pe)] = {}
+                out[name] = {}
             else:
-                d: dict[str, Any] = {".": {}} if pe in self.members else {}
+                d: dict[str, Any] = {".": {}} if pe in members else {}
                 d.update(c.to_json())
-                out[pe_to_string(pe)] = d
+                out[name] = d
         return out
 
     @classmethod
@@ -621,6 +643,9 @@ def compare(old: Any, new: Any, t: Type) -> Comparison:
 
 
 def _cmp(o: Any, n: Any, t: Type, path: Path, c: Comparison) -> None:
+    if o is None and n is not None and path:
+        _graft_added(c.added, path, _added_below(n, t, path))
+        return
     so = None if o is None else shape(t, o)
     sn = None if n is None else shape(t, n)
     s = sn or so
@@ -657,6 +682,55 @@ def _cmp(o: Any, n: Any, t: Type, path: Path, c: Comparison) -> None:
             c.added.insert(path)
         elif n is None:
             c.removed.insert(path)
+
+
+def _added_below(n: Any, t: Type, path: Path) -> FieldSet | None:
+    """What _cmp(None, n, ...) adds below path (path itself is always added), built in one pass.
+
+    A create walks the whole object on this path, so it builds the trie directly instead of
+    inserting every path from the root."""
+    s = shape(t, n)
+    if s == LEAF or not n:
+        return None
+    node = FieldSet()
+    if s == MAP:
+        for k, nv in n.items():
+            if nv is None:
+                continue
+            pe: PathElement = (FIELD, k)
+            sub = _added_below(nv, t.child(k) or DEDUCED_TYPE, path + (pe,))
+            node.members.add(pe)
+            if sub is not None:
+                node.children[pe] = sub
+    else:
+        order, by = _index(n, t, path)
+        it = t.item()
+        for pe in order:
+            items = by[pe]
+            if len(items) > 1:
+                node.members.add(pe)
+                continue
+            if items[0] is None:
+                continue
+            sub = _added_below(items[0], it, path + (pe,))
+            node.members.add(pe)
+            if sub is not None:
+                node.children[pe] = sub
+    return node if node.members or node.children else None
+
+
+def _graft_added(added: FieldSet, path: Path, below: FieldSet | None) -> None:
+    node = added
+    for pe in path[:-1]:
+        nxt = node.children.get(pe)
+        if nxt is None:
+            nxt = node.children[pe] = FieldSet()
+        node = nxt
+    last = path[-1]
+    node.members.add(last)
+    if below is not None:
+        prev = node.children.get(last)
+        node.children[last] = below if prev is None else prev.union(below)
 
 
 def _index(items: list[Any], t: Type, path: Path) -> tuple[list[PathElement], dict[PathElement, list[Any]]]:

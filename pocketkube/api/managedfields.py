@@ -70,6 +70,7 @@ class Entry:
 Managed = dict[str, Entry]
 
 
+@functools.lru_cache(maxsize=1024)  # every write names its manager, and managers are few
 def identifier(manager: str, operation: str, api_version: str, subresource: str = "") -> str:
     """kube's manager identifier: the entry as JSON without fields and time (and apiVersion for Apply)."""
     doc: dict[str, str] = {}

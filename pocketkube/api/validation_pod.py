@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -32,9 +33,19 @@ def is_extended_resource(name: str) -> bool:
     return not names.is_qualified_name("requests." + name)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_str(text: str) -> quantity.Quantity:
+    return quantity.parse(text)
+
+
+def _parse_quantity(value: Any) -> quantity.Quantity:
+    """quantity.parse, remembered for strings: the same few requests and limits recur in every pod."""
+    return _parse_str(value) if type(value) is str else quantity.parse(value)
+
+
 def validate_resource_quantity(name: str, value: Any, field: str) -> list[FE]:
     """ValidateResourceQuantityValue; raises QuantityError for unparsable values (a decode error upstream)."""
-    q = quantity.parse(value)
+    q = _parse_quantity(value)
     out: list[FE] = []
     if q.sign() < 0:
         out.append(errors.invalid(field, str(q), "must be greater than or equal to 0"))
@@ -71,9 +82,9 @@ def validate_resource_requirements(res: Any, field: str) -> list[FE]:
         out.extend(_container_resource_name(name, p))
         out.extend(validate_resource_quantity(name, value, p))
         overcommit = is_native_resource(name) and not name.startswith("hugepages-")
-        q = quantity.parse(value)
+        q = _parse_quantity(value)
         if name in limits:
-            lim = quantity.parse(limits[name])
+            lim = _parse_quantity(limits[name])
             if q.value != lim.value and not overcommit:
                 out.append(errors.invalid(f"{field}.requests", str(q), f"must be equal to {name} limit of {lim}"))
             elif q.value > lim.value:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import random
 from typing import Any
 
 from pocketkube.api import errors
@@ -17,6 +17,9 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 DEFAULT_ATTEMPTS = 10
 RETRY_SECONDS = 0.5
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# kube draws the suffix from math/rand; a private generator (seeded from the OS) makes it one call, not
+# five system calls, and nobody else's random.seed() can make suffixes repeat.
+_RNG = random.Random()
 
 
 def token_volume_source() -> dict[str, Any]:
@@ -43,7 +46,7 @@ def mount_token(spec: dict[str, Any], *, suffix: str = "") -> None:
     volumes: list[Any] = spec["volumes"] if isinstance(spec.get("volumes"), list) else []
     existing = next((v.get("name") for v in volumes if isinstance(v, dict)
                      and str(v.get("name") or "").startswith(VOLUME_PREFIX)), None)
-    name = existing or VOLUME_PREFIX + (suffix or "".join(secrets.choice(_ALPHABET) for _ in range(5)))
+    name = existing or VOLUME_PREFIX + (suffix or "".join(_RNG.choices(_ALPHABET, k=5)))
     needs_volume = False
     for key in ("initContainers", "containers"):
         for c in spec.get(key) or []:
