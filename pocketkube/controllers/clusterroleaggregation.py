@@ -53,12 +53,14 @@ def aggregated_rules(role: Mapping[str, Any], roles: Iterable[Mapping[str, Any]]
 class ClusterRoleAggregationController:
     """Reconciles aggregated ClusterRoles by name; any ClusterRole change requeues every aggregated one."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1,
+                 informers: informer_mod.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer_mod.Factory(client, clock=self.clock)
         self.controller = controller.Controller("clusterrole-aggregation", self.reconcile, workers=workers,
                                                 clock=self.clock)
-        self.roles = informer_mod.Informer(client, CLUSTER_ROLES, clock=self.clock)
+        self.roles = self.factory.informer(CLUSTER_ROLES)
         self.controller.watch(self.roles, self._aggregated_keys)
 
     def _aggregated_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:

@@ -54,13 +54,15 @@ class JobIndex:
 class CronJobController:
     """Reconciles CronJobs by "namespace/name" against the injected clock."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.cronjobs = informer.Informer(client, CRONJOBS, clock=self.clock)
-        self.jobs = informer.Informer(client, JOBS, clock=self.clock)
+        self.cronjobs = self.factory.informer(CRONJOBS)
+        self.jobs = self.factory.informer(JOBS)
         self.index = JobIndex()
         # The resourceVersion of our last status write per CronJob: an older cached copy is not worth a sync.
         self.written: dict[str, int] = {}

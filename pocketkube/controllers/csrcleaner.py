@@ -74,11 +74,13 @@ def deadline(csr: dict[str, Any]) -> datetime.datetime | None:
 class CSRCleanerController:
     """Watches CSRs and deletes each when its deadline passes (requeued until then)."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=1, clock=self.clock)
-        self.csrs = informer.Informer(client, CSRS, clock=self.clock)
+        self.csrs = self.factory.informer(CSRS)
         self.controller.watch(self.csrs, self._keys)
 
     async def run(self) -> None:

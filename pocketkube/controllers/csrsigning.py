@@ -280,13 +280,15 @@ class CSRSigningController:
 
     def __init__(self, client: rest.Client, *, ca_cert_path: str, ca_key_path: str,
                  clock: clock_mod.Clock | None = None, cert_ttl: datetime.timedelta = DEFAULT_TTL,
-                 workers: int = 1) -> None:
+                 workers: int = 1,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.ca_cert_path, self.ca_key_path = ca_cert_path, ca_key_path
         self.cert_ttl = cert_ttl
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.csrs = informer.Informer(client, CSRS, clock=self.clock)
+        self.csrs = self.factory.informer(CSRS)
         self.controller.watch(self.csrs, self._keys)
 
     async def run(self) -> None:

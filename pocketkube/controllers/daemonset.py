@@ -43,17 +43,19 @@ def _node_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
 class DaemonSetController:
     """Reconciles DaemonSets by "namespace/name"."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.expectations = rsutil.Expectations()
         self.backoff = util.FailedBackoff()
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.sets = informer.Informer(client, DAEMONSETS, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
-        self.nodes = informer.Informer(client, NODES, clock=self.clock)
-        self.revisions = informer.Informer(client, history.CONTROLLER_REVISIONS, clock=self.clock)
+        self.sets = self.factory.informer(DAEMONSETS)
+        self.pods = self.factory.informer(PODS)
+        self.nodes = self.factory.informer(NODES)
+        self.revisions = self.factory.informer(history.CONTROLLER_REVISIONS)
         self.controller.watch(self.sets, self._set_keys)
         self.controller.watch(self.pods, self._pod_keys)
         self.controller.watch(self.nodes, self._node_keys)

@@ -33,13 +33,15 @@ def _replace(rss: list[dict[str, Any]], updated: dict[str, Any]) -> list[dict[st
 class DeploymentController:
     """Reconciles Deployments by "namespace/name"."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("deployment", self.reconcile, workers=workers, clock=self.clock)
-        self.deployments = informer.Informer(client, DEPLOYMENTS, clock=self.clock)
-        self.replicasets = informer.Informer(client, REPLICASETS, clock=self.clock)
+        self.deployments = self.factory.informer(DEPLOYMENTS)
+        self.replicasets = self.factory.informer(REPLICASETS)
         self.deployment_index = ownerrefs.OwnerIndex()
         self.rs_index = ownerrefs.OwnerIndex()
         # key -> (resourceVersions our own writes superseded, the object we last wrote): lets a sync

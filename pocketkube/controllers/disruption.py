@@ -266,13 +266,15 @@ def stale_disruption_wait(pod: Mapping[str, Any], now: datetime.datetime) -> flo
 class DisruptionController:
     """Reconciles PodDisruptionBudgets by "namespace/name" and stale DisruptionTarget pods by (STALE, key)."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("disruption", self.reconcile, workers=workers, clock=self.clock)
-        self.pdbs = informer.Informer(client, PDBS, resync_seconds=RESYNC_SECONDS, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.pdbs = self.factory.informer(PDBS, resync_seconds=RESYNC_SECONDS)
+        self.pods = self.factory.informer(PODS)
         self.controller.watch(self.pdbs)
         self.controller.watch(self.pods, self._pod_keys)
         self._discovery: rest.Discovery | None = None

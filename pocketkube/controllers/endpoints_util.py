@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pocketkube.api import errors, selectors
-from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
 from pocketkube.controllers import ownerrefs, podutil
 from pocketkube.runtime import controller
@@ -190,9 +189,9 @@ class WriteTracker:
 class ServicesAndPods:
     """The Service and Pod caches an endpoints controller reconciles from; pod changes enqueue their Services."""
 
-    def __init__(self, client: rest.Client, ctl: controller.Controller, *, clock: clock_mod.Clock) -> None:
-        self.services = informer.Informer(client, rest.GVR("", "v1", "services"), clock=clock)
-        self.pods = informer.Informer(client, rest.GVR("", "v1", "pods"), clock=clock)
+    def __init__(self, factory: informer.Factory, ctl: controller.Controller) -> None:
+        self.services = factory.informer(rest.GVR("", "v1", "services"))
+        self.pods = factory.informer(rest.GVR("", "v1", "pods"))
         self._service_index = ownerrefs.OwnerIndex()
         self._pod_index = ownerrefs.OwnerIndex()
         self.services.add_handler(self._service_index.update)

@@ -117,14 +117,16 @@ def _name_prefix(service_name: str) -> str:
 class EndpointSliceController:
     """Reconciles Services by key: their EndpointSlices follow the selected pods' IPs, ports and readiness."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller("endpointslice", self.reconcile, workers=workers, clock=self.clock)
-        self.cache = endpoints_util.ServicesAndPods(client, self.controller, clock=self.clock)
-        self.nodes = informer.Informer(client, NODES, clock=self.clock)
-        self.slices = informer.Informer(client, SLICES, clock=self.clock,
-                                        label_selector=f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}")
+        self.cache = endpoints_util.ServicesAndPods(self.factory, self.controller)
+        self.nodes = self.factory.informer(NODES)
+        self.slices = self.factory.informer(SLICES,
+                                            label_selector=f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}")
         self.written = endpoints_util.WriteTracker()
         self.controller.watch(self.slices, _slice_key)
         self.controller.watch(self.nodes, controller.no_keys)

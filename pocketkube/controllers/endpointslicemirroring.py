@@ -86,15 +86,17 @@ def plan(service: Mapping[str, Any], endpoints: Mapping[str, Any], existing: lis
 class EndpointSliceMirroringController:
     """Reconciles by Service key: selectorless Services' Endpoints are mirrored into managed EndpointSlices."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller("endpointslicemirroring", self.reconcile, workers=workers,
                                                 clock=self.clock)
-        self.services = informer.Informer(client, SERVICES, clock=self.clock)
-        self.endpoints = informer.Informer(client, ENDPOINTS, clock=self.clock)
-        self.slices = informer.Informer(client, SLICES, clock=self.clock,
-                                        label_selector=f"{endpointslice.MANAGED_BY_LABEL}={CONTROLLER_NAME}")
+        self.services = self.factory.informer(SERVICES)
+        self.endpoints = self.factory.informer(ENDPOINTS)
+        self.slices = self.factory.informer(SLICES,
+                                            label_selector=f"{endpointslice.MANAGED_BY_LABEL}={CONTROLLER_NAME}")
         self.written = endpoints_util.WriteTracker()
         self.controller.watch(self.services)
         self.controller.watch(self.endpoints)

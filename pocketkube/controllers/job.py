@@ -29,9 +29,11 @@ STALE_RETRY = 1.0
 class JobController:
     """Reconciles Jobs by "namespace/name" (and orphaned pods with the tracking finalizer)."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.expectations = job_cache.Expectations()
         self.backoffs: dict[str, ju.Backoff] = {}
@@ -40,8 +42,8 @@ class JobController:
         self.tracker = jt.StatusTracker(client, recorder=self.recorder, expectations=self.expectations, clock=self.clock,
                                         written=self.written, backoffs=self.backoffs)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.jobs = informer.Informer(client, JOBS, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.jobs = self.factory.informer(JOBS)
+        self.pods = self.factory.informer(PODS)
         self.pod_index = ownerrefs.OwnerIndex()
         self.pods.add_handler(self.pod_index.update)
         self.controller.watch(self.jobs, self._job_keys)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
-from pocketkube.client import config, rest
+from pocketkube.client import config, informer, rest
 from pocketkube.controllers import (
     clusterroleaggregation,
     cronjob,
@@ -55,35 +55,39 @@ async def client_for(url: str, pki: pki_mod.Pki) -> rest.Client:
 
 def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Clock) -> list[tuple[str, Any]]:
     """(name, object with an async run()) for every built-in controller, one line each."""
+    # One list+watch per resource for all controllers (client-go's SharedInformerFactory): a pod informer
+    # each used to decode every pod event a dozen times over.
+    shared = informer.Factory(client, clock=clock)
     return [
-        ("namespace", namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clock)),
+        ("namespace", namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clock, informers=shared)),
         ("garbagecollector", garbagecollector.GarbageCollector(client, clock=clock)),
-        ("clusterrole-aggregation", clusterroleaggregation.ClusterRoleAggregationController(client, clock=clock)),
-        ("statefulset", statefulset.StatefulSetController(client, clock=clock)),
-        ("daemonset", daemonset.DaemonSetController(client, clock=clock)),
-        ("replicaset", replicaset.ReplicaSetController(client, clock=clock)),
-        ("replicationcontroller", replicaset.ReplicaSetController(client, kind="ReplicationController", clock=clock)),
-        ("deployment", deployment.DeploymentController(client, clock=clock)),
-        ("serviceaccount", serviceaccount.ServiceAccountController(client, clock=clock)),
+        ("clusterrole-aggregation", clusterroleaggregation.ClusterRoleAggregationController(client, clock=clock, informers=shared)),
+        ("statefulset", statefulset.StatefulSetController(client, clock=clock, informers=shared)),
+        ("daemonset", daemonset.DaemonSetController(client, clock=clock, informers=shared)),
+        ("replicaset", replicaset.ReplicaSetController(client, clock=clock, informers=shared)),
+        ("replicationcontroller", replicaset.ReplicaSetController(client, kind="ReplicationController", clock=clock, informers=shared)),
+        ("deployment", deployment.DeploymentController(client, clock=clock, informers=shared)),
+        ("serviceaccount", serviceaccount.ServiceAccountController(client, clock=clock, informers=shared)),
         ("serviceaccount-token", serviceaccounttoken.TokensController(
             client, signing_key_pem=pki_mod.service_account_key(pki)[0], ca_pem=pki.ca_cert_pem.decode("ascii"),
-            clock=clock)),
-        ("disruption", disruption.DisruptionController(client, clock=clock)),
-        ("nodelifecycle", nodelifecycle.NodeLifecycleController(client, settings=nodelifecycle.settings_from_env(), clock=clock)),
-        ("tainteviction", tainteviction.TaintEvictionController(client, clock=clock)),
-        ("podgc", podgc.PodGCController(client, clock=clock)),
-        ("job", job.JobController(client, clock=clock)),
-        ("cronjob", cronjob.CronJobController(client, clock=clock)),
-        ("ttlafterfinished", ttlafterfinished.TTLAfterFinishedController(client, clock=clock)),
-        ("service-lb", servicelb.ServiceLBController(client, clock=clock)),
-        ("resourcequota", resourcequota.ResourceQuotaController(client, clock=clock, resync_seconds=resourcequota.resync_from_env())),
-        ("persistentvolume-binder", persistentvolume.PersistentVolumeController(client, clock=clock)),
-        ("pvc-protection", pvcprotection.PVCProtectionController(client, clock=clock)),
-        ("endpointslice", endpointslice.EndpointSliceController(client, clock=clock)),
-        ("endpoints", endpoints.EndpointsController(client, clock=clock)),
-        ("endpointslicemirroring", endpointslicemirroring.EndpointSliceMirroringController(client, clock=clock)),
-        ("csrsigning", csrsigning.CSRSigningController(client, ca_cert_path=pki.ca_cert_path, ca_key_path=pki.ca_key_path, clock=clock)),
-        ("csrcleaner", csrcleaner.CSRCleanerController(client, clock=clock)),
+            clock=clock, informers=shared)),
+        ("disruption", disruption.DisruptionController(client, clock=clock, informers=shared)),
+        ("nodelifecycle", nodelifecycle.NodeLifecycleController(client, settings=nodelifecycle.settings_from_env(), clock=clock, informers=shared)),
+        ("tainteviction", tainteviction.TaintEvictionController(client, clock=clock, informers=shared)),
+        ("podgc", podgc.PodGCController(client, clock=clock, informers=shared)),
+        ("job", job.JobController(client, clock=clock, informers=shared)),
+        ("cronjob", cronjob.CronJobController(client, clock=clock, informers=shared)),
+        ("ttlafterfinished", ttlafterfinished.TTLAfterFinishedController(client, clock=clock, informers=shared)),
+        ("service-lb", servicelb.ServiceLBController(client, clock=clock, informers=shared)),
+        ("resourcequota", resourcequota.ResourceQuotaController(
+            client, clock=clock, resync_seconds=resourcequota.resync_from_env(), informers=shared)),
+        ("persistentvolume-binder", persistentvolume.PersistentVolumeController(client, clock=clock, informers=shared)),
+        ("pvc-protection", pvcprotection.PVCProtectionController(client, clock=clock, informers=shared)),
+        ("endpointslice", endpointslice.EndpointSliceController(client, clock=clock, informers=shared)),
+        ("endpoints", endpoints.EndpointsController(client, clock=clock, informers=shared)),
+        ("endpointslicemirroring", endpointslicemirroring.EndpointSliceMirroringController(client, clock=clock, informers=shared)),
+        ("csrsigning", csrsigning.CSRSigningController(client, ca_cert_path=pki.ca_cert_path, ca_key_path=pki.ca_key_path, clock=clock, informers=shared)),
+        ("csrcleaner", csrcleaner.CSRCleanerController(client, clock=clock, informers=shared)),
     ]
 
 

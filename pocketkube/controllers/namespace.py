@@ -152,14 +152,15 @@ class NamespaceController:
     """Reconciles namespaces by name."""
 
     def __init__(self, client: rest.Client, *, ca_pem: str, clock: clock_mod.Clock | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.ca_pem = ca_pem
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller("namespace", self.reconcile, workers=workers, clock=self.clock)
-        self.namespaces = informer.Informer(client, NAMESPACES, resync_seconds=RESYNC_SECONDS, clock=self.clock)
-        self.root_cas = informer.Informer(client, CONFIGMAPS, field_selector=f"metadata.name={ROOT_CA_NAME}",
-                                          clock=self.clock)
+        self.namespaces = self.factory.informer(NAMESPACES, resync_seconds=RESYNC_SECONDS)
+        self.root_cas = self.factory.informer(CONFIGMAPS, field_selector=f"metadata.name={ROOT_CA_NAME}")
         self.controller.watch(self.namespaces, _namespace_key)
         self.controller.watch(self.root_cas, _root_ca_key)
 

@@ -246,15 +246,17 @@ class NodeLifecycleController:
     """Watches Nodes, their Leases and pods; one monitor pass every settings.period."""
 
     def __init__(self, client: rest.Client, *, settings: Settings | None = None,
-                 clock: clock_mod.Clock | None = None) -> None:
+                 clock: clock_mod.Clock | None = None,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.settings = settings or Settings()
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("nodelifecycle", self.reconcile, workers=1, clock=self.clock)
-        self.nodes = informer.Informer(client, NODES, clock=self.clock)
-        self.leases = informer.Informer(client, LEASES, namespace=LEASE_NAMESPACE, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.nodes = self.factory.informer(NODES)
+        self.leases = self.factory.informer(LEASES, namespace=LEASE_NAMESPACE)
+        self.pods = self.factory.informer(PODS)
         self.controller.watch(self.nodes, _on_node)
         self.controller.watch(self.leases, controller.no_keys)
         self.controller.watch(self.pods, controller.no_keys)

@@ -180,15 +180,17 @@ def _typed(obj: Obj, kind: str) -> Obj:
 class PersistentVolumeController:
     """Reconciles ("claim", "ns/name") and ("volume", name) keys, as kube's two PV controller queues."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 4) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 4,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.claims = informer.Informer(client, PVCS, clock=self.clock)
-        self.volumes = informer.Informer(client, PVS, clock=self.clock)
-        self.classes = informer.Informer(client, CLASSES, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.claims = self.factory.informer(PVCS)
+        self.volumes = self.factory.informer(PVS)
+        self.classes = self.factory.informer(CLASSES)
+        self.pods = self.factory.informer(PODS)
         self.controller.watch(self.claims, _claim_keys)
         self.controller.watch(self.volumes, self._volume_keys)
         self.controller.watch(self.classes, self._class_keys)

@@ -103,13 +103,15 @@ class PodGCController:
     """Every settings.period: one pass over all pods and nodes."""
 
     def __init__(self, client: rest.Client, *, settings: Settings | None = None,
-                 clock: clock_mod.Clock | None = None) -> None:
+                 clock: clock_mod.Clock | None = None,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.settings = settings or Settings()
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller("podgc", self.reconcile, workers=1, clock=self.clock)
-        self.nodes = informer.Informer(client, NODES, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.nodes = self.factory.informer(NODES)
+        self.pods = self.factory.informer(PODS)
         self.controller.watch(self.nodes, controller.no_keys)
         self.controller.watch(self.pods, controller.no_keys)
         self.missing_since: dict[str, datetime.datetime] = {}

@@ -45,13 +45,15 @@ def volume_in_use(pv: Mapping[str, Any]) -> bool:
 class PVCProtectionController:
     """Reconciles ("pvc", "ns/name") and ("pv", name) keys; runs kube's pvc- and pv-protection controllers."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.claims = informer.Informer(client, PVCS, clock=self.clock)
-        self.volumes = informer.Informer(client, PVS, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.claims = self.factory.informer(PVCS)
+        self.volumes = self.factory.informer(PVS)
+        self.pods = self.factory.informer(PODS)
         self.controller.watch(self.claims, lambda e, o, n: [(PVC, informer.key_of(n))] if n is not None else [])
         self.controller.watch(self.volumes, lambda e, o, n: [(PV, informer.key_of(n))] if n is not None else [])
         self.controller.watch(self.pods, self._pod_keys)

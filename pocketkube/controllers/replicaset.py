@@ -49,17 +49,19 @@ class ReplicaSetController:
     """Reconciles ReplicaSets (or ReplicationControllers) by "namespace/name"."""
 
     def __init__(self, client: rest.Client, *, kind: str = "ReplicaSet", clock: clock_mod.Clock | None = None,
-                 workers: int = 5) -> None:
+                 workers: int = 5,
+                 informers: informer.Factory | None = None) -> None:
         if kind not in FLAVOURS:
             raise ValueError(f"unknown replica controller kind {kind!r}")
         self.client = client
         self.gvr, self.api_version, self.kind, component = FLAVOURS[kind]
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, component, clock=self.clock)
         self.expectations = util.Expectations()
         self.controller = controller.Controller(component, self.reconcile, workers=workers, clock=self.clock)
-        self.owners = informer.Informer(client, self.gvr, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.owners = self.factory.informer(self.gvr)
+        self.pods = self.factory.informer(PODS)
         self.owner_index = ownerrefs.OwnerIndex()
         self.pod_index = ownerrefs.OwnerIndex()
         self.owners.add_handler(self.owner_index.update)

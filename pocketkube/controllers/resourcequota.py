@@ -65,14 +65,16 @@ class ResourceQuotaController:
     """Recounts a quota's usage on quota changes, on releases (deletes, pods finishing) and every resync period."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None,
-                 resync_seconds: float = DEFAULT_RESYNC_SECONDS, workers: int = 2) -> None:
+                 resync_seconds: float = DEFAULT_RESYNC_SECONDS, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         if resync_seconds <= 0:
             raise ValueError("resync_seconds must be positive")
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.resync_seconds = resync_seconds
         self.controller = controller.Controller("resourcequota", self.reconcile, workers=workers, clock=self.clock)
-        self.quotas = informer.Informer(client, QUOTAS, clock=self.clock)
+        self.quotas = self.factory.informer(QUOTAS)
         self.controller.watch(self.quotas, quota_keys)
         # One informer per measured resource, started when a quota first needs it, to hear of releases.
         self.monitors: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -153,7 +155,7 @@ class ResourceQuotaController:
         key = (ev.group, ev.resource)
         if key in self.monitors:
             return
-        inf = informer.Informer(self.client, gvr, metadata_only=isinstance(ev, quota.CountEvaluator), clock=self.clock)
+        inf = self.factory.informer(gvr, metadata_only=isinstance(ev, quota.CountEvaluator))
         inf.add_handler(functools.partial(self.released, ev))
         self.monitors[key] = asyncio.get_running_loop().create_task(inf.run(), name=f"resourcequota-monitor-{gvr.resource}")
 

@@ -40,13 +40,15 @@ class ServiceAccountController:
     """Reconciles namespaces by name: creates their missing service accounts."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None,
-                 names: tuple[str, ...] = DEFAULT_NAMES, workers: int = 2) -> None:
+                 names: tuple[str, ...] = DEFAULT_NAMES, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.names = names
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller("serviceaccount", self.reconcile, workers=workers, clock=self.clock)
-        self.namespaces = informer.Informer(client, NAMESPACES, clock=self.clock)
-        self.accounts = informer.Informer(client, SERVICE_ACCOUNTS, clock=self.clock)
+        self.namespaces = self.factory.informer(NAMESPACES)
+        self.accounts = self.factory.informer(SERVICE_ACCOUNTS)
         self.controller.watch(self.namespaces, _namespace_key)
         self.controller.watch(self.accounts, _deleted_account_key)
 

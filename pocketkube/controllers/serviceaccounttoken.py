@@ -65,15 +65,17 @@ class TokensController:
     """Reconciles token Secrets by namespace/name; account changes re-check the Secrets naming them."""
 
     def __init__(self, client: rest.Client, *, signing_key_pem: bytes, ca_pem: str,
-                 clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+                 clock: clock_mod.Clock | None = None, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.signer = satokens.Signer(signing_key_pem)
         self.ca_pem = ca_pem
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller("serviceaccount-token", self.reconcile, workers=workers,
                                                 clock=self.clock)
-        self.secrets = informer.Informer(client, SECRETS, field_selector=f"type={TOKEN_TYPE}", clock=self.clock)
-        self.accounts = informer.Informer(client, SERVICE_ACCOUNTS, clock=self.clock)
+        self.secrets = self.factory.informer(SECRETS, field_selector=f"type={TOKEN_TYPE}")
+        self.accounts = self.factory.informer(SERVICE_ACCOUNTS)
         self.controller.watch(self.secrets)
         self.controller.watch(self.accounts, self._secrets_of_account)
 

@@ -44,12 +44,14 @@ def wanted(service: Mapping[str, Any], addresses: list[str]) -> dict[str, Any] |
 class ServiceLBController:
     """Keeps each LoadBalancer Service's ingress equal to the nodes' addresses; clears it when the type changes."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.services = informer.Informer(client, SERVICES, clock=self.clock)
-        self.nodes = informer.Informer(client, NODES, clock=self.clock)
+        self.services = self.factory.informer(SERVICES)
+        self.nodes = self.factory.informer(NODES)
         self.controller.watch(self.services)
         self.controller.watch(self.nodes, self._all_lb_services)
 

@@ -34,15 +34,17 @@ def _typed(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
 class StatefulSetController:
     """Reconciles StatefulSets by "namespace/name"."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.sets = informer.Informer(client, STATEFULSETS, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
-        self.revisions = informer.Informer(client, history.CONTROLLER_REVISIONS, clock=self.clock)
-        self.claims = informer.Informer(client, PVCS, clock=self.clock)
+        self.sets = self.factory.informer(STATEFULSETS)
+        self.pods = self.factory.informer(PODS)
+        self.revisions = self.factory.informer(history.CONTROLLER_REVISIONS)
+        self.claims = self.factory.informer(PVCS)
         self.controller.watch(self.sets)
         self.controller.watch(self.pods, self._pod_keys)
         self.controller.watch(self.revisions, self._revision_keys)

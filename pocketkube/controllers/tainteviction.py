@@ -86,13 +86,15 @@ def plan(pod: Mapping[str, Any], node: Mapping[str, Any] | None, now: datetime.d
 class TaintEvictionController:
     """Reconciles pods by "namespace/name"; node taint changes enqueue the node's pods."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
         self.controller = controller.Controller("tainteviction", self.reconcile, workers=workers, clock=self.clock)
-        self.nodes = informer.Informer(client, NODES, clock=self.clock)
-        self.pods = informer.Informer(client, PODS, clock=self.clock)
+        self.nodes = self.factory.informer(NODES)
+        self.pods = self.factory.informer(PODS)
         self.controller.watch(self.nodes, self._node_pods)
         self.controller.watch(self.pods, _pod_key)
         self.scheduled: set[str] = set()

@@ -49,11 +49,13 @@ def time_left(job: dict[str, Any], now: datetime.datetime) -> float | None:
 class TTLAfterFinishedController:
     """Watches Jobs; deletes each (foreground, guarded by uid) when its TTL after finishing runs out."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
+                 informers: informer.Factory | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        self.factory = informers or informer.Factory(client, clock=self.clock)
         self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.jobs = informer.Informer(client, JOBS, clock=self.clock)
+        self.jobs = self.factory.informer(JOBS)
         self.controller.watch(self.jobs, self._keys)
 
     async def run(self) -> None:
