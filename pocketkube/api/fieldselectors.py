@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pocketkube.api import errors, selectors
@@ -285,7 +285,7 @@ def fields_of(obj: Mapping[str, Any], group: str, kind: str) -> dict[str, str]:
         ips = _get(obj, "status", "podIPs")
         first = ips[0] if isinstance(ips, list) and ips else None
         fields.update({
-            "spec.nodeName": _s(_get(obj, "spec", "nodeName")),
+            "spec.nodeName": pod_node_name(obj),
             "spec.restartPolicy": _s(_get(obj, "spec", "restartPolicy")),
             "spec.schedulerName": _s(_get(obj, "spec", "schedulerName")),
             "spec.serviceAccountName": _s(_get(obj, "spec", "serviceAccountName")),
@@ -355,6 +355,26 @@ def matches(obj: Mapping[str, Any], selector: str | Selector, group: str, kind: 
             fields[stored] = _custom_value(obj, stored)
         return sel.matches(fields)
     return sel.matches(fields_of(obj, group, kind))
+
+
+def matcher(selector: str | Selector, group: str, kind: str) -> Callable[[Mapping[str, Any]], bool]:
+    """`matches` for one selector, converted once: for predicates run against every watched event."""
+    sel = convert(selector, group, kind)
+    if sel.empty:
+        return lambda obj: True
+    terms = sel.terms
+    if len(terms) == 1 and terms[0].field == "spec.nodeName" and group == "" and kind == "Pod":
+        # The node agents' own watch: read the one field rather than build the whole field set.
+        term = terms[0]
+        if term.operator == EQUALS:
+            return lambda obj: pod_node_name(obj) == term.value
+        return lambda obj: pod_node_name(obj) != term.value
+    return lambda obj: sel.matches(fields_of(obj, group, kind))
+
+
+def pod_node_name(obj: Mapping[str, Any]) -> str:
+    """A pod's spec.nodeName as field selectors see it ("" when unscheduled)."""
+    return _s(_get(obj, "spec", "nodeName"))
 
 
 def _custom_value(obj: Mapping[str, Any], path: str) -> str:

@@ -15,16 +15,25 @@ def build(res: resources.Resource, label_selector: str, field_selector: str) -> 
     label = selectors.parse(label_selector) if label_selector else None
     field = None
     if field_selector:
-        field = fieldselectors.parse(field_selector)
-        fieldselectors.validate(field, res.group, res.kind)
+        field = fieldselectors.matcher(fieldselectors.parse(field_selector), res.group, res.kind)
     if label is None and field is None:
         return None
 
     def match(obj: dict[str, Any]) -> bool:
         if label is not None and not label.matches((obj.get("metadata") or {}).get("labels") or {}):
             return False
-        if field is not None and not fieldselectors.matches(obj, field, res.group, res.kind):
+        if field is not None and not field(obj):
             return False
         return True
 
     return match
+
+
+def pinned_node(res: resources.Resource, field_selector: str) -> str | None:
+    """The node a pod field selector pins with `spec.nodeName=NODE` (kube's watch cache index), else None.
+
+    Call after build(), which has rejected bad selectors."""
+    if not field_selector or res.group != "" or res.kind != "Pod":
+        return None
+    sel = fieldselectors.convert(field_selector, res.group, res.kind)
+    return sel.requires_exact_match("spec.nodeName")

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pocketkube.api import errors
+from pocketkube.api import errors, fieldselectors
 from pocketkube.apiserver import context, filters, listing, negotiate, objects, render
 from pocketkube.store import base as store_base
 
@@ -39,6 +39,133 @@ class _DecodeCache:
 
 
 _decoded = _DecodeCache()
+
+
+class _NodeIndex:
+    """One store watcher per watched pod prefix that hands each event only to the watchers pinned (by
+    `spec.nodeName=NODE`) to the event's old or new node: kube's watch cache "spec.nodeName" index.
+
+    Without it every node agent's watch would wake up and run its selector for every pod event. The
+    store's broadcaster calls this tap's `deliver`, which routes at once, so each pinned watcher's queue
+    fills exactly when it would have had it watched the store itself."""
+
+    def __init__(self, store: Any, prefix: str, tap: store_base.Watcher) -> None:
+        self.store = store
+        self.prefix = prefix
+        self._tap = tap
+        self._by_node: dict[str, set[store_base.Watcher]] = {}
+        self._node_of: dict[store_base.Watcher, str] = {}
+        tap.deliver = self._route  # type: ignore[method-assign]
+        # The tap's own queue stays empty; reading it only tells when the store closes it.
+        self._follower = asyncio.get_running_loop().create_task(self._follow())
+
+    def add(self, node: str, *, live_after: int) -> store_base.Watcher:
+        watcher = store_base.Watcher(self.prefix, live_after=live_after, limit=_QUEUE_LIMIT, on_close=self._remove)
+        self._by_node.setdefault(node, set()).add(watcher)
+        self._node_of[watcher] = node
+        return watcher
+
+    def _remove(self, watcher: store_base.Watcher) -> None:
+        node = self._node_of.pop(watcher, None)
+        group = self._by_node.get(node) if node is not None else None
+        if group is not None:
+            group.discard(watcher)
+            if not group:
+                del self._by_node[node]  # type: ignore[arg-type]
+        if not self._node_of and _indexes.get((id(self.store), self.prefix)) is self:
+            del _indexes[(id(self.store), self.prefix)]
+            self._tap.close()
+            self._follower.cancel()
+
+    def _route(self, events: list[store_base.Event]) -> None:
+        by_node = self._by_node
+        out: dict[store_base.Watcher, list[store_base.Event]] = {}
+        for ev in events:
+            try:
+                nodes = {fieldselectors.pod_node_name(_decoded.get(ev))}
+                if ev.type != "DELETE" and not ev.created and ev.prev_value is not None:
+                    nodes.add(fieldselectors.pod_node_name(_decoded.get(ev, prev=True)))
+            except Exception:
+                # Unreadable: every watcher gets it and fails on it as it would have without the index.
+                nodes = set(by_node)
+            for node in nodes:
+                for watcher in by_node.get(node, ()):
+                    out.setdefault(watcher, []).append(ev)
+        for watcher, batch in out.items():
+            watcher.deliver(batch)
+
+    async def _follow(self) -> None:
+        error: BaseException | None = None
+        try:
+            async for _ in self._tap:
+                pass
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            error = exc
+        if _indexes.get((id(self.store), self.prefix)) is self:
+            del _indexes[(id(self.store), self.prefix)]
+        for watcher in list(self._node_of):
+            if error is None:
+                watcher.close()
+            else:
+                watcher.fail(error)
+
+
+# The store's own limit for a watcher's undelivered events (store_base.StoreSettings.watch_queue_limit).
+_QUEUE_LIMIT = store_base.StoreSettings().watch_queue_limit
+_indexes: dict[tuple[int, str], _NodeIndex] = {}
+
+
+class _Pinned:
+    """A pinned watch: the store's history after its resourceVersion, then the index's live events."""
+
+    def __init__(self, history: Any, live: store_base.Watcher, *, upto: int) -> None:
+        self._history = history
+        self._live = live
+        self._upto = upto
+
+    def __aiter__(self) -> _Pinned:
+        return self
+
+    async def __anext__(self) -> list[store_base.Event]:
+        if self._history is not None:
+            try:
+                batch = await self._history.__anext__()
+            except StopAsyncIteration:
+                batch = []
+            # Its first batch is the replayed history, or (when there was none) the first live batch,
+            # which the index delivers too.
+            self._history.close()
+            self._history = None
+            replayed = [e for e in batch if e.revision <= self._upto]
+            if replayed:
+                return replayed
+        return await self._live.__anext__()
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+        self._live.close()
+
+
+def _open(store: Any, prefix: str, *, after_revision: int, node: str | None) -> Any:
+    """A store watcher from after_revision, through the node index when the watch is pinned to a node."""
+    if node is None or not _indexable(store):
+        return store.watch(prefix, after_revision=after_revision)
+    current = store.current_revision()
+    history = (store.watch(prefix, after_revision=after_revision)
+               if 0 < after_revision < current else None)
+    index = _indexes.get((id(store), prefix))
+    if index is None:
+        index = _NodeIndex(store, prefix, store.watch(prefix, after_revision=0))
+        _indexes[(id(store), prefix)] = index
+    return _Pinned(history, index.add(node, live_after=current), upto=current)
+
+
+def _indexable(store: Any) -> bool:
+    # The memory and SQLite stores hand out store_base.Watchers; the encrypting wrapper does not.
+    return isinstance(store, store_base.StoreCore)
 
 
 def _event(kind: str, obj: Any) -> bytes:
@@ -116,7 +243,8 @@ async def handle(server: context.Server, call: context.Call) -> web.StreamRespon
         if start > server.store.current_revision():
             raise errors.Timeout(f"Too large resource version: {start}, current: {server.store.current_revision()}")
     try:
-        watcher = server.store.watch(prefix, after_revision=start)
+        watcher = _open(server.store, prefix, after_revision=start,
+                        node=filters.pinned_node(res, call.param("fieldSelector")))
     except store_base.Compacted as exc:
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                            "Cache-Control": "no-cache, private"})

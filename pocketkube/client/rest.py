@@ -26,6 +26,16 @@ PATCH_TYPES = {
     "apply": "application/apply-patch+yaml",
 }
 _REQUEST_TIMEOUT = 60.0
+# How long an idle pooled connection is kept for the next request. aiohttp's 15 s default closed a node
+# agent's spare connections between its 10 s lease beats and pod bursts, so each burst paid new TLS
+# handshakes. client-go keeps idle connections 90 s, but the API server here closes them after 32 s
+# idle (server.py), so stay clear of that: a reused connection the server just closed fails the request.
+KEEPALIVE_SECONDS = 28.0
+# Connections one client opens for ordinary requests (0: no bound); further requests wait for one of
+# them. client-go multiplexes a client's requests over one HTTP/2 connection, but over HTTP/1.1 each request
+# in flight holds its own, so a client that bursts against a busy server opens a new TLS connection per
+# request it queues there. Watches have their own unbounded pool: each holds its connection while it runs.
+MAX_CONNECTIONS = 0
 # client-go's rest.Request: up to 10 retries of a 429 or 5xx answer that carries Retry-After, whatever the verb.
 MAX_RETRIES = 10
 
@@ -191,7 +201,8 @@ class Client:
 
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | bool | None = None,
                  token: str = "", user_agent: str = DEFAULT_USER_AGENT, field_manager: str = "",
-                 max_retries: int = MAX_RETRIES, clock: clock_mod.Clock | None = None) -> None:
+                 max_retries: int = MAX_RETRIES, clock: clock_mod.Clock | None = None,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self._clock = clock or clock_mod.Clock()
@@ -199,22 +210,34 @@ class Client:
         self._token = token
         self.user_agent = user_agent
         self.field_manager = field_manager
+        self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
+
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        headers = {"User-Agent": self.user_agent}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True, limit=limit,
+                                         keepalive_timeout=KEEPALIVE_SECONDS)
+        return aiohttp.ClientSession(headers=headers, connector=connector)
 
     def _sess(self) -> aiohttp.ClientSession:
         # Created lazily so the session binds to the loop that uses it.
         if self._session is None or self._session.closed:
-            headers = {"User-Agent": self.user_agent}
-            if self._token:
-                headers["Authorization"] = f"Bearer {self._token}"
-            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True, limit=0)
-            self._session = aiohttp.ClientSession(headers=headers, connector=connector)
+            self._session = self._new_session(max(0, self.max_connections))
         return self._session
 
+    def _watch_sess(self) -> aiohttp.ClientSession:
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = self._new_session(0)
+        return self._watch_session
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -287,7 +310,7 @@ class Client:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read)
         attempt = 0
         while True:
-            resp = await self._sess().get(self.base_url + gvr.path(namespace), params=_clean(params),
+            resp = await self._watch_sess().get(self.base_url + gvr.path(namespace), params=_clean(params),
                                           headers={"Accept": accept}, timeout=timeout)
             if resp.status < 400:
                 break
