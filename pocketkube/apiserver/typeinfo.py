@@ -17,7 +17,7 @@ from pocketkube.api import (
     schemas,
     validation,
 )
-from pocketkube.apiserver import context, crds
+from pocketkube.apiserver import context, crds, csr
 
 
 def schema_for(server: context.Server, res: resources.Resource) -> tuple[dict[str, Any] | None, Any]:
@@ -57,7 +57,7 @@ def unknown_fields(server: context.Server, res: resources.Resource, obj: dict[st
 
 
 def validate(server: context.Server, res: resources.Resource, obj: dict[str, Any],
-             old: dict[str, Any] | None) -> None:
+             old: dict[str, Any] | None, *, subresource: str = "") -> None:
     """Raise errors.Invalid (422) listing every field error, as kube-apiserver does."""
     if (res.group, res.kind) == _CRD_KIND:
         causes = crds.validate_crd(obj, old)
@@ -70,6 +70,9 @@ def validate(server: context.Server, res: resources.Resource, obj: dict[str, Any
         causes = validation.validate_create(obj, res.group, res.version, res.kind, namespaced=res.namespaced)
     else:
         causes = validation.validate_update(obj, old, res.group, res.version, res.kind, namespaced=res.namespaced)
+        if subresource == "status" and csr.is_csr(res.group, res.kind):
+            # kube's CSR status strategy validates both at once: one 422 names every cause.
+            causes = list(causes) + csr.status_update_errors(obj, old)
     if causes:
         raise errors.Invalid(kind=res.kind, group=res.group, name=(obj.get("metadata") or {}).get("name", ""),
                              causes=causes)

@@ -34,7 +34,7 @@ async def update_object(server: context.Server, call: context.Call, new: dict[st
         # atomic list such as volumeClaimTemplates replaced by a patch) does not bump the generation.
         typeinfo.apply_defaults(server, res, new, old)
         strategy.prepare_update(res, new, old, subresource=sub)
-    typeinfo.validate(server, res, new, old)
+    typeinfo.validate(server, res, new, old, subresource=sub)
     await writes.admit(server, call, new, old, "UPDATE")
     if managed:
         writes.update_managed_fields(server, call, old, new, subresource=sub)

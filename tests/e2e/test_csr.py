@@ -189,3 +189,18 @@ def test_pocketkube_user_add(cluster: cluster_mod.Cluster) -> None:
     bad = subprocess.run([sys.executable, "-m", "pocketkube", "user", "add", "not valid", "--data-dir",
                           cluster.data_dir], cwd=cluster_mod.ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid user name 'not valid'" in bad.stderr
+
+
+def test_status_may_not_add_approval_conditions(cluster: cluster_mod.Cluster) -> None:
+    """Adding Approved through /status to a denied request names both problems in one 422, as kube does."""
+    _, request = _key_and_request("both")
+    cluster.kubectl("create", "-f", "-", input=_csr("both", request))
+    cluster.kubectl("certificate", "deny", "both")
+    denied = cluster.json("get", "csr", "both")["status"]["conditions"]
+    patch = {"status": {"conditions": [*denied, {"type": "Approved", "status": "True", "reason": "X"}]}}
+    got = cluster.kubectl("patch", "csr", "both", "--subresource=status", "--type=merge", "-p", json.dumps(patch),
+                          check=False)
+    assert got.stderr == ('The CertificateSigningRequest "both" is invalid: \n'
+                          '* status.conditions[1].type: Invalid value: "Approved": Approved and Denied conditions are '
+                          'mutually exclusive\n* status.conditions: Forbidden: updates may not add a condition of '
+                          'type "Approved"\n')
