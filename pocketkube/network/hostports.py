@@ -8,6 +8,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pocketkube.network import nftables
+
 # portmap's default masquerade bit (markMasqBit 13), so kube-proxy's 0x4000 keeps its own meaning.
 MASQ_MARK = "0x2000"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -154,21 +156,9 @@ def render(mappings: Iterable[PortMapping], *, table: str) -> str:
             ("postrouting", "nat hook postrouting priority 99",
              [f"meta mark & {MASQ_MARK} == {MASQ_MARK} masquerade"]),
             ("hostports", "", dispatch))
-    out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
-    for name, hook, rules in base:
-        out.append(f"\tchain {name} {{")
-        if hook:
-            out.append(f"\t\ttype {hook}; policy accept;")
-        out += [f"\t\t{r}" for r in rules]
-        out.append("\t}")
-    for name in sorted(chains):
-        out.append(f"\tchain {name} {{")
-        out += [f"\t\t{r}" for r in chains[name]]
-        out.append("\t}")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return nftables.table_script(table, base=base, chains=chains)
 
 
 def cleanup_script(table: str) -> str:
     """An `nft -f` script removing the table if it exists."""
-    return f"table ip {table}\ndelete table ip {table}\n"
+    return nftables.cleanup_script(table)

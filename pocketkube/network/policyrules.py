@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pocketkube.api import errors, selectors
+from pocketkube.network import nftables
 
 NS_NAME_LABEL = "kubernetes.io/metadata.name"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -361,19 +362,11 @@ def render(policies: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, An
     if dns is not None and dns_map and own:
         names = ", ".join(f'"{b}"' for b in own)
         inp.append(f"iifname {{ {names} }} ct original ip daddr {dns.ip} ip saddr vmap {{ {', '.join(dns_map)} }}")
-    out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
-    for name, base in (("forward", forward), ("input", inp)):
-        out += [f"\tchain {name} {{", f"\t\ttype filter hook {name} priority {PRIORITY}; policy accept;"]
-        out += [f"\t\t{r}" for r in base]
-        out.append("\t}")
-    for name in sorted(chains):
-        out.append(f"\tchain {name} {{")
-        out += [f"\t\t{r}" for r in chains[name]]
-        out.append("\t}")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    base = [("forward", f"filter hook forward priority {PRIORITY}", forward),
+            ("input", f"filter hook input priority {PRIORITY}", inp)]
+    return nftables.table_script(table, base=base, chains=chains)
 
 
 def cleanup_script(table: str) -> str:
     """An `nft -f` script removing the table if it exists."""
-    return f"table ip {table}\ndelete table ip {table}\n"
+    return nftables.cleanup_script(table)

@@ -8,6 +8,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pocketkube.network import nftables
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MASQ_MARK = "0x4000"
 # sessionAffinityConfig.clientIP.timeoutSeconds' default (3 hours).
@@ -230,8 +232,6 @@ def render(ports: list[ServicePort], *, table: str, cluster_cidr: str, bridges: 
                 rules.append(f"update @aff_{name[3:]} {{ ip saddr }}")
             rules.append(f"meta l4proto {sp.protocol} dnat to {b.ip}:{b.port}")
             chains[name] = rules
-    out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
-    out += [f"\t{s}" for s in sets]
     own = sorted(set(bridges))
     names = ", ".join(f'"{b}"' for b in own)
     foreign = f'iifname "pkb*" iifname != {{ {names} }} return' if own else 'iifname "pkb*" return'
@@ -245,20 +245,9 @@ def render(ports: list[ServicePort], *, table: str, cluster_cidr: str, bridges: 
             ("filter_forward", "filter hook forward priority 0", [foreign, "jump no_endpoints"]),
             ("filter_output", "filter hook output priority 0", ["jump no_endpoints"]),
             ("no_endpoints", "", rejects))
-    for name, hook, rules in base:
-        out.append(f"\tchain {name} {{")
-        if hook:
-            out.append(f"\t\ttype {hook}; policy accept;")
-        out += [f"\t\t{r}" for r in rules]
-        out.append("\t}")
-    for name in sorted(chains):
-        out.append(f"\tchain {name} {{")
-        out += [f"\t\t{r}" for r in chains[name]]
-        out.append("\t}")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return nftables.table_script(table, base=base, chains=chains, sets=sets)
 
 
 def cleanup_script(table: str) -> str:
     """An `nft -f` script removing the table if it exists."""
-    return f"table ip {table}\ndelete table ip {table}\n"
+    return nftables.cleanup_script(table)

@@ -14,7 +14,7 @@ from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, informer, rest
 from pocketkube.network import hostports, podnet
 from pocketkube.node import events as events_mod
-from pocketkube.node import proxy
+from pocketkube.node import nftsync, proxy
 
 log = logging.getLogger("pocketkube.node.hostports")
 
@@ -57,16 +57,12 @@ class Forwarder:
         self.problem = proxy.nft_problem() if use_nft is None or use_nft else "nftables turned off"
         self.informers = [informer.Informer(client, gvr, clock=self.clock) for gvr in (PODS, NODES)]
         self.pods, self.nodes = self.informers
-        self._dirty = asyncio.Event()
-        self._applied = ""
+        self.applier = nftsync.Applier(self.informers, table=table, name="hostports", log=log, sync=self.sync,
+                                       clock=self.clock, debounce=DEBOUNCE_SECONDS, retry=RETRY_SECONDS)
         self._warned: set[tuple[str, str]] = set()
         self._recorders: dict[str, events_mod.Recorder] = {}
         self._localnet: set[str] = set()
         self.syncs = 0
-        self._janitor = podnet.Janitor(table=table)
-
-    def _changed(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        self._dirty.set()
 
     def cidrs(self) -> dict[str, str]:
         return hostports.node_cidrs(self.nodes.list(), annotation=podnet.ANNOTATION, bridges=self._bridges())
@@ -78,33 +74,10 @@ class Forwarder:
         return hostports.render(self.plan()[0], table=self.table)
 
     async def run(self) -> None:
-        for inf in self.informers:
-            inf.add_handler(self._changed)
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(inf.run(), name=f"hostports-{inf.gvr.resource}") for inf in self.informers]
-        if not self.problem:
-            self._janitor.start()
         try:
-            for inf in self.informers:
-                await inf.wait_synced()
-            if self.problem:
-                log.warning("hostPorts are not forwarded: %s", self.problem)
-            while True:
-                await self._dirty.wait()
-                await self.clock.sleep(DEBOUNCE_SECONDS)
-                self._dirty.clear()
-                try:
-                    await self.sync()
-                except Exception:  # noqa: BLE001 - a bad round must not stop forwarding; retried on the next change
-                    log.exception("hostports: applying the rules failed")
-                    await self.clock.sleep(RETRY_SECONDS)
-                    self._dirty.set()
+            await self.applier.run(task_prefix="hostports", problem=self.problem,
+                                   warning="hostPorts are not forwarded: %s")
         finally:
-            self._janitor.finish()  # synchronous: a second cancellation cannot skip removing the table
-            self._applied = ""
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             for r in self._recorders.values():
                 await r.close()
 
@@ -118,13 +91,7 @@ class Forwarder:
         for bridge in {b for b in self._bridges() if b not in self._localnet}:
             await asyncio.to_thread(route_localnet, bridge)
             self._localnet.add(bridge)
-        script = hostports.render(mappings, table=self.table)
-        if script == self._applied:
-            return
-        err = await proxy.run_nft(script)
-        if err:
-            raise RuntimeError(f"nft -f failed: {err}")
-        self._applied = script
+        await self.applier.apply(hostports.render(mappings, table=self.table), nft=proxy.run_nft)
 
     def _bridges(self) -> list[str]:
         out = []
@@ -148,10 +115,8 @@ class Forwarder:
             rec.event(events_mod.pod_ref(ref), "Warning", hostports.REASON_CONFLICT, c.message)
 
     async def close(self) -> None:
-        if not self.problem and self._applied:
-            with contextlib.suppress(OSError):
-                await proxy.run_nft(hostports.cleanup_script(self.table))
-            self._applied = ""
+        if not self.problem:
+            await self.applier.remove(nft=proxy.run_nft)
 
 
 async def start(*, url: str, pki: pki_mod.Pki, data_dir: str,

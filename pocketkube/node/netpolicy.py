@@ -15,7 +15,7 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, informer, rest
 from pocketkube.network import dnsbootstrap, podnet, policyrules
-from pocketkube.node import proxy
+from pocketkube.node import nftsync, proxy
 
 log = logging.getLogger("pocketkube.node.netpolicy")
 
@@ -81,13 +81,9 @@ class Enforcer:
         self.informers = [informer.Informer(client, gvr, clock=self.clock)
                           for gvr in (POLICIES, PODS, NAMESPACES, NODES)]
         self.policies, self.pods, self.namespaces, self.nodes = self.informers
-        self._dirty = asyncio.Event()
-        self._applied = ""
+        self.applier = nftsync.Applier(self.informers, table=table, name="network policy", log=log, sync=self.sync,
+                                       clock=self.clock, debounce=DEBOUNCE_SECONDS, retry=RETRY_SECONDS)
         self.syncs = 0
-        self._janitor = podnet.Janitor(table=table)
-
-    def _changed(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        self._dirty.set()
 
     def bridges(self) -> list[str]:
         """This cluster's pod bridges, from the nodes' pod-network annotations ("bridge NAME CIDR")."""
@@ -103,35 +99,10 @@ class Enforcer:
                                   bridges=self.bridges(), dns=self.dns)
 
     async def run(self) -> None:
-        for inf in self.informers:
-            inf.add_handler(self._changed)
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(inf.run(), name=f"netpolicy-{inf.gvr.resource}") for inf in self.informers]
         if not self.problem:
             self.problem = await asyncio.to_thread(bridge_problem)
-        if not self.problem:
-            self._janitor.start()
-        try:
-            for inf in self.informers:
-                await inf.wait_synced()
-            if self.problem:
-                log.warning("NetworkPolicies are not enforced: %s", self.problem)
-            while True:
-                await self._dirty.wait()
-                await self.clock.sleep(DEBOUNCE_SECONDS)
-                self._dirty.clear()
-                try:
-                    await self.sync()
-                except Exception:  # noqa: BLE001 - a bad round must not stop enforcement; retried on the next change
-                    log.exception("network policy: applying the rules failed")
-                    await self.clock.sleep(RETRY_SECONDS)
-                    self._dirty.set()
-        finally:
-            self._janitor.finish()  # the table goes first, synchronously: a second cancellation cannot skip it
-            self._applied = ""
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.applier.run(task_prefix="netpolicy", problem=self.problem,
+                               warning="NetworkPolicies are not enforced: %s")
 
     async def sync(self) -> None:
         """Bring the kernel and the Node annotations in line with the informers' view now."""
@@ -139,13 +110,7 @@ class Enforcer:
         await self._annotate()
         if self.problem:
             return
-        script = self.script()
-        if script == self._applied:
-            return
-        err = await proxy.run_nft(script)
-        if err:
-            raise RuntimeError(f"nft -f failed: {err}")
-        self._applied = script
+        await self.applier.apply(self.script(), nft=proxy.run_nft)
 
     async def _annotate(self) -> None:
         """Say on each node with real pods whether its pods' policies are enforced (never pretend they are)."""
@@ -161,10 +126,8 @@ class Enforcer:
                                         {"metadata": {"annotations": {ANNOTATION: want}}}, patch_type="strategic")
 
     async def close(self) -> None:
-        if not self.problem and self._applied:
-            with contextlib.suppress(OSError):
-                await proxy.run_nft(policyrules.cleanup_script(self.table))
-            self._applied = ""
+        if not self.problem:
+            await self.applier.remove(nft=proxy.run_nft)
 
 
 async def start(*, url: str, pki: pki_mod.Pki, data_dir: str, service_cidr: str = "", dns: bool = True,

@@ -16,7 +16,7 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
 from pocketkube.client import config, informer, rest
 from pocketkube.network import podnet, proxyrules
-from pocketkube.node import spawn
+from pocketkube.node import nftsync, spawn
 
 log = logging.getLogger("pocketkube.node.proxy")
 
@@ -62,14 +62,11 @@ class Proxy:
         self.services = informer.Informer(client, SERVICES, clock=self.clock)
         self.slices = informer.Informer(client, SLICES, clock=self.clock)
         self.nodes = informer.Informer(client, NODES, clock=self.clock)
-        self._dirty = asyncio.Event()
-        self._applied = ""
+        # No debounce: a Service's rules should follow its endpoints as soon as they change.
+        self.applier = nftsync.Applier((self.services, self.slices, self.nodes), table=table, name="service proxy",
+                                       log=log, sync=self.sync, clock=self.clock, retry=RETRY_SECONDS)
         self.userspace = UserspaceProxy()
         self.syncs = 0
-        self._janitor = podnet.Janitor(table=table)
-
-    def _changed(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        self._dirty.set()
 
     def local_nodes(self) -> frozenset[str]:
         """The nodes whose pods run on this machine: those with a pod network (process nodes)."""
@@ -93,35 +90,11 @@ class Proxy:
         return proxyrules.service_ports(self.services.list(), self.slices.list(), local_nodes=self.local_nodes())
 
     async def run(self) -> None:
-        for inf in (self.services, self.slices, self.nodes):
-            inf.add_handler(self._changed)
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(inf.run(), name=f"proxy-{inf.gvr.resource}")
-                 for inf in (self.services, self.slices, self.nodes)]
-        if not self.problem:
-            self._janitor.start()
         try:
-            for inf in (self.services, self.slices, self.nodes):
-                await inf.wait_synced()
-            if self.problem:
-                log.warning("service proxy: no kernel data path (%s); NodePorts are proxied in userspace",
-                            self.problem)
-            while True:
-                await self._dirty.wait()
-                self._dirty.clear()
-                try:
-                    await self.sync()
-                except Exception:  # noqa: BLE001 - a bad round must not stop the proxy; retried on the next change
-                    log.exception("service proxy: applying the rules failed")
-                    await self.clock.sleep(RETRY_SECONDS)
-                    self._dirty.set()
+            await self.applier.run(task_prefix="proxy", problem=self.problem,
+                                   warning="service proxy: no kernel data path (%s); NodePorts are proxied in userspace")
         finally:
-            self._janitor.finish()  # the table goes first, synchronously: a second cancellation cannot skip it
-            self._applied = ""
-            for t in tasks:
-                t.cancel()
             await self.close()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def sync(self) -> None:
         """Bring the data path in line with the informers' view now."""
@@ -132,19 +105,12 @@ class Proxy:
             return
         script = proxyrules.render(ports, table=self.table, cluster_cidr=self.cluster_cidr, bridges=self.bridges(),
                                    node_bridges=self.node_bridges())
-        if script == self._applied:
-            return
-        err = await run_nft(script)
-        if err:
-            raise RuntimeError(f"nft -f failed: {err}")
-        self._applied = script
+        await self.applier.apply(script, nft=run_nft)
 
     async def close(self) -> None:
         await self.userspace.close()
-        if not self.problem and self._applied:
-            with contextlib.suppress(OSError):
-                await run_nft(proxyrules.cleanup_script(self.table))
-            self._applied = ""
+        if not self.problem:
+            await self.applier.remove(nft=run_nft)
 
 
 class UserspaceProxy:
