@@ -253,11 +253,12 @@ async def run(session: remotecommand.Session, target: Target, *, clock: clock_mo
             os.close(master)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # nothing the command started outlives the session
-        start_error = _read_report(report_r)
+        start_error = read_report(report_r)
     return result_status(command, code, start_error)
 
 
-def _read_report(fd: int) -> str:
+def read_report(fd: int) -> str:
+    """What the exec wrapper reported on its report pipe (why the command could not start), and close it."""
     os.set_blocking(fd, False)
     try:
         return os.read(fd, 4096).decode(errors="replace").strip()

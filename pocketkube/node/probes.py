@@ -369,7 +369,7 @@ async def exec_probe(command: list[str], target: Target, *, timeout: float) -> O
     if not done:
         reader.cancel()
     output = reader.result() if done and not reader.cancelled() and reader.exception() is None else b""
-    start_error = _read_report(report_r)
+    start_error = containerexec.read_report(report_r)
     if start_error:
         return Outcome(False, f"{containerexec.EXEC_FAILED}{start_error}: unknown", errored=True)
     exit_code = containerexec.exit_code(code)
@@ -383,16 +383,6 @@ async def _read_limited(stream: asyncio.StreamReader, limit: int) -> bytes:
         if len(kept) < limit:
             kept += chunk[:limit - len(kept)]
     return bytes(kept)
-
-
-def _read_report(fd: int) -> str:
-    os.set_blocking(fd, False)
-    try:
-        return os.read(fd, 4096).decode(errors="replace").strip()
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)
 
 
 async def http_probe(host: str, port: int, *, path: str = "/", scheme: str = "HTTP",
