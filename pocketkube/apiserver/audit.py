@@ -144,7 +144,7 @@ class Auditor:
         if rec.decision.level == "None":
             return
         rec.authenticated = user
-        rec.user = user_info(user)
+        rec.user = user.info()
         if info.is_resource_request:
             rec.object_ref = _ref(info)
         if "RequestReceived" not in rec.decision.omit_stages:
@@ -157,7 +157,7 @@ class Auditor:
         if rec is None or rec.decision.level == "None":
             return
         if user is not rec.authenticated:
-            rec.impersonated = user_info(user)
+            rec.impersonated = user.info()
         decide = getattr(server.authorizer, "decide", None)
         if decide is not None:
             allowed, reason = await decide(server, user, rbac.attributes_of(info))
@@ -298,18 +298,6 @@ def _complete_ref(ref: dict[str, str], obj: dict[str, Any]) -> None:
 
 def _long_running(info: requestinfo.RequestInfo | None) -> bool:
     return info is not None and (info.verb in _LONG_RUNNING_VERBS or info.subresource in _LONG_RUNNING_SUBRESOURCES)
-
-
-def user_info(user: context.User) -> dict[str, Any]:
-    """authentication.k8s.io/v1 UserInfo with its empty fields left out."""
-    out: dict[str, Any] = {"username": user.name}
-    if user.uid:
-        out["uid"] = user.uid
-    if user.groups:
-        out["groups"] = list(user.groups)
-    if user.extra:
-        out["extra"] = {k: list(v) for k, v in user.extra.items()}
-    return out
 
 
 def micro_time(at: datetime.datetime) -> str:

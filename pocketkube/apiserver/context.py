@@ -21,6 +21,17 @@ class User:
     uid: str = ""
     extra: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
+    def info(self) -> dict[str, Any]:
+        """authentication.k8s.io/v1 UserInfo (audit events, AdmissionReviews, TokenReviews), empty fields left out."""
+        out: dict[str, Any] = {"username": self.name}
+        if self.uid:
+            out["uid"] = self.uid
+        if self.groups:
+            out["groups"] = list(self.groups)
+        if self.extra:
+            out["extra"] = {k: list(v) for k, v in self.extra.items()}
+        return out
+
 
 ANONYMOUS = User("system:anonymous", ("system:unauthenticated",))
 

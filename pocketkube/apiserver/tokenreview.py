@@ -27,16 +27,8 @@ async def status(server: context.Server, call: context.Call, obj: dict[str, Any]
         return out
     if wanted and not set(wanted) & set(result.audiences):
         raise errors.InternalError("Internal error occurred: error validating audiences")
-    user = result.user
-    info: dict[str, Any] = {"username": user.name}
-    if user.uid:
-        info["uid"] = user.uid
-    if user.groups:
-        info["groups"] = list(user.groups)
-    if user.extra:
-        info["extra"] = {k: list(v) for k, v in user.extra.items()}
     out["authenticated"] = True
-    out["user"] = info
+    out["user"] = result.user.info()
     if result.audiences:
         out["audiences"] = list(result.audiences)
     return out

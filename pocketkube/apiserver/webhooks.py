@@ -102,17 +102,6 @@ def gvrk(res: Any, subresource: str) -> wm.GVRK:
     return wm.GVRK(res.group, res.version, res.resource, kind_group, kind_version, kind)
 
 
-def _user_info(user: context.User) -> dict[str, Any]:
-    out: dict[str, Any] = {"username": user.name}
-    if user.uid:
-        out["uid"] = user.uid
-    if user.groups:
-        out["groups"] = list(user.groups)
-    if user.extra:
-        out["extra"] = {k: list(v) for k, v in user.extra.items()}
-    return out
-
-
 _OPTIONS_KIND = {"CREATE": "CreateOptions", "UPDATE": "UpdateOptions", "DELETE": "DeleteOptions"}
 
 
@@ -137,7 +126,7 @@ def attributes(call: context.Call, obj: dict[str, Any] | None, old: dict[str, An
     name = call.info.name or str(((obj or {}).get("metadata") or {}).get("name") or "")
     return wm.Attributes(operation=operation, request=gvrk(call.res, call.info.subresource),
                          subresource=call.info.subresource, namespace=call.info.namespace, name=name,
-                         object=obj, old_object=old, dry_run=call.dry_run, user=_user_info(call.user),
+                         object=obj, old_object=old, dry_run=call.dry_run, user=call.user.info(),
                          options=_options(call, operation))
 
 
