@@ -50,25 +50,17 @@ def aggregated_rules(role: Mapping[str, Any], roles: Iterable[Mapping[str, Any]]
     return rules
 
 
-class ClusterRoleAggregationController:
+class ClusterRoleAggregationController(controller.Reconciler):
     """Reconciles aggregated ClusterRoles by name; any ClusterRole change requeues every aggregated one."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1,
                  informers: informer_mod.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer_mod.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("clusterrole-aggregation", self.reconcile, workers=workers,
-                                                clock=self.clock)
-        self.roles = self.factory.informer(CLUSTER_ROLES)
-        self.controller.watch(self.roles, self._aggregated_keys)
+        super().__init__(client, "clusterrole-aggregation", workers=workers, clock=clock, informers=informers)
+        self.roles = self.watch(CLUSTER_ROLES, self._aggregated_keys)
 
     def _aggregated_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         # A label or rule change anywhere may change what an aggregated role gathers.
         return [r["metadata"]["name"] for r in self.roles.list() if isinstance(r.get("aggregationRule"), dict)]
-
-    async def run(self) -> None:
-        await self.controller.run()
 
     async def reconcile(self, name: str) -> controller.Outcome:
         role = self.roles.get(name)

@@ -10,7 +10,7 @@ from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer, rest
 from pocketkube.controllers import cronjob_plan as plan
 from pocketkube.controllers import podutil
-from pocketkube.runtime import controller, events, writes
+from pocketkube.runtime import controller, writes
 
 log = logging.getLogger("pocketkube.controllers.cronjob")
 
@@ -51,27 +51,18 @@ class JobIndex:
         return list(self.by_owner.get(key, {}).values())
 
 
-class CronJobController:
+class CronJobController(controller.Reconciler):
     """Reconciles CronJobs by "namespace/name" against the injected clock."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.cronjobs = self.factory.informer(CRONJOBS)
-        self.jobs = self.factory.informer(JOBS)
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
         self.index = JobIndex()
         # The resourceVersion of our last status write per CronJob: an older cached copy is not worth a sync.
         self.written: dict[str, int] = {}
-        self.jobs.add_handler(self.index.update)
-        self.controller.watch(self.cronjobs)
-        self.controller.watch(self.jobs, self._job_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.cronjobs = self.watch(CRONJOBS)
+        self.jobs = self.watch(JOBS, self._job_keys, index=self.index.update)
 
     def _job_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         keys: list[str] = []

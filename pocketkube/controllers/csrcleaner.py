@@ -71,20 +71,13 @@ def deadline(csr: dict[str, Any]) -> datetime.datetime | None:
     return min(times) if times else None
 
 
-class CSRCleanerController:
+class CSRCleanerController(controller.Reconciler):
     """Watches CSRs and deletes each when its deadline passes (requeued until then)."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=1, clock=self.clock)
-        self.csrs = self.factory.informer(CSRS)
-        self.controller.watch(self.csrs, self._keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        super().__init__(client, COMPONENT, workers=1, clock=clock, informers=informers)
+        self.csrs = self.watch(CSRS, self._keys)
 
     def _keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         return [] if new is None else [informer.key_of(new)]

@@ -275,24 +275,17 @@ def plan(csr: dict[str, Any]) -> Action:
     return Action("sign")
 
 
-class CSRSigningController:
+class CSRSigningController(controller.Reconciler):
     """Watches CSRs; writes status.certificate (or a Failed condition) through the status subresource."""
 
     def __init__(self, client: rest.Client, *, ca_cert_path: str, ca_key_path: str,
                  clock: clock_mod.Clock | None = None, cert_ttl: datetime.timedelta = DEFAULT_TTL,
                  workers: int = 1,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers)
         self.ca_cert_path, self.ca_key_path = ca_cert_path, ca_key_path
         self.cert_ttl = cert_ttl
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.csrs = self.factory.informer(CSRS)
-        self.controller.watch(self.csrs, self._keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.csrs = self.watch(CSRS, self._keys)
 
     def _keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         if new is None or plan(new).kind == "skip":

@@ -40,29 +40,19 @@ def _node_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
             or (old.get("spec") or {}).get("unschedulable") != (new.get("spec") or {}).get("unschedulable"))
 
 
-class DaemonSetController:
+class DaemonSetController(controller.Reconciler):
     """Reconciles DaemonSets by "namespace/name"."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
         self.expectations = rsutil.Expectations()
         self.backoff = util.FailedBackoff()
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.sets = self.factory.informer(DAEMONSETS)
-        self.pods = self.factory.informer(PODS)
-        self.nodes = self.factory.informer(NODES)
-        self.revisions = self.factory.informer(history.CONTROLLER_REVISIONS)
-        self.controller.watch(self.sets, self._set_keys)
-        self.controller.watch(self.pods, self._pod_keys)
-        self.controller.watch(self.nodes, self._node_keys)
-        self.controller.watch(self.revisions, self._revision_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.sets = self.watch(DAEMONSETS, self._set_keys)
+        self.pods = self.watch(PODS, self._pod_keys)
+        self.nodes = self.watch(NODES, self._node_keys)
+        self.revisions = self.watch(history.CONTROLLER_REVISIONS, self._revision_keys)
 
     # --- event handlers
 

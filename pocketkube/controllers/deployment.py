@@ -30,30 +30,20 @@ def _replace(rss: list[dict[str, Any]], updated: dict[str, Any]) -> list[dict[st
     return [updated if du.meta(rs).get("uid") == uid else rs for rs in rss]
 
 
-class DeploymentController:
+class DeploymentController(controller.Reconciler):
     """Reconciles Deployments by "namespace/name"."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.controller = controller.Controller("deployment", self.reconcile, workers=workers, clock=self.clock)
-        self.deployments = self.factory.informer(DEPLOYMENTS)
-        self.replicasets = self.factory.informer(REPLICASETS)
+        super().__init__(client, "deployment", workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
         self.deployment_index = ownerrefs.OwnerIndex()
         self.rs_index = ownerrefs.OwnerIndex()
         # key -> (resourceVersions our own writes superseded, the object we last wrote): lets a sync
         # that starts before the informer has caught up with our last write build on that write.
         self._written: dict[str, tuple[set[str], dict[str, Any]]] = {}
-        self.deployments.add_handler(self.deployment_index.update)
-        self.replicasets.add_handler(self.rs_index.update)
-        self.controller.watch(self.deployments)
-        self.controller.watch(self.replicasets, self._rs_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.deployments = self.watch(DEPLOYMENTS, index=self.deployment_index.update)
+        self.replicasets = self.watch(REPLICASETS, self._rs_keys, index=self.rs_index.update)
 
     # --- event handlers
 

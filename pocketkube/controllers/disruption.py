@@ -263,24 +263,16 @@ def stale_disruption_wait(pod: Mapping[str, Any], now: datetime.datetime) -> flo
     return max(0.0, STALE_POD_DISRUPTION_TIMEOUT - (now - since).total_seconds())
 
 
-class DisruptionController:
+class DisruptionController(controller.Reconciler):
     """Reconciles PodDisruptionBudgets by "namespace/name" and stale DisruptionTarget pods by (STALE, key)."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.controller = controller.Controller("disruption", self.reconcile, workers=workers, clock=self.clock)
-        self.pdbs = self.factory.informer(PDBS, resync_seconds=RESYNC_SECONDS)
-        self.pods = self.factory.informer(PODS)
-        self.controller.watch(self.pdbs)
-        self.controller.watch(self.pods, self._pod_keys)
+        super().__init__(client, "disruption", workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
         self._discovery: rest.Discovery | None = None
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.pdbs = self.watch(PDBS, resync_seconds=RESYNC_SECONDS)
+        self.pods = self.watch(PODS, self._pod_keys)
 
     def _pod_keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Hashable]:
         keys: list[Hashable] = []

@@ -65,21 +65,14 @@ def subsets(service: Mapping[str, Any], pods: list[dict[str, Any]]) -> list[dict
     return out
 
 
-class EndpointsController:
+class EndpointsController(controller.Reconciler):
     """Reconciles Services by key: their Endpoints object lists the selected pods."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("endpoints", self.reconcile, workers=workers, clock=self.clock)
-        self.cache = endpoints_util.ServicesAndPods(self.factory, self.controller)
-        self.endpoints = self.factory.informer(ENDPOINTS)
-        self.controller.watch(self.endpoints, _deleted_key)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        super().__init__(client, "endpoints", workers=workers, clock=clock, informers=informers)
+        self.cache = endpoints_util.ServicesAndPods(self)
+        self.endpoints = self.watch(ENDPOINTS, _deleted_key)
 
     async def reconcile(self, key: str) -> controller.Outcome:
         ns, _, name = key.partition("/")

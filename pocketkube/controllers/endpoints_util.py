@@ -189,15 +189,11 @@ class WriteTracker:
 class ServicesAndPods:
     """The Service and Pod caches an endpoints controller reconciles from; pod changes enqueue their Services."""
 
-    def __init__(self, factory: informer.Factory, ctl: controller.Controller) -> None:
-        self.services = factory.informer(rest.GVR("", "v1", "services"))
-        self.pods = factory.informer(rest.GVR("", "v1", "pods"))
+    def __init__(self, owner: controller.Reconciler) -> None:
         self._service_index = ownerrefs.OwnerIndex()
         self._pod_index = ownerrefs.OwnerIndex()
-        self.services.add_handler(self._service_index.update)
-        self.pods.add_handler(self._pod_index.update)
-        ctl.watch(self.services)
-        ctl.watch(self.pods, self._pod_keys)
+        self.services = owner.watch(rest.GVR("", "v1", "services"), index=self._service_index.update)
+        self.pods = owner.watch(rest.GVR("", "v1", "pods"), self._pod_keys, index=self._pod_index.update)
 
     def pods_in(self, namespace: str) -> list[dict[str, Any]]:
         return self._pod_index.in_namespace(namespace)

@@ -114,25 +114,16 @@ def _name_prefix(service_name: str) -> str:
     return prefix[:58] if len(prefix) > 58 else prefix
 
 
-class EndpointSliceController:
+class EndpointSliceController(controller.Reconciler):
     """Reconciles Services by key: their EndpointSlices follow the selected pods' IPs, ports and readiness."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("endpointslice", self.reconcile, workers=workers, clock=self.clock)
-        self.cache = endpoints_util.ServicesAndPods(self.factory, self.controller)
-        self.nodes = self.factory.informer(NODES)
-        self.slices = self.factory.informer(SLICES,
-                                            label_selector=f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}")
+        super().__init__(client, "endpointslice", workers=workers, clock=clock, informers=informers)
+        self.cache = endpoints_util.ServicesAndPods(self)
         self.written = endpoints_util.WriteTracker()
-        self.controller.watch(self.slices, _slice_key)
-        self.controller.watch(self.nodes, controller.no_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.slices = self.watch(SLICES, _slice_key, label_selector=f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}")
+        self.nodes = self.watch(NODES, controller.no_keys)
 
     def _existing(self, ns: str, name: str) -> list[dict[str, Any]]:
         cached = [s for s in self.slices.list() if (podutil.meta(s).get("namespace") or "") == ns

@@ -83,27 +83,17 @@ def plan(service: Mapping[str, Any], endpoints: Mapping[str, Any], existing: lis
     return creates, updates, unused
 
 
-class EndpointSliceMirroringController:
+class EndpointSliceMirroringController(controller.Reconciler):
     """Reconciles by Service key: selectorless Services' Endpoints are mirrored into managed EndpointSlices."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("endpointslicemirroring", self.reconcile, workers=workers,
-                                                clock=self.clock)
-        self.services = self.factory.informer(SERVICES)
-        self.endpoints = self.factory.informer(ENDPOINTS)
-        self.slices = self.factory.informer(SLICES,
-                                            label_selector=f"{endpointslice.MANAGED_BY_LABEL}={CONTROLLER_NAME}")
+        super().__init__(client, "endpointslicemirroring", workers=workers, clock=clock, informers=informers)
         self.written = endpoints_util.WriteTracker()
-        self.controller.watch(self.services)
-        self.controller.watch(self.endpoints)
-        self.controller.watch(self.slices, _slice_key)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.services = self.watch(SERVICES)
+        self.endpoints = self.watch(ENDPOINTS)
+        self.slices = self.watch(SLICES, _slice_key,
+                                 label_selector=f"{endpointslice.MANAGED_BY_LABEL}={CONTROLLER_NAME}")
 
     async def reconcile(self, key: str) -> controller.Outcome:
         ns, _, name = key.partition("/")

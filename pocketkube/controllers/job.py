@@ -26,31 +26,22 @@ ORPHAN = "orphan-pod"
 STALE_RETRY = 1.0
 
 
-class JobController:
+class JobController(controller.Reconciler):
     """Reconciles Jobs by "namespace/name" (and orphaned pods with the tracking finalizer)."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
         self.expectations = job_cache.Expectations()
         self.backoffs: dict[str, ju.Backoff] = {}
         # The resourceVersion of our last status write per Job: an older cached copy is not worth a sync.
         self.written: dict[str, int] = {}
         self.tracker = jt.StatusTracker(client, recorder=self.recorder, expectations=self.expectations, clock=self.clock,
                                         written=self.written, backoffs=self.backoffs)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.jobs = self.factory.informer(JOBS)
-        self.pods = self.factory.informer(PODS)
         self.pod_index = ownerrefs.OwnerIndex()
-        self.pods.add_handler(self.pod_index.update)
-        self.controller.watch(self.jobs, self._job_keys)
-        self.controller.watch(self.pods, self._pod_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.jobs = self.watch(JOBS, self._job_keys)
+        self.pods = self.watch(PODS, self._pod_keys, index=self.pod_index.update)
 
     # --- event handlers: only enqueue and count expectations
 

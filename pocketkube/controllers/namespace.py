@@ -148,24 +148,16 @@ def root_ca_change(existing: dict[str, Any] | None, ca_pem: str, namespace: str)
     return "update", cm
 
 
-class NamespaceController:
+class NamespaceController(controller.Reconciler):
     """Reconciles namespaces by name."""
 
     def __init__(self, client: rest.Client, *, ca_pem: str, clock: clock_mod.Clock | None = None,
                  workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
+        super().__init__(client, "namespace", workers=workers, clock=clock, informers=informers)
         self.ca_pem = ca_pem
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("namespace", self.reconcile, workers=workers, clock=self.clock)
-        self.namespaces = self.factory.informer(NAMESPACES, resync_seconds=RESYNC_SECONDS)
-        self.root_cas = self.factory.informer(CONFIGMAPS, field_selector=f"metadata.name={ROOT_CA_NAME}")
-        self.controller.watch(self.namespaces, _namespace_key)
-        self.controller.watch(self.root_cas, _root_ca_key)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.namespaces = self.watch(NAMESPACES, _namespace_key, resync_seconds=RESYNC_SECONDS)
+        self.root_cas = self.watch(CONFIGMAPS, _root_ca_key, field_selector=f"metadata.name={ROOT_CA_NAME}")
 
     async def reconcile(self, name: str) -> controller.Outcome:
         try:

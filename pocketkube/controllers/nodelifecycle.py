@@ -242,29 +242,23 @@ def _node_ref(node: Mapping[str, Any], *, uid: str) -> dict[str, Any]:
                                                             "uid": uid}}
 
 
-class NodeLifecycleController:
+class NodeLifecycleController(controller.Reconciler):
     """Watches Nodes, their Leases and pods; one monitor pass every settings.period."""
 
     def __init__(self, client: rest.Client, *, settings: Settings | None = None,
                  clock: clock_mod.Clock | None = None,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
+        super().__init__(client, "nodelifecycle", workers=1, clock=clock, informers=informers,
+                         event_source=COMPONENT)
         self.settings = settings or Settings()
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.controller = controller.Controller("nodelifecycle", self.reconcile, workers=1, clock=self.clock)
-        self.nodes = self.factory.informer(NODES)
-        self.leases = self.factory.informer(LEASES, namespace=LEASE_NAMESPACE)
-        self.pods = self.factory.informer(PODS)
-        self.controller.watch(self.nodes, _on_node)
-        self.controller.watch(self.leases, controller.no_keys)
-        self.controller.watch(self.pods, controller.no_keys)
         self.health: dict[str, Health] = {}
+        self.nodes = self.watch(NODES, _on_node)
+        self.leases = self.watch(LEASES, controller.no_keys, namespace=LEASE_NAMESPACE)
+        self.pods = self.watch(PODS, controller.no_keys)
 
     async def run(self) -> None:
         self.controller.enqueue(MONITOR)
-        await self.controller.run()
+        await super().run()
 
     async def reconcile(self, key: Hashable) -> controller.Outcome:
         await self.monitor()

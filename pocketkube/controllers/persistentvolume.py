@@ -177,28 +177,18 @@ def _typed(obj: Obj, kind: str) -> Obj:
     return {**obj, "apiVersion": obj.get("apiVersion") or "v1", "kind": obj.get("kind") or kind}
 
 
-class PersistentVolumeController:
+class PersistentVolumeController(controller.Reconciler):
     """Reconciles ("claim", "ns/name") and ("volume", name) keys, as kube's two PV controller queues."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 4,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.claims = self.factory.informer(PVCS)
-        self.volumes = self.factory.informer(PVS)
-        self.classes = self.factory.informer(CLASSES)
-        self.pods = self.factory.informer(PODS)
-        self.controller.watch(self.claims, _claim_keys)
-        self.controller.watch(self.volumes, self._volume_keys)
-        self.controller.watch(self.classes, self._class_keys)
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
+        self.claims = self.watch(PVCS, _claim_keys)
+        self.volumes = self.watch(PVS, self._volume_keys)
+        self.classes = self.watch(CLASSES, self._class_keys)
         # Pods only fill a cache: like kube, a claim notices its consumer on its own next sync.
-        self.controller.watch(self.pods, controller.no_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.pods = self.watch(PODS, controller.no_keys)
 
     def _class_keys(self, etype: str, old: Obj | None, new: Obj | None) -> list[tuple[str, str]]:
         # A new (default) class can unblock pending claims.

@@ -99,26 +99,21 @@ def orphaned(pods: list[dict[str, Any]], deleted_nodes: set[str]) -> list[dict[s
     return [p for p in pods if (p.get("spec") or {}).get("nodeName") in deleted_nodes]
 
 
-class PodGCController:
+class PodGCController(controller.Reconciler):
     """Every settings.period: one pass over all pods and nodes."""
 
     def __init__(self, client: rest.Client, *, settings: Settings | None = None,
                  clock: clock_mod.Clock | None = None,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
+        super().__init__(client, "podgc", workers=1, clock=clock, informers=informers)
         self.settings = settings or Settings()
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("podgc", self.reconcile, workers=1, clock=self.clock)
-        self.nodes = self.factory.informer(NODES)
-        self.pods = self.factory.informer(PODS)
-        self.controller.watch(self.nodes, controller.no_keys)
-        self.controller.watch(self.pods, controller.no_keys)
         self.missing_since: dict[str, datetime.datetime] = {}
+        self.nodes = self.watch(NODES, controller.no_keys)
+        self.pods = self.watch(PODS, controller.no_keys)
 
     async def run(self) -> None:
         self.controller.enqueue(GC)
-        await self.controller.run()
+        await super().run()
 
     async def reconcile(self, key: Hashable) -> controller.Outcome:
         await self.gc()

@@ -42,24 +42,15 @@ def volume_in_use(pv: Mapping[str, Any]) -> bool:
     return ((pv.get("status") or {}).get("phase") or "") == "Bound"
 
 
-class PVCProtectionController:
+class PVCProtectionController(controller.Reconciler):
     """Reconciles ("pvc", "ns/name") and ("pv", name) keys; runs kube's pvc- and pv-protection controllers."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.claims = self.factory.informer(PVCS)
-        self.volumes = self.factory.informer(PVS)
-        self.pods = self.factory.informer(PODS)
-        self.controller.watch(self.claims, lambda e, o, n: [(PVC, informer.key_of(n))] if n is not None else [])
-        self.controller.watch(self.volumes, lambda e, o, n: [(PV, informer.key_of(n))] if n is not None else [])
-        self.controller.watch(self.pods, self._pod_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers)
+        self.claims = self.watch(PVCS, lambda e, o, n: [(PVC, informer.key_of(n))] if n is not None else [])
+        self.volumes = self.watch(PVS, lambda e, o, n: [(PV, informer.key_of(n))] if n is not None else [])
+        self.pods = self.watch(PODS, self._pod_keys)
 
     def _pod_keys(self, etype: str, old: Obj | None, new: Obj | None) -> list[tuple[str, str]]:
         # A pod that stops, ends or goes may free claims waiting to be deleted.

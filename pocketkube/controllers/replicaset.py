@@ -45,7 +45,7 @@ def _clean_status(status: dict[str, Any]) -> dict[str, Any]:
                     and not v)}
 
 
-class ReplicaSetController:
+class ReplicaSetController(controller.Reconciler):
     """Reconciles ReplicaSets (or ReplicationControllers) by "namespace/name"."""
 
     def __init__(self, client: rest.Client, *, kind: str = "ReplicaSet", clock: clock_mod.Clock | None = None,
@@ -53,24 +53,14 @@ class ReplicaSetController:
                  informers: informer.Factory | None = None) -> None:
         if kind not in FLAVOURS:
             raise ValueError(f"unknown replica controller kind {kind!r}")
-        self.client = client
         self.gvr, self.api_version, self.kind, component = FLAVOURS[kind]
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, component, clock=self.clock)
+        super().__init__(client, component, workers=workers, clock=clock, informers=informers,
+                         event_source=component)
         self.expectations = util.Expectations()
-        self.controller = controller.Controller(component, self.reconcile, workers=workers, clock=self.clock)
-        self.owners = self.factory.informer(self.gvr)
-        self.pods = self.factory.informer(PODS)
         self.owner_index = ownerrefs.OwnerIndex()
         self.pod_index = ownerrefs.OwnerIndex()
-        self.owners.add_handler(self.owner_index.update)
-        self.pods.add_handler(self.pod_index.update)
-        self.controller.watch(self.owners, self._owner_keys)
-        self.controller.watch(self.pods, self._pod_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.owners = self.watch(self.gvr, self._owner_keys, index=self.owner_index.update)
+        self.pods = self.watch(PODS, self._pod_keys, index=self.pod_index.update)
 
     # --- event handlers (synchronous: they only enqueue and count expectations)
 

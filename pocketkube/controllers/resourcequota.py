@@ -61,7 +61,7 @@ def quota_keys(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | Non
     return []
 
 
-class ResourceQuotaController:
+class ResourceQuotaController(controller.Reconciler):
     """Recounts a quota's usage on quota changes, on releases (deletes, pods finishing) and every resync period."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None,
@@ -69,13 +69,9 @@ class ResourceQuotaController:
                  informers: informer.Factory | None = None) -> None:
         if resync_seconds <= 0:
             raise ValueError("resync_seconds must be positive")
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
+        super().__init__(client, "resourcequota", workers=workers, clock=clock, informers=informers)
         self.resync_seconds = resync_seconds
-        self.controller = controller.Controller("resourcequota", self.reconcile, workers=workers, clock=self.clock)
-        self.quotas = self.factory.informer(QUOTAS)
-        self.controller.watch(self.quotas, quota_keys)
+        self.quotas = self.watch(QUOTAS, quota_keys)
         # One informer per measured resource, started when a quota first needs it, to hear of releases.
         self.monitors: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._gvrs: dict[tuple[str, str], rest.GVR] = {
@@ -86,7 +82,7 @@ class ResourceQuotaController:
     async def run(self) -> None:
         resync = asyncio.get_running_loop().create_task(self._resync_loop(), name="resourcequota-resync")
         try:
-            await self.controller.run()
+            await super().run()
         finally:
             for task in [resync, *self.monitors.values()]:
                 task.cancel()

@@ -36,24 +36,16 @@ def account(namespace: str, name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
 
 
-class ServiceAccountController:
+class ServiceAccountController(controller.Reconciler):
     """Reconciles namespaces by name: creates their missing service accounts."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None,
                  names: tuple[str, ...] = DEFAULT_NAMES, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
+        super().__init__(client, "serviceaccount", workers=workers, clock=clock, informers=informers)
         self.names = names
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("serviceaccount", self.reconcile, workers=workers, clock=self.clock)
-        self.namespaces = self.factory.informer(NAMESPACES)
-        self.accounts = self.factory.informer(SERVICE_ACCOUNTS)
-        self.controller.watch(self.namespaces, _namespace_key)
-        self.controller.watch(self.accounts, _deleted_account_key)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.namespaces = self.watch(NAMESPACES, _namespace_key)
+        self.accounts = self.watch(SERVICE_ACCOUNTS, _deleted_account_key)
 
     async def reconcile(self, name: str) -> controller.Outcome:
         existing = {n for n in self.names if self.accounts.get(f"{name}/{n}") is not None}

@@ -61,26 +61,17 @@ def filled(secret: Mapping[str, Any], sa: Mapping[str, Any], *, token: str, ca_p
     return out
 
 
-class TokensController:
+class TokensController(controller.Reconciler):
     """Reconciles token Secrets by namespace/name; account changes re-check the Secrets naming them."""
 
     def __init__(self, client: rest.Client, *, signing_key_pem: bytes, ca_pem: str,
                  clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
+        super().__init__(client, "serviceaccount-token", workers=workers, clock=clock, informers=informers)
         self.signer = satokens.Signer(signing_key_pem)
         self.ca_pem = ca_pem
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller("serviceaccount-token", self.reconcile, workers=workers,
-                                                clock=self.clock)
-        self.secrets = self.factory.informer(SECRETS, field_selector=f"type={TOKEN_TYPE}")
-        self.accounts = self.factory.informer(SERVICE_ACCOUNTS)
-        self.controller.watch(self.secrets)
-        self.controller.watch(self.accounts, self._secrets_of_account)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.secrets = self.watch(SECRETS, field_selector=f"type={TOKEN_TYPE}")
+        self.accounts = self.watch(SERVICE_ACCOUNTS, self._secrets_of_account)
 
     def _secrets_of_account(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         sa = new or old or {}

@@ -41,22 +41,14 @@ def wanted(service: Mapping[str, Any], addresses: list[str]) -> dict[str, Any] |
     return {"ingress": [{"ip": ip, "ipMode": "VIP"} for ip in addresses]} if addresses else {}
 
 
-class ServiceLBController:
+class ServiceLBController(controller.Reconciler):
     """Keeps each LoadBalancer Service's ingress equal to the nodes' addresses; clears it when the type changes."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 1,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.services = self.factory.informer(SERVICES)
-        self.nodes = self.factory.informer(NODES)
-        self.controller.watch(self.services)
-        self.controller.watch(self.nodes, self._all_lb_services)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers)
+        self.services = self.watch(SERVICES)
+        self.nodes = self.watch(NODES, self._all_lb_services)
 
     def _all_lb_services(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         return [informer.key_of(s) for s in self.services.list()

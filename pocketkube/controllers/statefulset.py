@@ -31,27 +31,17 @@ def _typed(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
     return {**obj, "apiVersion": obj.get("apiVersion") or api_version, "kind": obj.get("kind") or kind}
 
 
-class StatefulSetController:
+class StatefulSetController(controller.Reconciler):
     """Reconciles StatefulSets by "namespace/name"."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 5,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.sets = self.factory.informer(STATEFULSETS)
-        self.pods = self.factory.informer(PODS)
-        self.revisions = self.factory.informer(history.CONTROLLER_REVISIONS)
-        self.claims = self.factory.informer(PVCS)
-        self.controller.watch(self.sets)
-        self.controller.watch(self.pods, self._pod_keys)
-        self.controller.watch(self.revisions, self._revision_keys)
-        self.controller.watch(self.claims, controller.no_keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
+        self.sets = self.watch(STATEFULSETS)
+        self.pods = self.watch(PODS, self._pod_keys)
+        self.revisions = self.watch(history.CONTROLLER_REVISIONS, self._revision_keys)
+        self.claims = self.watch(PVCS, controller.no_keys)
 
     # --- event handlers
 

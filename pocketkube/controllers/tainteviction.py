@@ -83,24 +83,16 @@ def plan(pod: Mapping[str, Any], node: Mapping[str, Any] | None, now: datetime.d
     return "wait", left
 
 
-class TaintEvictionController:
+class TaintEvictionController(controller.Reconciler):
     """Reconciles pods by "namespace/name"; node taint changes enqueue the node's pods."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.controller = controller.Controller("tainteviction", self.reconcile, workers=workers, clock=self.clock)
-        self.nodes = self.factory.informer(NODES)
-        self.pods = self.factory.informer(PODS)
-        self.controller.watch(self.nodes, self._node_pods)
-        self.controller.watch(self.pods, _pod_key)
+        super().__init__(client, "tainteviction", workers=workers, clock=clock, informers=informers,
+                         event_source=COMPONENT)
         self.scheduled: set[str] = set()
-
-    async def run(self) -> None:
-        await self.controller.run()
+        self.nodes = self.watch(NODES, self._node_pods)
+        self.pods = self.watch(PODS, _pod_key)
 
     def _node_pods(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         if new is None or noexecute_taints(old) == noexecute_taints(new):

@@ -46,20 +46,13 @@ def time_left(job: dict[str, Any], now: datetime.datetime) -> float | None:
     return (expire - now).total_seconds()
 
 
-class TTLAfterFinishedController:
+class TTLAfterFinishedController(controller.Reconciler):
     """Watches Jobs; deletes each (foreground, guarded by uid) when its TTL after finishing runs out."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 2,
                  informers: informer.Factory | None = None) -> None:
-        self.client = client
-        self.clock = clock or clock_mod.Clock()
-        self.factory = informers or informer.Factory(client, clock=self.clock)
-        self.controller = controller.Controller(COMPONENT, self.reconcile, workers=workers, clock=self.clock)
-        self.jobs = self.factory.informer(JOBS)
-        self.controller.watch(self.jobs, self._keys)
-
-    async def run(self) -> None:
-        await self.controller.run()
+        super().__init__(client, COMPONENT, workers=workers, clock=clock, informers=informers)
+        self.jobs = self.watch(JOBS, self._keys)
 
     def _keys(self, etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
         if new is None or not needs_cleanup(new):

@@ -14,7 +14,8 @@ import aiohttp
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer as informer_mod
-from pocketkube.client import workqueue
+from pocketkube.client import rest, workqueue
+from pocketkube.runtime import events
 
 log = logging.getLogger("pocketkube.controller")
 
@@ -135,6 +136,46 @@ class Controller:
             self.queue.add_rate_limited(key)
             return
         apply_outcome(self.queue, key, outcome)
+
+
+class Reconciler:
+    """Base of a controller object: the client, clock, shared informers, event recorder and queue its reconcile runs on.
+
+    Subclasses call __init__ first, ask for informers with watch() and define reconcile(key); run() runs them."""
+
+    recorder: events.Recorder
+
+    def __init__(self, client: rest.Client, name: str, *, workers: int = 1, clock: clock_mod.Clock | None = None,
+                 informers: informer_mod.Factory | None = None, event_source: str = "") -> None:
+        self.client = client
+        self.clock = clock or clock_mod.Clock()
+        # A private factory when none is shared (tests); the manager shares one between all controllers.
+        self.factory = informers or informer_mod.Factory(client, clock=self.clock)
+        if event_source:
+            self.recorder = events.Recorder(client, event_source, clock=self.clock)
+        self.controller = Controller(name, self.reconcile, workers=workers, clock=self.clock)
+
+    def watch(self, gvr: rest.GVR, key_func: KeyFunc = own_key, *, index: informer_mod.Handler | None = None,
+              namespace: str = "", label_selector: str = "", field_selector: str = "",
+              resync_seconds: float = 0.0) -> informer_mod.Informer:
+        """The shared informer for gvr (and filter); its events enqueue the keys key_func maps them to.
+
+        index: a handler keeping the controller's own index of these objects, told of each event first.
+        Call it from __init__, before the informers run: a running one replays its cache to key_func at once,
+        before the caller has the informer to read."""
+        inf = self.factory.informer(gvr, namespace=namespace, label_selector=label_selector,
+                                    field_selector=field_selector, resync_seconds=resync_seconds)
+        if index is not None:
+            inf.add_handler(index)
+        self.controller.watch(inf, key_func)
+        return inf
+
+    async def reconcile(self, key: Any) -> Outcome | None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Start the informers, wait for their first list, then reconcile queued keys until cancelled."""
+        await self.controller.run()
 
 
 def apply_outcome(queue: workqueue.WorkQueue, key: Hashable, outcome: Outcome) -> None:
