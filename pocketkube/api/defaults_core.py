@@ -294,6 +294,68 @@ def service(obj: dict[str, Any]) -> None:
     status.setdefault("loadBalancer", {})
 
 
+def needs_health_check(svc: dict[str, Any]) -> bool:
+    """kube's NeedsHealthCheck: a LoadBalancer with externalTrafficPolicy Local gets a healthCheckNodePort."""
+    spec = svc.get("spec")
+    return isinstance(spec, dict) and spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
+def _externally_accessible(spec: dict[str, Any]) -> bool:
+    typ = spec.get("type")
+    return typ in ("NodePort", "LoadBalancer") or typ == "ClusterIP" and bool(spec.get("externalIPs"))
+
+
+def service_prepare_update(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """kube's Service update strategy (patchAllocatedValues, dropTypeDependentFields): keep an allocated
+    healthCheckNodePort the client left out, and drop the fields a type change no longer uses when the client did
+    not change them (a changed one is left for validation to refuse)."""
+    spec, old_spec = new.get("spec"), old.get("spec")
+    if not isinstance(spec, dict) or not isinstance(old_spec, dict):
+        return
+    ports, old_ports = _dicts(spec.get("ports")), _dicts(old_spec.get("ports"))
+    node_typed = ("NodePort", "LoadBalancer")
+    if spec.get("type") != "ExternalName" and old_spec.get("type") != "ExternalName":
+        if not spec.get("clusterIP") and old_spec.get("clusterIP"):
+            spec["clusterIP"] = old_spec["clusterIP"]
+        if not spec.get("clusterIPs") and old_spec.get("clusterIPs"):
+            spec["clusterIPs"] = list(old_spec["clusterIPs"])
+    if spec.get("type") in node_typed and old_spec.get("type") in node_typed:
+        # a node port the client left out stays, unless another port of the new spec took it
+        used = {p.get("nodePort") for p in ports} & {p.get("nodePort") for p in old_ports}
+        by_name = {str(p.get("name") or ""): p.get("nodePort") for p in old_ports}
+        for p in ports:
+            was = by_name.get(str(p.get("name") or ""))
+            if not p.get("nodePort") and was and was not in used:
+                p["nodePort"] = was
+    if needs_health_check(old) and needs_health_check(new) and not spec.get("healthCheckNodePort"):
+        if old_spec.get("healthCheckNodePort"):
+            spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
+    if old_spec.get("type") in node_typed and spec.get("type") not in node_typed and \
+            {p.get("nodePort") for p in ports} - {None, 0} == {p.get("nodePort") for p in old_ports} - {None, 0}:
+        for p in ports:
+            p.pop("nodePort", None)
+    if old_spec.get("type") != "ExternalName" and spec.get("type") == "ExternalName":
+        if spec.get("clusterIPs") == old_spec.get("clusterIPs"):
+            spec.pop("clusterIP", None)  # given back by the allocator
+            spec.pop("clusterIPs", None)
+        for key in ("ipFamilies", "ipFamilyPolicy"):
+            if spec.get(key) == old_spec.get(key):
+                spec.pop(key, None)
+    if needs_health_check(old) and not needs_health_check(new) and \
+            spec.get("healthCheckNodePort") == old_spec.get("healthCheckNodePort"):
+        spec.pop("healthCheckNodePort", None)
+    if old_spec.get("type") == "LoadBalancer" and spec.get("type") != "LoadBalancer":
+        if spec.get("allocateLoadBalancerNodePorts") == old_spec.get("allocateLoadBalancerNodePorts"):
+            spec.pop("allocateLoadBalancerNodePorts", None)
+        if spec.get("loadBalancerClass") == old_spec.get("loadBalancerClass"):
+            spec.pop("loadBalancerClass", None)
+        if isinstance(new.get("status"), dict):
+            new["status"]["loadBalancer"] = {}  # no load balancer serves it any more
+    if _externally_accessible(old_spec) and not _externally_accessible(spec) and \
+            spec.get("externalTrafficPolicy") == old_spec.get("externalTrafficPolicy"):
+        spec.pop("externalTrafficPolicy", None)
+
+
 def secret(obj: dict[str, Any]) -> None:
     _setdefault(obj, "type", "Opaque")
     data = obj.get("data")

@@ -187,7 +187,19 @@ def validate_service(obj: dict[str, Any]) -> list[FE]:
     itp = spec.get("internalTrafficPolicy")
     if itp is not None and itp not in ("Cluster", "Local"):
         out.append(errors.unsupported("spec.internalTrafficPolicy", itp, ["Cluster", "Local"]))
+    out.extend(_health_check_node_port(spec))
     return out
+
+
+def _health_check_node_port(spec: dict[str, Any]) -> list[FE]:
+    # Unset is fine here: the apiserver's allocator fills it in after validation (kube allocates first).
+    hc = vm.num(spec.get("healthCheckNodePort"))
+    if not hc:
+        return []
+    if spec.get("type") != "LoadBalancer" or spec.get("externalTrafficPolicy") != "Local":
+        return [errors.invalid("spec.healthCheckNodePort", hc,
+                               "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")]
+    return [errors.invalid("spec.healthCheckNodePort", hc, m) for m in names.is_valid_port_num(hc)]
 
 
 def node_port_out_of_range(field: str, port: int, lo: int = 30000, hi: int = 32767) -> FE:
@@ -200,6 +212,10 @@ def validate_service_update(new: dict[str, Any], old: dict[str, Any]) -> list[FE
     ns, os_ = vm.as_dict(new.get("spec")), vm.as_dict(old.get("spec"))
     if ns.get("type") != "ExternalName" and os_.get("type") != "ExternalName" and os_.get("clusterIP"):
         out.extend(vm.immutable(ns.get("clusterIP") or "", os_.get("clusterIP") or "", "spec.clusterIP"))
+    local = ("LoadBalancer", "Local")
+    if (ns.get("type"), ns.get("externalTrafficPolicy")) == local == (os_.get("type"), os_.get("externalTrafficPolicy")) \
+            and vm.num(ns.get("healthCheckNodePort")) not in (0, vm.num(os_.get("healthCheckNodePort"))):
+        out.append(errors.forbidden("spec.healthCheckNodePort", "field is immutable"))
     return out + validate_service(new)
 
 

@@ -6,7 +6,7 @@ import ipaddress
 import random
 from typing import Any
 
-from pocketkube.api import errors, resources
+from pocketkube.api import defaults_core, errors, resources
 
 SERVICE_CIDR = "10.96.0.0/12"
 NODE_PORT_RANGE = (30000, 32767)
@@ -78,7 +78,8 @@ class Allocators:
         raise errors.ServiceUnavailable("range is full: no node ports left")
 
     def allocate(self, svc: dict[str, Any], old: dict[str, Any] | None) -> list[tuple[str, Any]]:
-        """Fill clusterIP(s) and nodePorts in place; returns what was newly taken (for rollback)."""
+        """Fill clusterIP(s), nodePorts and healthCheckNodePort in place, giving back what an update stopped using;
+        returns what was taken and given back (for rollback)."""
         name = (svc.get("metadata") or {}).get("name", "")
         spec = svc.setdefault("spec", {})
         taken: list[tuple[str, Any]] = []
@@ -145,11 +146,72 @@ class Allocators:
         if causes:
             self.rollback(taken)
             raise errors.Invalid(kind="Service", group="", name=name, causes=causes)
+        if stype == "ExternalName" and old_spec.get("type") != "ExternalName":
+            for ip in old_spec.get("clusterIPs") or []:
+                if ip in self.ips:
+                    self.ips.discard(ip)
+                    taken.append(("freed-ip", ip))
+        self._free_unused_node_ports(spec, old_spec, taken)
+        self._health_check_node_port(svc, old, taken)
         return taken
+
+    def _free_unused_node_ports(self, spec: dict[str, Any], old_spec: dict[str, Any],
+                                taken: list[tuple[str, Any]]) -> None:
+        # An update that drops a node port (a type change, a removed port) gives it back, as kube's allocator does.
+        kept = {(p.get("protocol", "TCP"), p.get("nodePort")) for p in spec.get("ports") or [] if p.get("nodePort")}
+        for p in old_spec.get("ports") or []:
+            key = (p.get("protocol", "TCP"), p.get("nodePort"))
+            if p.get("nodePort") and key not in kept and key in self.ports:
+                self.ports.discard(key)
+                taken.append(("freed", key))
+
+    def _health_check_node_port(self, svc: dict[str, Any], old: dict[str, Any] | None,
+                                taken: list[tuple[str, Any]]) -> None:
+        """Take a healthCheckNodePort when the Service starts needing one (LoadBalancer, externalTrafficPolicy
+        Local), the one asked for or any free one; give it back when it stops needing it."""
+        spec = svc["spec"]
+        old_port = (old or {}).get("spec", {}).get("healthCheckNodePort") \
+            if old is not None and defaults_core.needs_health_check(old) else None
+        if not defaults_core.needs_health_check(svc):
+            if old_port and ("TCP", int(old_port)) in self.ports:
+                self.ports.discard(("TCP", int(old_port)))
+                taken.append(("freed", ("TCP", int(old_port))))
+            return
+        if old_port:
+            spec.setdefault("healthCheckNodePort", old_port)  # kept (validation refuses a change)
+            return
+        asked = spec.get("healthCheckNodePort")
+        if not asked:
+            try:
+                port = self._alloc_port("TCP")
+            except errors.ServiceUnavailable as e:
+                self.rollback(taken)
+                raise _internal(f"failed to allocate a HealthCheck NodePort 0: {e}") from None
+            spec["healthCheckNodePort"] = port
+        else:
+            lo, hi = self.node_ports
+            problem = ("" if ("TCP", asked) not in self.ports else "provided port is already allocated") \
+                if lo <= int(asked) <= hi else \
+                f"provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+            if problem:
+                self.rollback(taken)
+                raise _internal(f"failed to allocate requested HealthCheck NodePort {asked}: {problem}")
+            port = int(asked)
+        self.ports.add(("TCP", port))
+        taken.append(("port", ("TCP", port)))
 
     def rollback(self, taken: list[tuple[str, Any]]) -> None:
         for what, value in taken:
             if what == "ip":
                 self.ips.discard(value)
+            elif what == "freed":
+                self.ports.add(value)
+            elif what == "freed-ip":
+                self.ips.add(value)
             else:
                 self.ports.discard(value)
+
+
+def _internal(message: str) -> errors.InternalError:
+    # kube's allocator answers these with NewInternalError (500), not a field error.
+    return errors.InternalError(f"Internal error occurred: {message}", details={"causes": [{"message": message}]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pocketkube.api import resources
+from pocketkube.api import defaults_core, resources
 from pocketkube.apiserver import csr, objects
 from pocketkube.base import clock as clock_mod
 
@@ -178,6 +178,8 @@ def prepare_update(res: resources.Resource, new: dict[str, Any], old: dict[str, 
         meta.pop("generation", None)
         if "generation" in old_meta:
             meta["generation"] = old_meta["generation"]
+    if (res.group, res.kind) == ("", "Service"):
+        defaults_core.service_prepare_update(new, old)
     if (res.group, res.kind) == ("", "Namespace"):
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", old_meta.get("name"))
         # namespace spec.finalizers may only change through /finalize

@@ -42,6 +42,8 @@ class ServicePort:
     affinity_seconds: int = 0
     # internalTrafficPolicy Local: a pod's traffic to the ClusterIP only goes to endpoints on its own node.
     node_local: bool = False
+    # externalTrafficPolicy Local: outside traffic keeps its source address and only reaches this machine's endpoints.
+    external_local: bool = False
 
     @property
     def key(self) -> str:
@@ -146,8 +148,44 @@ def service_ports(services: Iterable[Mapping[str, Any]], slices: Iterable[Mappin
                                    node_port=node_port if isinstance(node_port, int) else 0,
                                    external_ips=tuple(sorted(set(external))), backends=backends,
                                    external_backends=ext, affinity_seconds=affinity,
-                                   node_local=spec.get("internalTrafficPolicy") == "Local"))
+                                   node_local=spec.get("internalTrafficPolicy") == "Local",
+                                   external_local=spec.get("externalTrafficPolicy") == "Local"))
     return sorted(out, key=lambda s: (s.key, s.protocol))
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthCheck:
+    """A LoadBalancer Service with externalTrafficPolicy Local: its healthCheckNodePort and local ready endpoints."""
+
+    namespace: str
+    name: str
+    port: int
+    local_endpoints: int
+
+
+def health_checks(services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]], *,
+                  local_nodes: frozenset[str]) -> list[HealthCheck]:
+    """The health checks kube-proxy serves, counting distinct ready ip:port endpoints on this machine's nodes."""
+    ports: dict[tuple[str, str], int] = {}
+    for svc in services:
+        meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+        port = spec.get("healthCheckNodePort")
+        if spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local" \
+                and isinstance(port, int) and 0 < port < 65536:
+            ports[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = port
+    counted: dict[tuple[str, str], set[tuple[str, int]]] = {key: set() for key in ports}
+    for sl in slices if ports else ():  # most clusters have none: skip the walk over every slice
+        meta = sl.get("metadata") or {}
+        found = counted.get((str(meta.get("namespace") or ""),
+                             str((meta.get("labels") or {}).get(SERVICE_NAME_LABEL) or "")))
+        if found is None or sl.get("addressType", "IPv4") != "IPv4":
+            continue
+        numbers = [n for n in (p.get("port") for p in sl.get("ports") or []) if isinstance(n, int) and 0 < n < 65536]
+        for ep in sl.get("endpoints") or []:
+            if str(ep.get("nodeName") or "") in local_nodes and _ready(ep):
+                found.update((str(addr), n) for addr in (ep.get("addresses") or [])[:1] for n in numbers)
+    return [HealthCheck(namespace=key[0], name=key[1], port=port, local_endpoints=len(counted[key]))
+            for key, port in sorted(ports.items())]
 
 
 def _ep_chain(sp: ServicePort, b: Backend) -> str:
@@ -167,6 +205,21 @@ def _dispatch(sp: ServicePort, backends: tuple[Backend, ...]) -> list[str]:
         choices = ", ".join(f"{i} : goto {_ep_chain(sp, b)}" for i, b in enumerate(backends))
         lines.append(f"numgen random mod {len(backends)} vmap {{ {choices} }}")
     return lines
+
+
+def _external(sp: ServicePort, *, cluster_cidr: str) -> list[str]:
+    """Rules of a NodePort/LoadBalancer/externalIP chain, as kube-proxy's external chain.
+
+    Cluster policy masquerades everything (the reply must come back through this node). Local policy sends
+    pods and the host to the ClusterIP's chain (the host masqueraded: its source is one of the node's own
+    addresses) and everything else, unmasqueraded so the pod sees the client's address, to a local endpoint;
+    with none, that traffic falls through un-DNATed to the filter chain's drop."""
+    if not sp.external_local or not sp.backends:
+        return [f"meta mark set meta mark | {MASQ_MARK}", *_dispatch(sp, sp.external_backends)]
+    return [f"ip saddr {cluster_cidr} goto {sp.chain}",
+            f"fib saddr type local meta mark set meta mark | {MASQ_MARK}",
+            f"fib saddr type local goto {sp.chain}",
+            *_dispatch(sp, sp.external_backends)]
 
 
 def _node_chain(sp: ServicePort, node: str) -> str:
@@ -205,21 +258,24 @@ def render(ports: list[ServicePort], *, table: str, cluster_cidr: str, bridges: 
                 services.append(f"ip daddr {ip} {sp.protocol} dport {sp.port} goto {sp.chain}")
             else:
                 rejects.append(f'ip daddr {ip} {sp.protocol} dport {sp.port} reject comment "{sp.key} has no endpoints"')
+        # Local policy: pods and the host itself still reach every endpoint, so only outside traffic can be dropped.
+        short_circuit = sp.external_local and bool(sp.backends)
         if not sp.external_backends:
-            rejects += [f'ip daddr {ip} {sp.protocol} dport {sp.port} reject comment "{sp.key} has no endpoints"'
+            verdict, why = ("drop", "has no local endpoints") if short_circuit else ("reject", "has no endpoints")
+            rejects += [f'ip daddr {ip} {sp.protocol} dport {sp.port} {verdict} comment "{sp.key} {why}"'
                         for ip in sp.external_ips]
             if sp.node_port:
-                rejects.append(f'fib daddr type local {sp.protocol} dport {sp.node_port} reject '
-                               f'comment "{sp.key} has no endpoints"')
+                rejects.append(f'fib daddr type local {sp.protocol} dport {sp.node_port} {verdict} '
+                               f'comment "{sp.key} {why}"')
         if sp.backends:
             chains[sp.chain] = [f"ip saddr != {cluster_cidr} meta mark set meta mark | {MASQ_MARK}",
                                 *_dispatch(sp, sp.backends)]
-        if (sp.node_port or sp.external_ips) and sp.external_backends:
+        if (sp.node_port or sp.external_ips) and (sp.external_backends or short_circuit):
             for ip in sp.external_ips:
                 services.append(f"ip daddr {ip} {sp.protocol} dport {sp.port} goto {sp.ext_chain}")
             if sp.node_port:
                 nodeports.append(f"{sp.protocol} dport {sp.node_port} goto {sp.ext_chain}")
-            chains[sp.ext_chain] = [f"meta mark set meta mark | {MASQ_MARK}", *_dispatch(sp, sp.external_backends)]
+            chains[sp.ext_chain] = _external(sp, cluster_cidr=cluster_cidr)
         for b in sorted(set(sp.backends) | set(sp.external_backends), key=lambda b: (b.ip, b.port)):
             name = _ep_chain(sp, b)
             if name in done:

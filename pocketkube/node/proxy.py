@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import functools
 import hashlib
+import json
 import logging
 import os
 import random
@@ -27,6 +29,10 @@ SLICES = rest.GVR("discovery.k8s.io", "v1", "endpointslices")
 NODES = rest.GVR("", "v1", "nodes")
 RETRY_SECONDS = 1.0
 CONNECT_TIMEOUT = 5.0
+# kube-proxy listens for health checks on every address of the node (nodePortAddresses unset).
+HEALTH_HOST = "0.0.0.0"
+HEALTH_IDLE_SECONDS = 30.0
+MAX_REQUEST_HEAD = 16384
 
 
 def table_name(data_dir: str) -> str:
@@ -66,6 +72,7 @@ class Proxy:
         self.applier = nftsync.Applier((self.services, self.slices, self.nodes), table=table, name="service proxy",
                                        log=log, sync=self.sync, clock=self.clock, retry=RETRY_SECONDS)
         self.userspace = UserspaceProxy()
+        self.health = HealthServer(clock=self.clock)
         self.syncs = 0
 
     def local_nodes(self) -> frozenset[str]:
@@ -97,17 +104,26 @@ class Proxy:
             await self.close()
 
     async def sync(self) -> None:
-        """Bring the data path in line with the informers' view now."""
+        """Bring the data path (and the health checks of Local LoadBalancers) in line with the informers' view now."""
         ports = self.rules()
+        checks = proxyrules.health_checks(self.services.list(), self.slices.list(), local_nodes=self.local_nodes())
         self.syncs += 1
-        if self.problem:
-            await self.userspace.apply(ports)
-            return
-        script = proxyrules.render(ports, table=self.table, cluster_cidr=self.cluster_cidr, bridges=self.bridges(),
-                                   node_bridges=self.node_bridges())
-        await self.applier.apply(script, nft=run_nft)
+        try:
+            if self.problem:
+                await self.userspace.apply(ports)
+            else:
+                script = proxyrules.render(ports, table=self.table, cluster_cidr=self.cluster_cidr,
+                                           bridges=self.bridges(), node_bridges=self.node_bridges())
+                await self.applier.apply(script, nft=run_nft)
+        except Exception:
+            self.health.healthy = False  # as kube-proxy's: load balancers stop sending here while rules are stale
+            raise
+        finally:
+            await self.health.sync(checks)
+        self.health.healthy = True
 
     async def close(self) -> None:
+        await self.health.close()
         await self.userspace.close()
         if not self.problem:
             await self.applier.remove(nft=run_nft)
@@ -150,6 +166,89 @@ class UserspaceProxy:
     async def close(self) -> None:
         for s in self._servers.values():
             s.close()
+        self._servers.clear()
+
+
+def health_body(namespace: str, name: str, *, local_endpoints: int, healthy: bool) -> bytes:
+    """kube-proxy's health check answer, byte for byte (tab-indented JSON, no trailing newline)."""
+    return (f'{{\n\t"service": {{\n\t\t"namespace": {json.dumps(namespace)},\n\t\t"name": {json.dumps(name)}\n\t}},'
+            f'\n\t"localEndpoints": {local_endpoints},\n\t"serviceProxyHealthy": {str(healthy).lower()}\n}}').encode()
+
+
+class HealthServer:
+    """kube-proxy's service health checks: an HTTP listener per healthCheckNodePort, 200 while the Service has
+    ready endpoints on this machine's nodes, 503 otherwise, so an outside load balancer skips this node."""
+
+    def __init__(self, *, host: str = HEALTH_HOST, clock: clock_mod.Clock | None = None) -> None:
+        self.host = host
+        self.clock = clock or clock_mod.Clock()
+        self.healthy = False
+        self._servers: dict[tuple[str, str], tuple[int, asyncio.Server]] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def ports(self) -> dict[tuple[str, str], int]:
+        """(namespace, name) -> the port its health check listens on."""
+        return {key: port for key, (port, _) in self._servers.items()}
+
+    async def sync(self, checks: list[proxyrules.HealthCheck]) -> None:
+        """Open listeners for new checks, close those of gone or moved ones; failed listens retry on the next sync."""
+        want = {(h.namespace, h.name): h for h in checks}
+        self._counts = {key: h.local_endpoints for key, h in want.items()}
+        for key in [k for k, (port, _) in self._servers.items() if k not in want or want[k].port != port]:
+            self._servers.pop(key)[1].close()
+        for key, h in want.items():
+            if key in self._servers:
+                continue
+            try:
+                server = await asyncio.start_server(functools.partial(self._serve, key), self.host, h.port)
+            except OSError as e:
+                log.warning("service %s/%s: cannot serve its health check on %s:%d: %s", *key, self.host, h.port, e)
+                continue
+            self._servers[key] = (h.port, server)
+
+    def response(self, key: tuple[str, str], *, head: bool = False, close: bool = False) -> bytes:
+        count = self._counts.get(key, 0)
+        ok = count > 0 and self.healthy
+        body = health_body(*key, local_endpoints=count, healthy=self.healthy)
+        date = email.utils.formatdate(self.clock.now().timestamp(), usegmt=True)
+        lines = ["HTTP/1.1 200 OK" if ok else "HTTP/1.1 503 Service Unavailable",
+                 "Content-Type: application/json", "X-Content-Type-Options: nosniff",
+                 f"X-Load-Balancing-Endpoint-Weight: {count}", f"Date: {date}", f"Content-Length: {len(body)}"]
+        if close:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body)
+
+    async def _serve(self, key: tuple[str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEALTH_IDLE_SECONDS)
+                if len(raw) > MAX_REQUEST_HEAD:
+                    break
+                lines = raw.decode("latin-1").split("\r\n")
+                words = lines[0].split(" ")
+                if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                 b"Connection: close\r\n\r\n400 Bad Request")
+                    break
+                headers = {k.strip().lower(): v.strip().lower() for k, _, v in (h.partition(":") for h in lines[1:])}
+                length = headers.get("content-length", "0")
+                if not length.isdigit() or int(length) > MAX_REQUEST_HEAD:
+                    break
+                await reader.readexactly(int(length))  # a health checker's GET has no body; skip any
+                conn = headers.get("connection", "")
+                close = conn == "close" or words[2] == "HTTP/1.0" and conn != "keep-alive"
+                writer.write(self.response(key, head=words[0] == "HEAD", close=close))
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        for _, server in self._servers.values():
+            server.close()
         self._servers.clear()
 
 

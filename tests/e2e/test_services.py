@@ -54,3 +54,69 @@ def test_headless_and_external_name(cluster: cluster_mod.Cluster) -> None:
     cluster.kubectl("create", "service", "externalname", "ext", "--external-name=example.com")
     ext = cluster.json("get", "svc", "ext")
     assert ext["spec"]["type"] == "ExternalName" and "clusterIP" not in ext["spec"]
+
+
+def _local_lb(name: str, **spec: object) -> str:
+    return _svc(name, type="LoadBalancer", externalTrafficPolicy="Local", **spec)
+
+
+def test_local_load_balancer_gets_a_health_check_node_port(cluster: cluster_mod.Cluster) -> None:
+    """type LoadBalancer with externalTrafficPolicy Local gets spec.healthCheckNodePort from the NodePort range."""
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-a"))
+    spec = cluster.json("get", "svc", "hc-a")["spec"]
+    assert 30000 <= spec["healthCheckNodePort"] <= 32767 and spec["healthCheckNodePort"] != spec["ports"][0]["nodePort"]
+    cluster.kubectl("create", "-f", "-", input=_svc("hc-b", type="LoadBalancer"))
+    assert "healthCheckNodePort" not in cluster.json("get", "svc", "hc-b")["spec"]
+    # A manifest without the field keeps the allocated port: replace, apply, and turning Local on later.
+    cluster.kubectl("replace", "-f", "-", input=_local_lb("hc-a"))
+    cluster.kubectl("apply", "-f", "-", input=_local_lb("hc-a"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_local_lb("hc-a"))
+    assert cluster.json("get", "svc", "hc-a")["spec"]["healthCheckNodePort"] == spec["healthCheckNodePort"]
+    cluster.kubectl("patch", "svc", "hc-b", "-p", '{"spec":{"externalTrafficPolicy":"Local"}}')
+    assert 30000 <= cluster.json("get", "svc", "hc-b")["spec"]["healthCheckNodePort"] <= 32767
+
+
+def test_health_check_node_port_errors_are_kubes(cluster: cluster_mod.Cluster) -> None:
+    """A taken or out-of-range healthCheckNodePort is kube's 500 from the allocator; a bad one is a 422."""
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-c", healthCheckNodePort=30111))
+    cases = [
+        (_local_lb("hc-d", healthCheckNodePort=30111), "Error from server (InternalError): error when creating "
+         '"STDIN": Internal error occurred: failed to allocate requested HealthCheck NodePort 30111: '
+         "provided port is already allocated"),
+        (_local_lb("hc-d", healthCheckNodePort=80), "Internal error occurred: failed to allocate requested "
+         "HealthCheck NodePort 80: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+        (_local_lb("hc-d", healthCheckNodePort=70000),
+         "spec.healthCheckNodePort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
+        (_svc("hc-d", type="NodePort", externalTrafficPolicy="Local", healthCheckNodePort=30112),
+         "spec.healthCheckNodePort: Invalid value: 30112: may only be set when `type` is 'LoadBalancer' and "
+         "`externalTrafficPolicy` is 'Local'"),
+    ]
+    for body, want in cases:
+        cp = cluster.kubectl("create", "-f", "-", input=body, check=False)
+        assert cp.returncode == 1 and want in cp.stderr, cp.stderr
+    assert cluster.kubectl("get", "svc", "hc-d", check=False).returncode == 1  # nothing half-created
+    cp = cluster.kubectl("patch", "svc", "hc-c", "-p", '{"spec":{"healthCheckNodePort":30113}}', check=False)
+    assert cp.returncode == 1 and "spec.healthCheckNodePort: Forbidden: field is immutable" in cp.stderr
+
+
+def test_type_changes_give_ports_back(cluster: cluster_mod.Cluster) -> None:
+    """Leaving Local frees the health check port; leaving NodePort drops and frees the node ports, as kube does."""
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-e", healthCheckNodePort=30121,
+                                                          ports=[{"port": 80, "nodePort": 30122}]))
+    cluster.kubectl("patch", "svc", "hc-e", "-p", '{"spec":{"type":"NodePort"}}')
+    spec = cluster.json("get", "svc", "hc-e")["spec"]
+    assert "healthCheckNodePort" not in spec and spec["externalTrafficPolicy"] == "Local"
+    assert "allocateLoadBalancerNodePorts" not in spec
+    cluster.kubectl("patch", "svc", "hc-e", "-p", '{"spec":{"type":"ClusterIP"}}')
+    spec = cluster.json("get", "svc", "hc-e")["spec"]
+    assert "nodePort" not in spec["ports"][0] and "externalTrafficPolicy" not in spec
+    ip = spec["clusterIP"]
+    cluster.kubectl("patch", "svc", "hc-e", "-p", '{"spec":{"type":"ExternalName","externalName":"example.com"}}')
+    spec = cluster.json("get", "svc", "hc-e")["spec"]
+    assert not {"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"} & set(spec)
+    cluster.kubectl("create", "-f", "-", input=_svc("hc-h", clusterIP=ip))  # the address is free again
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-f", healthCheckNodePort=30122,
+                                                          ports=[{"port": 80, "nodePort": 30121}]))
+    cluster.kubectl("delete", "svc", "hc-f")
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-g", healthCheckNodePort=30122))
+    assert cluster.json("get", "svc", "hc-g")["spec"]["healthCheckNodePort"] == 30122

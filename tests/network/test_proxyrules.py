@@ -135,3 +135,69 @@ def test_internal_traffic_policy_local_keeps_pod_traffic_on_its_node() -> None:
         in lines
     # The host counts as every node: it still reaches both endpoints.
     assert "ip daddr 10.96.0.20 tcp dport 80 goto svc_" in " ".join(lines)
+
+
+def _chain(script: str, name: str) -> list[str]:
+    lines = [line.strip() for line in script.splitlines()]
+    start = lines.index(f"chain {name} {{") + 1
+    return lines[start:lines.index("}", start)]
+
+
+def _local_lb(endpoints: list[dict[str, Any]]) -> str:
+    svc = {**_svc("loc", "10.96.0.30", [{**HTTP, "nodePort": 30090}], type="LoadBalancer",
+                  externalTrafficPolicy="Local", healthCheckNodePort=30091),
+           "status": {"loadBalancer": {"ingress": [{"ip": "192.168.1.20"}]}}}
+    ports = proxyrules.service_ports([svc], [_slice("loc", endpoints)], local_nodes=frozenset({"n1"}))
+    return proxyrules.render(ports, table="t", cluster_cidr="10.244.0.0/16")
+
+
+def test_external_traffic_policy_local_keeps_the_client_address() -> None:
+    """Local: pods and the host go to the ClusterIP's chain (the host masqueraded); outside clients reach a local
+    endpoint unmasqueraded, so the pod sees their address."""
+    got = _local_lb([_ep("10.244.0.2", "n1"), _ep("10.244.1.2", "far")])
+    sp = proxyrules.service_ports([_svc("loc", "10.96.0.30", [HTTP])], [])[0]
+    ext = _chain(got, sp.ext_chain)
+    assert ext[:3] == [f"ip saddr 10.244.0.0/16 goto {sp.chain}",
+                       "fib saddr type local meta mark set meta mark | 0x4000",
+                       f"fib saddr type local goto {sp.chain}"]
+    assert len(ext) == 4 and ext[3].startswith("goto ep_") and "mark" not in ext[3]
+    assert "10.244.1.2" not in " ".join(_chain(got, ext[3].split()[-1]))
+    # The ClusterIP still balances over every endpoint.
+    assert "numgen random mod 2" in " ".join(_chain(got, sp.chain))
+    assert f"tcp dport 30090 goto {sp.ext_chain}" in _chain(got, "nodeports")
+    assert f"ip daddr 192.168.1.20 tcp dport 80 goto {sp.ext_chain}" in _chain(got, "services")
+
+
+def test_external_traffic_policy_local_without_a_local_endpoint_drops_outside_traffic() -> None:
+    """Local with endpoints only elsewhere: pods and the host are still served, outside traffic is dropped."""
+    got = _local_lb([_ep("10.244.1.2", "far")])
+    sp = proxyrules.service_ports([_svc("loc", "10.96.0.30", [HTTP])], [])[0]
+    assert len(_chain(got, sp.ext_chain)) == 3  # only the short-circuits: the rest falls through un-DNATed
+    rejects = _chain(got, "no_endpoints")
+    assert rejects == ['ip daddr 192.168.1.20 tcp dport 80 drop comment "default/loc:http has no local endpoints"',
+                       'fib daddr type local tcp dport 30090 drop comment "default/loc:http has no local endpoints"']
+
+
+def test_external_traffic_policy_local_without_endpoints_rejects() -> None:
+    """Local with no endpoints anywhere rejects at once, as Cluster does."""
+    got = _local_lb([])
+    assert _chain(got, "no_endpoints")[-1] == \
+        'fib daddr type local tcp dport 30090 reject comment "default/loc:http has no endpoints"'
+
+
+@pytest.mark.parametrize(("spec", "endpoints", "want"), [
+    ({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30091},
+     [_ep("10.244.0.2", "n1"), _ep("10.244.0.3", "n1", ready=False), _ep("10.244.1.2", "far")], [30091, 1]),
+    ({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30091},
+     [_ep("10.244.1.2", "far")], [30091, 0]),
+    ({"type": "LoadBalancer", "externalTrafficPolicy": "Cluster"}, [_ep("10.244.0.2", "n1")], None),
+    ({"type": "NodePort", "externalTrafficPolicy": "Local"}, [_ep("10.244.0.2", "n1")], None),
+])
+def test_health_checks_count_local_ready_endpoints(spec: dict[str, Any], endpoints: list[dict[str, Any]],
+                                                   want: list[int] | None) -> None:
+    """Only Local LoadBalancers get a health check; it counts the distinct ready ip:ports on this machine."""
+    svc = _svc("loc", "10.96.0.30", [{**HTTP, "nodePort": 30090}], **spec)
+    slices = [_slice("loc", endpoints, ports=[{"name": "http", "port": 8080, "protocol": "TCP"},
+                                              {"name": "alt", "port": 8080, "protocol": "UDP"}])]
+    got = proxyrules.health_checks([svc], slices, local_nodes=frozenset({"n1"}))
+    assert [[h.port, h.local_endpoints] for h in got] == ([want] if want else [])
