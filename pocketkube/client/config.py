@@ -49,7 +49,8 @@ def from_pem(url: str, *, ca_pem: bytes | None = None, cert_pem: bytes | None = 
              field_manager: str = "") -> rest.Client:
     """A client for url authenticating with a client certificate (or a bearer token)."""
     ctx = ssl_context(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem) if url.startswith("https") else None
-    return rest.Client(url, ssl_context=ctx, token=token, user_agent=user_agent, field_manager=field_manager)
+    return rest.Client(url, ssl_context=ctx, token=token, user_agent=user_agent, field_manager=field_manager,
+                       cert_pem=cert_pem if ctx is not None else None)
 
 
 def from_kubeconfig(config: str | dict[str, Any], *, context: str = "",
@@ -78,10 +79,12 @@ def from_kubeconfig(config: str | dict[str, Any], *, context: str = "",
         with open(_resolve(base_dir, user["tokenFile"]), encoding="utf-8") as f:
             token = f.read().strip()
     tls = None
+    cert_pem = None
     if server.startswith("https"):
+        cert_pem = _material(user, "client-certificate", base_dir)
         tls = ssl_context(
             ca_pem=_material(cluster, "certificate-authority", base_dir),
-            cert_pem=_material(user, "client-certificate", base_dir),
+            cert_pem=cert_pem,
             key_pem=_material(user, "client-key", base_dir),
             insecure=bool(cluster.get("insecure-skip-tls-verify")),
         )
@@ -90,7 +93,7 @@ def from_kubeconfig(config: str | dict[str, Any], *, context: str = "",
             # connector directly; refuse rather than silently skip verification.
             raise ValueError("tls-server-name is not supported")
     return rest.Client(server, ssl_context=tls, token=token, user_agent=user_agent,
-                       field_manager=field_manager)
+                       field_manager=field_manager, cert_pem=cert_pem)
 
 
 def _named(cfg: dict[str, Any], section: str, name: str, key: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Async Kubernetes REST client over aiohttp: CRUD, watch, discovery, errors as APIError."""
+"""Async Kubernetes REST client: CRUD, watch, discovery, errors as APIError; over aiohttp, or in memory to a server
+of this process registered in client/loopback.py."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 import urllib.parse
@@ -13,6 +15,7 @@ import orjson
 
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
+from pocketkube.client import loopback
 
 DEFAULT_USER_AGENT = "pocketkube/v0.1.0"
 JSON = "application/json"
@@ -197,13 +200,21 @@ def parse_aggregated(doc: Mapping[str, Any]) -> Discovery:
 
 
 class Client:
-    """An async client for one API server; objects are plain dicts."""
+    """An async client for one API server; objects are plain dicts.
+
+    cert_pem is the client certificate ssl_context presents: a server of this process reached in memory
+    (client/loopback.py) authenticates the client by it, as the TLS handshake would.
+    """
 
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | bool | None = None,
                  token: str = "", user_agent: str = DEFAULT_USER_AGENT, field_manager: str = "",
                  max_retries: int = MAX_RETRIES, clock: clock_mod.Clock | None = None,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, cert_pem: bytes | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        split = urllib.parse.urlsplit(self.base_url)
+        self._netloc = split.netloc
+        self._base_path = split.path
+        self._cert_pem = cert_pem
         self.max_retries = max_retries
         self._clock = clock or clock_mod.Clock()
         self._ssl = ssl_context
@@ -245,6 +256,34 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _loopback_request(self, path: str, params: Mapping[str, str] | None, headers: Mapping[str, str],
+                          data: bytes | None) -> tuple[str, dict[str, str]]:
+        """The request target and headers aiohttp would send, for the in-memory transport."""
+        query = _clean(params)
+        path_qs = self._base_path + path
+        if query:
+            path_qs += "?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
+        out = {"Host": self._netloc, "User-Agent": self.user_agent}
+        if self._token:
+            out["Authorization"] = f"Bearer {self._token}"
+        out.update(headers)
+        if data is not None:
+            out["Content-Length"] = str(len(data))
+        return path_qs, out
+
+    async def _round_trip(self, method: str, path: str, params: Mapping[str, str] | None,
+                          headers: Mapping[str, str], data: bytes | None) -> tuple[int, Mapping[str, str], bytes]:
+        """One exchange, in memory when this process serves base_url, else over HTTP: status, headers, body."""
+        server = loopback.lookup(self.base_url)
+        if server is not None:
+            path_qs, sent = self._loopback_request(path, params, headers, data)
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                return await server.round_trip(method, path_qs, sent, data, peer_cert_pem=self._cert_pem)
+        timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT)
+        async with self._sess().request(method, self.base_url + path, params=_clean(params), data=data,
+                                        headers=headers, timeout=timeout) as resp:
+            return resp.status, resp.headers, await resp.read()
+
     async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                       body: Any = None, content_type: str = JSON, accept: str = JSON) -> Any:
         """Send one request; the decoded JSON answer, or the APIError the server's Status names."""
@@ -252,18 +291,15 @@ class Client:
         headers = {"Accept": accept}
         if data is not None:
             headers["Content-Type"] = content_type
-        timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT)
         attempt = 0
         while True:
-            async with self._sess().request(method, self.base_url + path, params=_clean(params), data=data,
-                                            headers=headers, timeout=timeout) as resp:
-                raw = await resp.read()
-                decoded = _decode(raw)
-                if resp.status < 400:
-                    return decoded
-                wait = retry_after(resp.status, resp.headers) if attempt < self.max_retries else None
-                if wait is None:
-                    raise error_from_status(resp.status, decoded, text=raw.decode("utf-8", "replace"))
+            status, resp_headers, raw = await self._round_trip(method, path, params, headers, data)
+            decoded = _decode(raw)
+            if status < 400:
+                return decoded
+            wait = retry_after(status, resp_headers) if attempt < self.max_retries else None
+            if wait is None:
+                raise error_from_status(status, decoded, text=raw.decode("utf-8", "replace"))
             attempt += 1
             await self._clock.sleep(wait)
 
@@ -307,23 +343,23 @@ class Client:
         accept = f"{METADATA},{JSON}" if metadata_only else JSON
         # The server ends the stream after timeoutSeconds; give it slack before calling the connection dead.
         read = (timeout_seconds + 30) if timeout_seconds else None
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read)
         attempt = 0
         while True:
-            resp = await self._watch_sess().get(self.base_url + gvr.path(namespace), params=_clean(params),
-                                          headers={"Accept": accept}, timeout=timeout)
-            if resp.status < 400:
+            stream = await self._open_stream(gvr.path(namespace), params, {"Accept": accept}, read_timeout=read)
+            if stream.status < 400:
                 break
-            async with resp:
-                raw = await resp.read()
-            wait = retry_after(resp.status, resp.headers) if attempt < self.max_retries else None
+            try:
+                raw = await _read_all(stream)
+            finally:
+                await stream.aclose()
+            wait = retry_after(stream.status, stream.headers) if attempt < self.max_retries else None
             if wait is None:
-                raise error_from_status(resp.status, _decode(raw), text=raw.decode("utf-8", "replace"))
+                raise error_from_status(stream.status, _decode(raw), text=raw.decode("utf-8", "replace"))
             attempt += 1
             await self._clock.sleep(wait)
-        async with resp:
+        try:
             buf = b""
-            async for chunk in resp.content.iter_any():
+            while chunk := await stream.read():
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
@@ -333,6 +369,21 @@ class Client:
             event = _event(buf)
             if event is not None:
                 yield event
+        finally:
+            await stream.aclose()
+
+    async def _open_stream(self, path: str, params: Mapping[str, str] | None, headers: Mapping[str, str], *,
+                           read_timeout: float | None) -> loopback.Stream:
+        """GET a streaming answer (a watch), in memory when this process serves base_url, else over HTTP."""
+        server = loopback.lookup(self.base_url)
+        if server is not None:
+            path_qs, sent = self._loopback_request(path, params, headers, None)
+            stream = await server.open_stream("GET", path_qs, sent, None, peer_cert_pem=self._cert_pem)
+            return loopback.TimedStream(stream, read_timeout) if read_timeout else stream
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
+        resp = await self._watch_sess().get(self.base_url + path, params=_clean(params), headers=headers,
+                                            timeout=timeout)
+        return _HTTPStream(resp)
 
     async def create(self, gvr: GVR, body: dict[str, Any], *, namespace: str = "") -> dict[str, Any]:
         """POST a new object; the namespace defaults to the object's own."""
@@ -400,7 +451,7 @@ class Client:
             gv = f"{group}/{version}" if group else version
             try:
                 rl = await self.request("GET", f"{root}/{gv}")
-            except (errors.APIError, aiohttp.ClientError) as e:
+            except (errors.APIError, aiohttp.ClientError, OSError) as e:
                 failed[gv] = str(e)
                 continue
             for r in rl.get("resources") or []:
@@ -410,6 +461,36 @@ class Client:
                                        kind=r.get("kind") or "", namespaced=bool(r.get("namespaced")),
                                        verbs=frozenset(r.get("verbs") or ()), preferred=preferred))
         return Discovery(out, failed)
+
+
+class _HTTPStream:
+    """An aiohttp response read as a loopback.Stream."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+
+    @property
+    def status(self) -> int:
+        return self._resp.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._resp.headers
+
+    async def read(self) -> bytes:
+        return await self._resp.content.readany()
+
+    async def aclose(self) -> None:
+        # What leaving `async with resp` does: a response not read to its end closes its connection.
+        self._resp.release()
+        await self._resp.wait_for_close()
+
+
+async def _read_all(stream: loopback.Stream) -> bytes:
+    parts = []
+    while chunk := await stream.read():
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _delete_options(policy: str, preconditions: Mapping[str, str] | None,
