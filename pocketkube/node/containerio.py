@@ -1,11 +1,12 @@
-"""A container's stdin (a pipe) or terminal (a pty) that the runtime keeps open for attach sessions."""
+"""A container's stdin (a pipe) or terminal (a pty) and its live output: what attach sessions connect to."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pocketkube.node import containerexec, remotecommand
@@ -13,6 +14,9 @@ from pocketkube.node import containerexec, remotecommand
 READ_SIZE = 65536
 # What the line discipline reads as end of input (VEOF): how a terminal's input is "closed" without a hangup.
 EOF_CHAR = b"\x04"
+# How far an attach session may fall behind the container's output: past it, its oldest unsent output is
+# dropped, so a slow or stalled client costs bounded memory and never holds up the container or its log.
+BACKLOG_LIMIT = 4 << 20
 
 
 def wants_stdio(container: Mapping[str, Any]) -> bool:
@@ -183,3 +187,130 @@ async def _ready(fd: int, *, write: bool) -> None:
         await fut
     finally:
         (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+class Listener:
+    """One attach session's share of a container's live output: a bounded backlog, taken in order."""
+
+    def __init__(self, output: Output, *, limit: int) -> None:
+        self.output = output
+        self.limit = limit
+        self.dropped = 0
+        self.ended = False
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, data: bytes) -> None:
+        """Queue output without ever waiting: a backlog past the limit loses its oldest chunks."""
+        if self.ended:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        while self._size > self.limit and len(self._chunks) > 1:
+            old = self._chunks.popleft()
+            self._size -= len(old)
+            self.dropped += len(old)
+        self._wake()
+
+    def end(self) -> None:
+        """No more output comes: take() returns what is queued, then b""."""
+        if not self.ended:
+            self.ended = True
+            self.output.unlisten(self)
+            self._wake()
+
+    async def take(self) -> bytes:
+        """Everything queued so far, waiting for some if there is none; b"" once ended and drained."""
+        while not self._chunks and not self.ended:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.take_nowait()
+
+    def take_nowait(self) -> bytes:
+        """Everything queued so far (b"" if nothing is)."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return data
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Output:
+    """A container run's live output as its log pump reads it, copied to each listener from when it listens on.
+
+    Output before a listener came is not replayed (kubectl attach shows only what is new)."""
+
+    def __init__(self, forget: Callable[[Output], None]) -> None:
+        self.published = False
+        self.closed = False
+        self._listeners: set[Listener] = set()
+        self._forget = forget
+
+    def listen(self, *, limit: int = BACKLOG_LIMIT) -> Listener:
+        listener = Listener(self, limit=limit)
+        if self.closed:
+            listener.end()
+        else:
+            self._listeners.add(listener)
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+        if not self.published and not self._listeners:
+            self._forget(self)  # listened to, but no pump ever came: nothing should keep it
+
+    def publish(self, data: bytes) -> None:
+        for listener in self._listeners:
+            listener.put(data)
+
+    def close(self) -> None:
+        """The output has ended: every listener gets what is queued, then the end."""
+        self.closed = True
+        for listener in list(self._listeners):
+            listener.end()
+        self._forget(self)
+
+
+class Outputs:
+    """Live outputs by container directory (the one its run's log is in): one pump publishes, attaches listen.
+
+    An attach may come before the new run's pump has started: it waits on the same Output the pump then takes."""
+
+    def __init__(self) -> None:
+        self._by_dir: dict[str, Output] = {}
+
+    def _get(self, container_dir: str, *, fresh_if_published: bool = False) -> Output:
+        key = os.path.normpath(container_dir)
+        out = self._by_dir.get(key)
+        if out is None or out.closed or (fresh_if_published and out.published):
+            out = self._by_dir[key] = Output(lambda o: self._drop(key, o))
+        return out
+
+    def _drop(self, key: str, out: Output) -> None:
+        if self._by_dir.get(key) is out:
+            del self._by_dir[key]
+
+    def publisher(self, container_dir: str) -> Output:
+        """The Output a log pump publishes into (close() it when the output ends).
+
+        A new run's pump replaces a previous run's that is still draining: attaches listen to the newest."""
+        out = self._get(container_dir, fresh_if_published=True)
+        out.published = True
+        return out
+
+    def listen(self, container_dir: str, *, limit: int = BACKLOG_LIMIT) -> Listener:
+        return self._get(container_dir).listen(limit=limit)
+
+    def __len__(self) -> int:
+        return len(self._by_dir)
+
+
+# The agent's live outputs: the log pump (logrotate) publishes each run's output here, attach (streaming) listens.
+LIVE = Outputs()

@@ -12,6 +12,7 @@ from typing import IO
 
 from pocketkube.api import quantity
 from pocketkube.base import clock as clock_mod
+from pocketkube.node import containerio
 
 # The kubelet's containerLogMaxSize and containerLogMaxFiles defaults.
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
@@ -155,15 +156,21 @@ class Writer:
 
 
 async def pump(reader: asyncio.StreamReader, *, path: str, clock: clock_mod.Clock,
-               policy: Policy | None = None) -> None:
-    """Copy a container's output into its log unchanged until it ends, rotating per policy."""
+               policy: Policy | None = None, live: containerio.Outputs | None = None) -> None:
+    """Copy a container's output into its log unchanged until it ends, rotating per policy.
+
+    Each chunk also goes, as it is read, to the attach sessions listening to the container (in `live`,
+    the agent's by default), which never wait for them."""
     writer = Writer(path, clock=clock, policy=policy)
+    output = (containerio.LIVE if live is None else live).publisher(os.path.dirname(path))
     try:
         writer.open()  # every run has a log, even one that never writes
         while True:
             chunk = await reader.read(CHUNK)
             if not chunk:
                 return
+            output.publish(chunk)
             writer.write(chunk)
     finally:
+        output.close()
         writer.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -11,10 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from pocketkube.base import clock as clock_mod
-from pocketkube.node import containerexec, process, remotecommand, remotespdy
+from pocketkube.node import containerexec, containerio, process, remotecommand, remotespdy
 
-# How often attach looks for new output of the container.
-ATTACH_POLL_SECONDS = 0.1
+# How often an attach listening to a run whose log pump has not published yet checks that the run still goes.
+UNPUBLISHED_CHECK_SECONDS = 0.5
+
+# Output that keeps coming is sent at most every BATCH_SECONDS, what came meanwhile in one message, the wait
+# doubling up to MAX_BATCH_SECONDS while it keeps coming: a burst costs a few large messages (each a websocket
+# frame and TLS records) while a lone write, a keystroke's echo or a prompt, still goes at once.
+BATCH_SECONDS = 0.005
+MAX_BATCH_SECONDS = 0.04
+
+log = logging.getLogger("pocketkube.node.streaming")
 
 PodFinder = Callable[[str, str], "Mapping[str, Any] | None"]
 
@@ -30,15 +38,6 @@ def container_spec(pod: Mapping[str, Any], name: str) -> Mapping[str, Any] | Non
 
 def is_websocket(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
-
-
-def latest_log(container_dir: str) -> str | None:
-    """The log file of the container's newest run."""
-    try:
-        runs = [int(n[:-4]) for n in os.listdir(container_dir) if n.endswith(".log") and n[:-4].isdigit()]
-    except FileNotFoundError:
-        return None
-    return os.path.join(container_dir, f"{max(runs)}.log") if runs else None
 
 
 class Handlers:
@@ -95,58 +94,70 @@ class Handlers:
         return uid, pid, spec
 
     async def _attach(self, session: remotecommand.Session, uid: str, container: str, pid: int) -> None:
-        """Relay the container's output from now on until it exits, and the client's input to its stdin or terminal.
+        """Relay the container's output from now on as it is written, and the client's input to its stdin or terminal.
 
-        A container without stdin: true has none to write to: the client's input is read and dropped, as
-        containerd drops it."""
-        cdir = os.path.join(self.runtime.pod_dir(uid), container)
-        path = await asyncio.to_thread(latest_log, cdir)
-        offset = await asyncio.to_thread(_size, path)
-        # Input goes in only once the output is followed from here: nothing it makes the container say is missed.
+        The output comes from the log pump's live copy, never from the log: it arrives as the container
+        writes it, a prompt without a line end included. A container without stdin: true has none to
+        write to: the client's input is read and dropped, as containerd drops it."""
+        listener = containerio.LIVE.listen(os.path.join(self.runtime.pod_dir(uid), container))
+        # Input goes in only once the output is listened to: nothing it makes the container say is missed.
+        loop = asyncio.get_running_loop()
         stdio = self.runtime.stdio(uid, container)
         feeder = None
         if session.opts.stdin or session.opts.tty:
-            feeder = asyncio.get_running_loop().create_task(
-                stdio.attach(session) if stdio is not None else _discard(session))
+            feeder = loop.create_task(stdio.attach(session) if stdio is not None else _discard(session))
+
+        def over() -> bool:
+            return self.runtime.pid(uid, container) != pid and not self.runtime.writing_log(uid, container)
+
+        ender = loop.create_task(self._end_when_over(session, listener, over))
         channel = remotecommand.STDOUT if session.opts.stdout else remotecommand.STDERR
+        relay = session.opts.stdout or session.opts.stderr
         try:
-            while not session.closed.is_set():
-                done = self.runtime.pid(uid, container) != pid and not self.runtime.writing_log(uid, container)
-                if path is None:
-                    path = await asyncio.to_thread(latest_log, cdir)
-                while data := await asyncio.to_thread(_read_from, path, offset):
-                    offset += len(data)
-                    if session.opts.stdout or session.opts.stderr:
-                        await session.send(channel, data)
-                if done:
-                    break
-                await self.clock.sleep(ATTACH_POLL_SECONDS)
+            last, window = float("-inf"), BATCH_SECONDS
+            while data := await listener.take():
+                wait = last + window - self.clock.monotonic()
+                if wait > 0:
+                    await self.clock.sleep(wait)
+                    data += listener.take_nowait()
+                    window = min(window * 2, MAX_BATCH_SECONDS)
+                else:
+                    window = BATCH_SECONDS
+                if relay:
+                    await session.send(channel, data)
+                last = self.clock.monotonic()
+            if listener.dropped:
+                log.info("attach to %s/%s fell behind: %d bytes of output dropped", uid, container, listener.dropped)
             await session.finish(remotecommand.success())
         finally:
-            if feeder is not None:
-                feeder.cancel()
-                await asyncio.gather(feeder, return_exceptions=True)
+            listener.end()
+            tasks = [t for t in (feeder, ender) if t is not None]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _end_when_over(self, session: remotecommand.Session, listener: containerio.Listener,
+                             over: Callable[[], bool]) -> None:
+        """End the listening once the client goes, or once the run is over before its log pump ever published.
+
+        A pump ends its listeners when the output ends; the check covers an attach that came after its end."""
+        loop = asyncio.get_running_loop()
+        closed = loop.create_task(session.closed.wait())
+        try:
+            while not closed.done() and not listener.output.published:
+                if over():
+                    return
+                tick = loop.create_task(self.clock.sleep(UNPUBLISHED_CHECK_SECONDS))
+                try:
+                    await asyncio.wait({closed, tick}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    tick.cancel()
+            await closed
+        finally:
+            closed.cancel()
+            listener.end()
 
 
 async def _discard(session: remotecommand.Session) -> None:
     while await session.stdin.get() is not None:
         pass
-
-
-def _size(path: str | None) -> int:
-    if path is None:
-        return 0
-    with contextlib.suppress(OSError):
-        return os.path.getsize(path)
-    return 0
-
-
-def _read_from(path: str | None, offset: int) -> bytes:
-    if path is None:
-        return b""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(1 << 20)
-    except OSError:
-        return b""

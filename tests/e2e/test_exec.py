@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import struct
@@ -15,6 +16,8 @@ import termios
 import time
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from tests.e2e import cluster as cluster_mod
 
@@ -112,6 +115,46 @@ def test_attach_follows_the_output(cluster: cluster_mod.Cluster, agent: str) -> 
     assert "tick 1\ntick 2\ntick 3\n" in got.stdout
 
 
+# A container that says "before" once, then every 0.25 s when it writes, with no line end after it.
+_STAMPER = ("import sys, time\nprint('before', flush=True)\n"
+            "while True:\n    sys.stdout.write('at %.6f ' % time.time())\n    sys.stdout.flush()\n    time.sleep(0.25)\n")
+
+
+@pytest.mark.parametrize("minor", [None, OLD])
+def test_attach_streams_output_as_it_is_written(cluster: cluster_mod.Cluster, agent: str, minor: int | None) -> None:
+    """attach (websocket and SPDY) shows each write within 0.3 s, line end or not, and nothing written before it."""
+    name = f"stamper-{minor or 'ws'}"
+    _apply(cluster, _pod(name, {"name": "main", "image": "python:3.11", "command": ["python3", "-u", "-c", _STAMPER]},
+                         restartPolicy="Never", terminationGracePeriodSeconds=0))
+    cluster_mod.eventually(lambda: "before" in cluster.kubectl("logs", name, check=False).stdout,
+                           what=f"{name} to have written")
+    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, KUBECACHEDIR=os.path.join(cluster.data_dir, "kcache"))
+    proc = subprocess.Popen([cluster_mod.kubectl_binary(minor), "attach", name], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    out = b""
+    seen: dict[float, float] = {}  # each write's time -> when it arrived here
+    try:
+        deadline = time.time() + 30
+        while len(seen) < 8 and time.time() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                data = os.read(proc.stdout.fileno(), 4096)
+                if not data:
+                    break
+                out += data
+                now = time.time()
+                for stamp in re.findall(rb"at (\d+\.\d+) ", out):
+                    seen.setdefault(float(stamp), now)
+    finally:
+        proc.kill()
+        proc.wait()
+        cluster.kubectl("delete", "pod", name, "--wait=false")
+    assert len(seen) >= 8, out
+    assert b"before" not in out
+    late = {round(at - written, 3) for written, at in seen.items() if at - written > 0.3}
+    assert not late, f"writes that took over 0.3 s to arrive: {sorted(late)}"
+
+
 def needs_busybox(test: Callable[..., None]) -> Callable[..., None]:
     """Fail loudly (scripts/setup installs it) when the busybox image's host program is missing."""
     @functools.wraps(test)
@@ -176,7 +219,11 @@ def test_run_with_a_terminal(cluster: cluster_mod.Cluster, agent: str) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     try:
         out = _until(fd, b"/ # ", 30)
-        os.write(fd, b"echo sum-$((40+2)); stty size; tty\r")
+        sent = time.monotonic()
+        os.write(fd, b"e")  # the terminal echoes a keystroke at once, not at the next line end
+        out += _until(fd, b"e", 5)  # after the prompt busybox may ask where the cursor is (ESC [6n)
+        assert time.monotonic() - sent < 0.3, out
+        os.write(fd, b"cho sum-$((40+2)); stty size; tty\r")
         out += _until(fd, b"/dev/pts/", 10)
         os.write(fd, b"exit\r")
         out += _until(fd, b'pod "term" deleted', 30)

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from pocketkube.base import clock as clock_mod
-from pocketkube.node import containerexec, containerio, remotecommand, remotespdy, streaming
+from pocketkube.node import containerexec, containerio, logrotate, remotecommand, remotespdy, streaming
 
 
 @pytest.mark.parametrize(("channel", "data", "text", "frame"), [
@@ -371,22 +371,25 @@ async def test_base64_protocol_and_errors_before_upgrading(tmp_path: Any) -> Non
 
 
 async def test_attach_follows_new_output_until_the_container_ends(tmp_path: Any) -> None:
-    """Attach relays what the container writes after it attached, and ends with Success when it stops."""
+    """Attach relays what the container writes after it attached, and ends with Success when its output ends."""
     runner, base, fake = await _kubelet(tmp_path)
     log = tmp_path / "u1" / "c" / "0.log"
     log.parent.mkdir(parents=True)
-    log.write_bytes(b"before\n")
+    output = asyncio.StreamReader()
+    pump = asyncio.get_running_loop().create_task(logrotate.pump(output, path=str(log), clock=clock_mod.Clock()))
+    output.feed_data(b"before\n")
     try:
         async with aiohttp.ClientSession() as s:
             async with s.ws_connect(f"{base}/attach/default/p/c", params={"output": "1", "error": "1"},
                                     protocols=[remotecommand.V5]) as ws:
                 await asyncio.sleep(0.3)
-                with open(log, "ab") as f:
-                    f.write(b"after\n")
-                await asyncio.sleep(0.3)
+                output.feed_data(b"after\n")
+                output.feed_eof()
                 fake.running = False
                 out = await asyncio.wait_for(_collect(ws), 10)
+        await pump
         assert out[remotecommand.STDOUT] == b"after\n"
+        assert log.read_bytes() == b"before\nafter\n"
         assert json.loads(out[remotecommand.ERROR]) == remotecommand.success()
     finally:
         await runner.cleanup()
