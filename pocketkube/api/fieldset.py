@@ -747,6 +747,119 @@ def _index(items: list[Any], t: Type, path: Path) -> tuple[list[PathElement], di
     return order, by
 
 
+# --- a create's fields, straight to FieldsV1 ---------------------------------------------------
+
+class _Unexpected(Exception):
+    """A shape the direct walk does not mirror; the caller takes the general walk instead."""
+
+
+def created_json(obj: Any, t: Type) -> dict[str, Any] | None:
+    """compare(None, obj, t).added.to_json() in one walk that builds the document itself.
+
+    A create owns every field of its object, so there is no trie to build, union and walk again.
+    None when obj has a shape only the general walk handles. Raises FieldSetError as compare does."""
+    try:
+        return _over_empty({}, obj, t, ()) or {}
+    except _Unexpected:
+        return None
+
+
+def _first(item: tuple[PathElement, Any]) -> PathElement:
+    return item[0]
+
+
+def _new_json(n: Any, t: Type, path: Path) -> dict[str, Any] | None:
+    """_added_below(n, t, path).to_json(): every path below is a member; None when there is none."""
+    s = shape(t, n)
+    if s == LEAF or not n:
+        return None
+    if s == MAP:
+        # Field names sort as their path elements do; only maps and lists have anything below them.
+        out: dict[str, Any] = {}
+        child = t.child
+        for k in sorted(n):
+            nv = n[k]
+            if nv is None:
+                continue
+            sub = (_new_json(nv, child(k) or DEDUCED_TYPE, path + ((FIELD, k),))
+                   if isinstance(nv, (dict, list)) else None)
+            out["f:" + k] = {".": {}, **sub} if sub else {}
+        return out or None
+    return _items_json(n, t, path)
+
+
+def _items_json(n: list[Any], t: Type, path: Path) -> dict[str, Any] | None:
+    """The FieldsV1 of a set or map list's items, all new (duplicated keys are owned as one item)."""
+    found: list[tuple[PathElement, Any]] = []
+    order, by = _index(n, t, path)
+    it = t.item()
+    for pe in order:
+        items = by[pe]
+        if len(items) > 1:
+            found.append((pe, {}))
+        elif items[0] is not None:
+            sub = _new_json(items[0], it, path + (pe,))
+            found.append((pe, {".": {}, **sub} if sub else {}))
+    if not found:
+        return None
+    found.sort(key=_first)
+    return {pe_to_string(pe): v for pe, v in found}
+
+
+def _over_empty(o: Any, n: Any, t: Type, path: Path) -> dict[str, Any] | None:
+    """What _cmp(o, n, t, path) adds below path when o is an empty map or list standing in for a value
+    struct the old object lacks (so path itself is not added): None when nothing."""
+    s = shape(t, n)
+    if s != shape(t, o) or s == LEAF:
+        raise _Unexpected
+    if not n:
+        return None
+    if s == LIST:
+        return _items_json(n, t, path)
+    out: dict[str, Any] = {}
+    present = t.present
+    for k in sorted(n):
+        nv = n[k]
+        if nv is None:
+            continue
+        ct = t.child(k) or DEDUCED_TYPE
+        p = path + ((FIELD, k),)
+        if k in present:
+            cs = shape(ct, nv)
+            if cs == MAP or cs == LIST:
+                sub = _over_empty({} if cs == MAP else [], nv, ct, p)
+                if sub:
+                    out["f:" + k] = sub
+                continue
+        sub = _new_json(nv, ct, p) if isinstance(nv, (dict, list)) else None
+        out["f:" + k] = {".": {}, **sub} if sub else {}
+    return out or None
+
+
+def json_difference(doc: dict[str, Any], other: FieldSet, *, recursive: bool = False) -> None:
+    """Remove other's paths from a FieldsV1 document in place, as FieldSet.difference (a member removes
+    only itself) or, recursive, FieldSet.recursive_difference (a member removes all below it)."""
+    for pe in other.members:
+        name = "f:" + pe[1] if pe[0] == FIELD else pe_to_string(pe)
+        v = doc.get(name)
+        if v is None:
+            continue
+        if recursive or not v:
+            del doc[name]
+        elif "." in v:
+            del v["."]
+    for pe, c in other.children.items():
+        name = "f:" + pe[1] if pe[0] == FIELD else pe_to_string(pe)
+        v = doc.get(name)
+        if not v:
+            continue
+        json_difference(v, c, recursive=recursive)
+        if not v:
+            del doc[name]
+        elif len(v) == 1 and "." in v:
+            doc[name] = {}
+
+
 def _cmp_list(o: list[Any], n: list[Any], t: Type, path: Path, c: Comparison) -> None:
     o_order, o_by = _index(o, t, path)
     n_order, n_by = _index(n, t, path)

@@ -52,7 +52,8 @@ class Entry:
     def key(self) -> str:
         return identifier(self.manager, self.operation, self.api_version, self.subresource)
 
-    def encode(self) -> dict[str, Any]:
+    def encode(self, fields_v1: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The entry as JSON; fields_v1, when given, is its fields already as FieldsV1."""
         out: dict[str, Any] = {}
         if self.manager:
             out["manager"] = self.manager
@@ -61,7 +62,7 @@ class Entry:
         if self.time:
             out["time"] = self.time
         out["fieldsType"] = FIELDS_TYPE
-        out["fieldsV1"] = self.fields.to_json()
+        out["fieldsV1"] = self.fields.to_json() if fields_v1 is None else fields_v1
         if self.subresource:
             out["subresource"] = self.subresource
         return out
@@ -289,6 +290,11 @@ def update(old: dict[str, Any] | None, new: dict[str, Any], *, manager: str, api
     if not managed and old is not None:
         return []
     t = fieldset.root_type(schema, resolve)
+    if old is None and not managed:
+        created = _created(new, t, manager=manager, api_version=api_version, subresource=subresource, now=now,
+                           reset=reset_fields or fieldset.EMPTY)
+        if created is not None:
+            return created
     try:
         record_update(managed, old, new, t, manager=manager, api_version=api_version,
                       subresource=subresource, now=now, reset=reset_fields or fieldset.EMPTY)
@@ -296,3 +302,20 @@ def update(old: dict[str, Any] | None, new: dict[str, Any], *, manager: str, api
         return []
     cap_update_managers(managed)
     return encode(managed)
+
+
+def _created(new: dict[str, Any], t: fieldset.Type, *, manager: str, api_version: str, subresource: str, now: str,
+             reset: fieldset.FieldSet) -> list[dict[str, Any]] | None:
+    """update() for a create that brings no entries of its own: one Update entry owning every field
+    set, built as FieldsV1 directly. None when the general path must decide."""
+    try:
+        doc = fieldset.created_json(without_managed_fields(new), t)
+    except fieldset.FieldSetError:
+        return []
+    if doc is None:
+        return None
+    fieldset.json_difference(doc, reset, recursive=True)
+    fieldset.json_difference(doc, STRIP)
+    if not doc:
+        return []
+    return [Entry(manager, UPDATE, api_version, fieldset.EMPTY, time=now, subresource=subresource).encode(doc)]

@@ -147,16 +147,21 @@ class Objects:
         return self.from_storage(res, decode(entry.value, entry.mod_revision))
 
     async def update(self, res: resources.Resource, obj: dict[str, Any], *, expected_revision: int) -> dict[str, Any]:
+        entry = await self.write(res, obj, expected_revision=expected_revision)
+        return self.from_storage(res, decode(entry.value, entry.mod_revision))
+
+    async def write(self, res: resources.Resource, obj: dict[str, Any], *,
+                    expected_revision: int) -> store_base.Entry:
+        """update without reading the result back: for writers that only need to know it was stored."""
         meta = obj["metadata"]
         stored = canonical(self.to_storage(res, obj))
         try:
-            entry = await self.store.update(key(res, meta.get("namespace", ""), meta["name"]), encode(stored),
-                                            expected_revision=expected_revision)
+            return await self.store.update(key(res, meta.get("namespace", ""), meta["name"]), encode(stored),
+                                           expected_revision=expected_revision)
         except store_base.RevisionMismatch:
             raise errors.Conflict.modified(res.resource, res.group, meta["name"]) from None
         except store_base.KeyNotFound:
             raise errors.NotFound.for_object(res.resource, res.group, meta["name"]) from None
-        return self.from_storage(res, decode(entry.value, entry.mod_revision))
 
     async def delete(self, res: resources.Resource, namespace: str, name: str, *,
                      expected_revision: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pocketkube.api import errors
-from pocketkube.apiserver import context, negotiate, objects, rbac, requestinfo, tokenreview, writes
+from pocketkube.apiserver import context, negotiate, rbac, requestinfo, tokenreview, writes
 from pocketkube.base import clock as clock_mod
 
 
@@ -134,15 +134,16 @@ async def bind(server: context.Server, call: context.Call, binding: dict[str, An
         current = (pod.get("spec") or {}).get("nodeName")
         if current:
             raise errors.Conflict.because("pods", "", name, f"pod {name} is already assigned to node \"{current}\"")
-        new = objects.clone(pod)
-        new.setdefault("spec", {})["nodeName"] = node
-        conds = [c for c in (new.setdefault("status", {}).get("conditions") or []) if c.get("type") != "PodScheduled"]
+        # The pod was decoded for this call alone: change it in place, and skip reading the result back.
+        revision = writes.revision_of(pod)
+        pod.setdefault("spec", {})["nodeName"] = node
+        conds = [c for c in (pod.setdefault("status", {}).get("conditions") or []) if c.get("type") != "PodScheduled"]
         conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                       "lastTransitionTime": clock_mod.rfc3339(server.clock.now())})
-        new["status"]["conditions"] = conds
+        pod["status"]["conditions"] = conds
         try:
             if not call.dry_run:
-                await server.objects.update(pods, new, expected_revision=writes.revision_of(pod))
+                await server.objects.write(pods, pod, expected_revision=revision)
         except errors.Conflict:
             continue
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}

@@ -47,7 +47,6 @@ def has_status(res: resources.Resource) -> bool:
 def _qos_class(pod: dict[str, Any]) -> str:
     spec = pod.get("spec") or {}
     containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-    requests: dict[str, bool] = {}
     any_set = False
     guaranteed = True
     for c in containers:
@@ -61,7 +60,6 @@ def _qos_class(pod: dict[str, Any]) -> str:
                 guaranteed = False
             elif r in req and str(req[r]) != str(lim[r]):
                 guaranteed = False
-        requests.update({k: True for k in req})
     if not any_set:
         return "BestEffort"
     return "Guaranteed" if guaranteed and containers else "Burstable"

@@ -24,18 +24,38 @@ class _DecodeCache:
     Watchers only read these objects (shaping builds new dicts), so sharing is safe."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._items: collections.OrderedDict[tuple[int, str, bool], dict[str, Any]] = collections.OrderedDict()
+        # Each entry is [decoded object, its JSON once a watcher sent it unchanged (or None), the stored
+        # bytes]: the JSON is encoded once for all such watchers, and leaves the cache with its object.
+        self._items: collections.OrderedDict[tuple[int, str, bool], list[Any]] = collections.OrderedDict()
         self._size = size
 
     def get(self, ev: Any, *, prev: bool = False) -> dict[str, Any]:
         key = (ev.revision, ev.key, prev)
-        obj = self._items.get(key)
-        if obj is None:
-            obj = objects.decode(ev.prev_value if prev else ev.value, ev.revision)
-            self._items[key] = obj
+        hit = self._items.get(key)
+        if hit is None and prev:
+            # The old value is usually the new value of this key's previous event, decoded then. Only
+            # selectors read old values, and none looks at metadata.resourceVersion (its revision).
+            older = self._items.get((ev.prev_revision, ev.key, False))
+            if older is not None and older[2] == ev.prev_value:
+                hit = older
+        if hit is None:
+            value = ev.prev_value if prev else ev.value
+            hit = [objects.decode(value, ev.revision), None, value]
+            self._items[key] = hit
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
+        obj: dict[str, Any] = hit[0]
         return obj
+
+    def event(self, ev: Any, kind: str, obj: dict[str, Any]) -> bytes:
+        """The watch line of `kind` for obj, the decoded new value of ev: what _event(kind, obj) encodes."""
+        hit = self._items.get((ev.revision, ev.key, False))
+        if hit is None or hit[0] is not obj:
+            return _event(kind, obj)
+        body = hit[1]
+        if body is None:
+            body = hit[1] = orjson.dumps(obj)
+        return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
 
 
 _decoded = _DecodeCache()
@@ -289,7 +309,9 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
             return
         wait = min(remaining, server.bookmark_interval) if bookmarks else remaining
         try:
-            batch = await asyncio.wait_for(it.__anext__(), timeout=wait)
+            # A timeout scope, not wait_for: no task per batch for every watcher.
+            async with asyncio.timeout(wait):
+                batch = await it.__anext__()
         except TimeoutError:
             if bookmarks and deadline - loop.time() > 0:
                 await response.write(_event("BOOKMARK", shape.bookmark(max(last, server.store.current_revision()))))
@@ -311,7 +333,7 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
             if ev.type == "DELETE":
                 new_match = predicate is None or predicate(new)
                 if new_match:
-                    chunks.append(_event("DELETED", shape(server.objects.from_storage(res, new))))
+                    chunks.append(_line(server, res, shape, ev, "DELETED", new))
                 continue
             new_match = predicate is None or predicate(new)
             if predicate is None:
@@ -320,10 +342,18 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
                 old_match = (not ev.created and ev.prev_value is not None
                              and predicate(_decoded.get(ev, prev=True)))
             if new_match:
-                kind = "MODIFIED" if old_match else "ADDED"
-                chunks.append(_event(kind, shape(server.objects.from_storage(res, new))))
+                chunks.append(_line(server, res, shape, ev, "MODIFIED" if old_match else "ADDED", new))
             elif old_match:
                 # the object left the selection: tell the watcher it is gone from its view
-                chunks.append(_event("DELETED", shape(server.objects.from_storage(res, new))))
+                chunks.append(_line(server, res, shape, ev, "DELETED", new))
         if chunks:
             await response.write(b"".join(chunks))
+
+
+def _line(server: context.Server, res: Any, shape: Any, ev: store_base.Event, kind: str,
+          new: dict[str, Any]) -> bytes:
+    """The watch line for ev's new value as this watcher sees it."""
+    out = shape(server.objects.from_storage(res, new))
+    if out is new:
+        return _decoded.event(ev, kind, new)
+    return _event(kind, out)

@@ -95,6 +95,8 @@ class Event:
     revision: int
     create_revision: int
     created: bool  # True when this PUT brought the key into existence
+    # The revision prev_value was written at (0: unknown), so readers can reuse what they decoded of it then.
+    prev_revision: int = dataclasses.field(default=0, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,9 +166,12 @@ def check_key(key: str) -> None:
         raise StoreError(f"invalid key {key!r}")
 
 
+_VALUE_TYPES = (bytes, bytearray, memoryview)  # a tuple, not a union built on every call
+
+
 def check_value(value: bytes) -> None:
     """Refuse values that are not bytes (a str would silently change type in SQLite)."""
-    if not isinstance(value, bytes | bytearray | memoryview):
+    if not isinstance(value, _VALUE_TYPES):
         raise StoreError(f"value must be bytes, not {type(value).__name__}")
 
 
@@ -320,9 +325,15 @@ class Broadcaster:
 
     def __init__(self) -> None:
         self._by_prefix: dict[str, set[Watcher]] = {}
+        # Prefixes that do not end at a "/" (rare): matched by startswith; the rest by looking up each
+        # "/"-ended prefix of an event's key, so a write costs a few lookups however many resources are watched.
+        self._odd: set[str] = set()
 
     def add(self, watcher: Watcher) -> None:
-        self._by_prefix.setdefault(watcher.prefix, set()).add(watcher)
+        prefix = watcher.prefix
+        self._by_prefix.setdefault(prefix, set()).add(watcher)
+        if prefix and not prefix.endswith("/"):
+            self._odd.add(prefix)
 
     def remove(self, watcher: Watcher) -> None:
         group = self._by_prefix.get(watcher.prefix)
@@ -330,17 +341,41 @@ class Broadcaster:
             group.discard(watcher)
             if not group:
                 del self._by_prefix[watcher.prefix]
+                self._odd.discard(watcher.prefix)
 
     def __len__(self) -> int:
         return sum(len(g) for g in self._by_prefix.values())
 
+    def _prefixes(self, key: str) -> list[str]:
+        """The watched prefixes key starts with."""
+        by = self._by_prefix
+        found = [""] if "" in by else []
+        end = key.find("/")
+        while end >= 0:
+            end += 1
+            if key[:end] in by:
+                found.append(key[:end])
+            end = key.find("/", end)
+        for prefix in self._odd:
+            if key.startswith(prefix):
+                found.append(prefix)
+        return found
+
     def publish(self, events: list[Event]) -> None:
         """Deliver events (in revision order) to every matching watcher."""
-        for prefix, group in list(self._by_prefix.items()):
-            matched = events if not prefix else [e for e in events if e.key.startswith(prefix)]
-            if matched:
+        matched: dict[str, list[Event]] = {}
+        for e in events:
+            for prefix in self._prefixes(e.key):
+                batch = matched.get(prefix)
+                if batch is None:
+                    matched[prefix] = [e]
+                else:
+                    batch.append(e)
+        for prefix, batch in matched.items():
+            group = self._by_prefix.get(prefix)
+            if group:
                 for watcher in list(group):
-                    watcher.deliver(matched)
+                    watcher.deliver(batch)
 
     def close_all(self) -> None:
         for group in list(self._by_prefix.values()):

@@ -109,7 +109,7 @@ class MemoryStore(base.StoreCore):
         entry = base.Entry(key=key, value=value, create_revision=current.create_revision, mod_revision=rev)
         self._commit(key, entry, base.Event(type="PUT", key=key, value=value, prev_value=current.value,
                                             revision=rev, create_revision=current.create_revision,
-                                            created=False))
+                                            created=False, prev_revision=current.mod_revision))
         return entry
 
     async def delete(self, key: str, *, expected_revision: int = 0) -> base.Entry:
@@ -119,7 +119,8 @@ class MemoryStore(base.StoreCore):
         rev = self._rev + 1
         self._commit(key, None, base.Event(type="DELETE", key=key, value=current.value,
                                            prev_value=current.value, revision=rev,
-                                           create_revision=current.create_revision, created=False))
+                                           create_revision=current.create_revision, created=False,
+                                           prev_revision=current.mod_revision))
         return base.Entry(key=key, value=current.value, create_revision=current.create_revision, mod_revision=rev)
 
     async def _compact_to(self, revision: int) -> None:

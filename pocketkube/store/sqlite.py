@@ -306,12 +306,12 @@ class SQLiteStore(base.StoreCore):
             self._insert(conn, (rev, key, 0, 0, create_rev, prev_rev, value))
             entry = base.Entry(key=key, value=value, create_revision=create_rev, mod_revision=rev)
             return entry, base.Event(type="PUT", key=key, value=value, prev_value=prev_value, revision=rev,
-                                     create_revision=create_rev, created=False)
+                                     create_revision=create_rev, created=False, prev_revision=prev_rev)
         # A deletion row carries the last live value, so history and watch replay can show it.
         self._insert(conn, (rev, key, 0, 1, create_rev, prev_rev, prev_value))
         entry = base.Entry(key=key, value=prev_value, create_revision=create_rev, mod_revision=rev)
         return entry, base.Event(type="DELETE", key=key, value=prev_value, prev_value=prev_value, revision=rev,
-                                 create_revision=create_rev, created=False)
+                                 create_revision=create_rev, created=False, prev_revision=prev_rev)
 
     def _insert(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
         try:
@@ -394,13 +394,15 @@ class SQLiteStore(base.StoreCore):
     def _history(self, conn: sqlite3.Connection, prefix: str, after: int, upto: int) -> _Events:
         cond, params = _key_range(prefix, "l.key")
         rows = conn.execute(
-            "SELECT l.id, l.key, l.created, l.deleted, l.create_revision, l.value, p.value FROM log AS l "
+            "SELECT l.id, l.key, l.created, l.deleted, l.create_revision, l.value, p.value, l.prev_revision "
+            "FROM log AS l "
             "LEFT JOIN log AS p ON p.id = l.prev_revision "
             f"WHERE l.id > ? AND l.id <= ? AND {cond} ORDER BY l.id",
             [after, upto, *params]).fetchall()
         events = []
-        for rev, key, created, deleted, create_rev, value, prev_value in rows:
+        for rev, key, created, deleted, create_rev, value, prev_value, prev_rev in rows:
             events.append(base.Event(type="DELETE" if deleted else "PUT", key=key, value=value,
                                      prev_value=None if created else prev_value, revision=rev,
-                                     create_revision=create_rev, created=bool(created)))
+                                     create_revision=create_rev, created=bool(created),
+                                     prev_revision=0 if created or prev_value is None else prev_rev))
         return events
