@@ -1,10 +1,12 @@
 """Ingress load benchmark: requests/s and p99 through the pocketkube ingress proxy vs the backend directly vs nginx.
 
-Usage: python bench/ingress_load.py [--connections 32] [--seconds 5] [--runs 3]
+Usage: python bench/ingress_load.py [--connections 32] [--seconds 5] [--runs 3] [--paths 1] [--browser-headers]
 Starts a tiny keep-alive HTTP backend, the pocketkube proxy (gateway/proxy.py, one process, uvloop) with a
 one-route table, and nginx (one worker, upstream keep-alive) if /usr/sbin/nginx exists; drives each with
 the same raw keep-alive HTTP/1.1 client (targets interleaved, best of --runs) and prints figures and ratios,
-plus the proxy's own CPU time per request (steadier than req/s on a shared machine). Not a pass/fail test.
+plus the proxy's own CPU time per request (steadier than req/s on a shared machine). --paths N cycles the
+requests over N distinct paths and --browser-headers sends the dozen headers a browser does, so no cost can hide
+behind byte-identical heads. Not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import struct
@@ -111,15 +114,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+BROWSER_HEADERS = ("User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0\r\n"
+                   "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+                   "Accept-Encoding: gzip, deflate, br\r\nAccept-Language: en-US,en;q=0.9\r\n"
+                   "Cache-Control: no-cache\r\nConnection: keep-alive\r\nCookie: session=4f9a1c2e7b\r\n"
+                   "Referer: http://bench.local/\r\nSec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\n"
+                   "Sec-Fetch-Site: same-origin\r\nUpgrade-Insecure-Requests: 1\r\n")
+
+
 async def load(port: int, connections: int, seconds: float, *, host: str = "127.0.0.1",
-               reconnect: bool = False) -> tuple[float, float, int]:
+               reconnect: bool = False, paths: int = 1, headers: str = "") -> tuple[float, float, int]:
     """(requests/s, p99 ms, errors) of GETs over `connections` keep-alive connections for `seconds`.
 
     reconnect opens a new connection for every request instead (Connection: close), so connection set-up
     (and a ClusterIP's DNAT, done once per connection) is in every request's cost.
     """
     close = "Connection: close\r\n" if reconnect else ""
-    request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n{close}\r\n".encode()
+    requests = [f"GET {'/' if paths == 1 else f'/item/{i}'} HTTP/1.1\r\nHost: {HOST}\r\n{headers}{close}\r\n".encode()
+                for i in range(paths)]
     latencies: list[float] = []
     errors = 0
     stop = time.monotonic() + seconds
@@ -127,6 +139,7 @@ async def load(port: int, connections: int, seconds: float, *, host: str = "127.
     async def worker() -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection(host, port)
+        n = random.randrange(paths)
         try:
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
@@ -136,7 +149,8 @@ async def load(port: int, connections: int, seconds: float, *, host: str = "127.
                                                                struct.pack("ii", 1, 0))
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
-                writer.write(request)
+                n = n + 1 if n + 1 < paths else 0
+                writer.write(requests[n])
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = 0
                 for line in head.split(b"\r\n"):
@@ -175,6 +189,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--paths", type=int, default=1, help="distinct request paths to cycle over")
+    ap.add_argument("--browser-headers", action="store_true", help="send a browser's request headers")
     args = ap.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
     tmp = tempfile.mkdtemp(prefix="pk-ingress-bench-")
@@ -205,14 +221,15 @@ def main() -> None:
         with contextlib.suppress(ImportError):
             import uvloop
             run = uvloop.run
+        headers = BROWSER_HEADERS if args.browser_headers else ""
         results: dict[str, tuple[float, float, int]] = {}
         cpu: dict[str, float] = {}
         for port in targets.values():
-            run(load(port, args.connections, 0.5))  # warm-up: connections, upstream pools
+            run(load(port, args.connections, 0.5, paths=args.paths, headers=headers))  # warm-up: connections, pools
         for i in range(args.runs):
             for name, port in targets.items():
                 before = _cpu_seconds(pids[name])
-                got = run(load(port, args.connections, args.seconds))
+                got = run(load(port, args.connections, args.seconds, paths=args.paths, headers=headers))
                 used = (_cpu_seconds(pids[name]) - before) / max(1.0, got[0] * args.seconds) * 1e6
                 print(f"run {i + 1}  {name:20s} {got[0]:9.0f} req/s   p99 {got[1]:7.2f} ms   errors {got[2]}"
                       f"   {used:5.1f} us CPU/req")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import re
+import threading
+
+import httptools
 
 # Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded. Transfer-Encoding is kept: chunks pass through as sent.
 # nginx's large_client_header_buffers (4 x 8k) bound a request head; upstream heads get proxy_buffer_size room.
@@ -23,19 +26,23 @@ REASONS = {308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 408:
 
 _TOKEN_CHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _TOKEN = re.compile(_TOKEN_CHARS + rb"+")
-# A whole header block (each line "\r\nName:value"): one C-speed match instead of a Python loop per line.
-# Whitespace before the colon (a smuggling vector), obs-fold continuations, bare CR/LF and NUL are refused.
-_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN_CHARS + rb"+:[^\r\n\x00]*)*")
 _LINE = re.compile(rb"\r\n(" + _TOKEN_CHARS + rb"+):[ \t]*([^\r\n]*)")
-_FRAMING = re.compile(rb"\r\n(host|content-length|transfer-encoding|connection|upgrade):[ \t]*([^\r\n]*)", re.I)
-_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?(?=\r\n|$)")
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN_CHARS + rb"+) ([^ \x00-\x1f\x7f]+) (HTTP/1\.[01])(?=\r\n|$)")
-_NO_TOKENS: frozenset[bytes] = frozenset()
-# Hop-by-hop lines, and the X-Forwarded-*/X-Real-IP a client sends (ingress-nginx replaces them with its own).
+# The lines that decide framing, plus those the proxy drops (hop-by-hop; X-Forwarded-*/X-Real-IP of a client, as
+# ingress-nginx replaces them with its own): one C-speed pass finds them, llhttp has validated every line already.
+# Alternatives share prefixes, so a line that is none of them is passed after a character or two.
+_REQUEST_SCAN = re.compile(rb"\r\n(host|con(?:tent-length|nection)|t(?:ransfer-encoding|e|railer)|upgrade|keep-alive"
+                           rb"|proxy-(?:connection|authenticate|authorization)|x-(?:real-ip|forwarded-"
+                           + _TOKEN_CHARS + rb"*)):[ \t]*([^\r\n]*)", re.I)
+_RESPONSE_SCAN = re.compile(rb"\r\n(con(?:tent-length|nection)|t(?:ransfer-encoding|e|railer)|upgrade|keep-alive"
+                            rb"|proxy-(?:connection|authenticate)):[ \t]*([^\r\n]*)", re.I)
 _STRIP_REQUEST = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization"
                             rb"|te|trailer|upgrade|x-real-ip|x-forwarded-" + _TOKEN_CHARS + rb"*):[^\r\n]*", re.I)
 _STRIP_RESPONSE = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|proxy-authenticate"
                              rb"|te|trailer|upgrade):[^\r\n]*", re.I)
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_VERSIONS = frozenset((b"HTTP/1.1", b"HTTP/1.0"))
+_STATUS_STARTS = frozenset((b"HTTP/1.1 ", b"HTTP/1.0 "))
+_NO_TOKENS: frozenset[bytes] = frozenset()
 _STANDARD_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
 
 Headers = list[tuple[bytes, bytes]]
@@ -78,6 +85,8 @@ class Request:
     upgrade: bytes = b""
     # Headers the Connection header names besides the standard tokens: hop-by-hop for this message only.
     extra_hop: tuple[bytes, ...] = ()
+    # No line of block is dropped when forwarding (Host aside), so it can be forwarded as received.
+    clean: bool = True
 
     def get(self, name: bytes) -> bytes | None:
         return header(self.block, name)
@@ -99,38 +108,72 @@ class Response:
     keep_alive: bool = True
     upgrade: bytes = b""
     extra_hop: tuple[bytes, ...] = ()
+    clean: bool = True
 
     @property
     def headers(self) -> Headers:
         return headers_of(self.block)
 
 
-def _check_block(block: bytes) -> None:
-    if block and not _BLOCK.fullmatch(block):
-        bad = next((line for line in block.split(b"\r\n")[1:] if not _BLOCK.fullmatch(b"\r\n" + line)), b"")
-        raise BadMessage(f"invalid header line {bad[:64]!r}")
+class _RequestParser:
+    """A reusable llhttp request parser and what it reports back: whether the message ended with its head."""
+
+    __slots__ = ("complete", "parser")
+
+    def __init__(self) -> None:
+        self.complete = False
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def renew(self) -> None:
+        """A fresh parser: the current one is mid-message, closed or failed, and would refuse the next head."""
+        self.parser = httptools.HttpRequestParser(self)
 
 
-def _fields(block: bytes) -> tuple[int, int, frozenset[bytes], bytes | None, bytes]:
-    """(framing, content length, Connection tokens, Host, Upgrade) from the lines that decide them."""
+class _Local(threading.local):
+    """One request parser per thread (each proxy loop has its own), reused while it sits between messages."""
+
+    def __init__(self) -> None:
+        self.request = _RequestParser()
+
+
+class _NoCallbacks:
+    """The protocol of a response parser: nothing to call back, the head is all it is fed."""
+
+    __slots__ = ()
+
+
+_local = _Local()
+_NO_CALLBACKS = _NoCallbacks()
+
+
+def _fields(found: list[tuple[bytes, bytes]]) -> tuple[int, int, frozenset[bytes], bytes | None, bytes, bool]:
+    """(framing, content length, Connection tokens, Host, Upgrade, clean) from the scanned lines."""
     te = cl = conn = host = None
     upgrade = b""
-    for name, v in _FRAMING.findall(block):
+    clean = True
+    for name, v in found:
         name = name.lower()
         v = v.rstrip(b" \t")
         if name == b"host":
             if host is not None:
                 raise BadMessage("more than one Host header")
             host = v
-        elif name == b"content-length":
+            continue
+        if name == b"content-length":
             if cl is not None and cl != v:
                 raise BadMessage("conflicting Content-Length headers")
             cl = v
-        elif name == b"transfer-encoding":
+            continue
+        if name == b"transfer-encoding":
             te = v if te is None else te + b"," + v
-        elif name == b"connection":
+            continue
+        clean = False
+        if name == b"connection":
             conn = v if conn is None else conn + b"," + v
-        else:
+        elif name == b"upgrade":
             upgrade = v
     tokens = frozenset(t.strip().lower() for t in conn.split(b",")) if conn else _NO_TOKENS
     if te is not None:
@@ -139,57 +182,88 @@ def _fields(block: bytes) -> tuple[int, int, frozenset[bytes], bytes | None, byt
         codings = [c.strip().lower() for c in te.split(b",")]
         if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
             raise BadMessage(f"unsupported Transfer-Encoding {te.decode(errors='replace')}", 501)
-        return CHUNKED, 0, tokens, host, upgrade
+        return CHUNKED, 0, tokens, host, upgrade, clean
     if cl is not None:
         if not cl.isdigit() or len(cl) > 18:
             raise BadMessage(f"invalid Content-Length {cl[:32]!r}")
         # A present "Content-Length: 0" is LENGTH 0, so a response with it is not read until close.
-        return LENGTH, int(cl), tokens, host, upgrade
-    return NO_BODY, 0, tokens, host, upgrade
+        return LENGTH, int(cl), tokens, host, upgrade, clean
+    return NO_BODY, 0, tokens, host, upgrade, clean
 
 
 def parse_request(head: bytes) -> Request:
-    """The request in head (everything before the blank line); BadMessage says why it is refused."""
-    m = _REQUEST_LINE.match(head)
-    if m is None:
-        line = head.split(b"\r\n", 1)[0]
-        parts = line.split(b" ")
+    """The request in head (everything before the blank line); BadMessage says why it is refused.
+
+    llhttp (the parser of Node.js, through httptools) validates every line in C; the few lines that decide
+    framing and forwarding are then picked out by one regular expression.
+    """
+    end = head.find(b"\r\n")
+    line, block = (head, b"") if end < 0 else (head[:end], head[end:])
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[2] not in _VERSIONS:
         if len(parts) == 3 and _TOKEN.fullmatch(parts[0]) and parts[2].startswith(b"HTTP/"):
             raise BadMessage(f"unsupported version {parts[2][:16]!r}", 505)
         raise BadMessage(f"invalid request line {line[:64]!r}")
-    method, target, version = m.groups()
-    end = m.end()
-    block = head[end:]
-    _check_block(block)
-    framing, length, tokens, host, upgrade = _fields(block)
+    method, target, version = parts
+    if not target.isascii():
+        # nginx takes raw UTF-8 in a path, llhttp does not: it checks the rest while the target is checked here.
+        if _CONTROL.search(target):
+            raise BadMessage(f"invalid request line {line[:64]!r}")
+        head = b"%s / %s%s" % (method, version, block)
+    rp = _local.request
+    rp.complete = False
+    try:
+        rp.parser.feed_data(head + b"\r\n\r\n")
+    except httptools.HttpParserUpgrade:
+        rp.renew()
+    except httptools.HttpParserError as e:
+        rp.renew()
+        # The framing checks name the status nginx answers (501 for an unknown Transfer-Encoding, say).
+        _fields(_REQUEST_SCAN.findall(block))
+        raise BadMessage(f"{e} in {line[:64]!r}") from None
+    try:
+        framing, length, tokens, host, upgrade, clean = _fields(_REQUEST_SCAN.findall(block))
+        if version == b"HTTP/1.1" and host is None:
+            raise BadMessage("HTTP/1.1 request without Host")
+    except BadMessage:
+        rp.renew()
+        raise
     if length == 0 and framing == LENGTH:
         framing = NO_BODY
-    if version == b"HTTP/1.1":
-        if host is None:
-            raise BadMessage("HTTP/1.1 request without Host")
-        keep = b"close" not in tokens
+    if b"close" in tokens:
+        keep = False
     else:
-        keep = b"keep-alive" in tokens
+        keep = version == b"HTTP/1.1" or b"keep-alive" in tokens
+    if not (rp.complete and keep):
+        # Mid-body, or closed after this message: llhttp would refuse the next head on this parser.
+        rp.renew()
     if not tokens:
-        return Request(method, target, version, head[:end], block, framing, length, keep, host)
-    return Request(method, target, version, head[:end], block, framing, length, keep, host,
-                   upgrade if b"upgrade" in tokens else b"", tuple(tokens - _STANDARD_TOKENS))
+        return Request(method, target, version, line, block, framing, length, keep, host, b"", (), clean)
+    return Request(method, target, version, line, block, framing, length, keep, host,
+                   upgrade if b"upgrade" in tokens else b"", tuple(tokens - _STANDARD_TOKENS), clean)
 
 
 def parse_response(head: bytes, *, method: bytes) -> Response:
     """The response in head to a request with method; framing follows RFC 9112 section 6.3."""
-    m = _STATUS.match(head)
+    end = head.find(b"\r\n")
+    line, block = (head, b"") if end < 0 else (head[:end], head[end:])
+    # A fresh parser each time: after a head with a body to come, llhttp is mid-message.
+    parser = httptools.HttpResponseParser(_NO_CALLBACKS)
     try:
-        if m is None:
-            raise BadMessage(f"invalid status line {head.partition(CRLF)[0][:64]!r}")
-        block = head[m.end():]
-        _check_block(block)
-        framing, length, tokens, _, upgrade = _fields(block)
+        if line[:9] not in _STATUS_STARTS:
+            raise BadMessage(f"invalid status line {line[:64]!r}")
+        try:
+            parser.feed_data(head + b"\r\n\r\n")
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError as e:
+            raise BadMessage(f"{e} in {line[:64]!r}") from None
+        framing, length, tokens, _, upgrade, clean = _fields(_RESPONSE_SCAN.findall(block))
     except BadMessage as e:
         # A broken upstream is the gateway's problem, never the client's.
         raise BadMessage(str(e), 502) from e
-    status = int(m.group(2))
-    keep = b"close" not in tokens if m.group(1) == b"1" else b"keep-alive" in tokens
+    status = parser.get_status_code()
+    keep = b"close" not in tokens if line[7] == 49 else b"keep-alive" in tokens
     if status < 200 or status == 204 or status == 304 or method == b"HEAD":
         framing, length = NO_BODY, 0
     elif framing == LENGTH:
@@ -198,7 +272,7 @@ def parse_response(head: bytes, *, method: bytes) -> Response:
     elif framing == NO_BODY:
         framing = UNTIL_CLOSE
     extra = tuple(tokens - _STANDARD_TOKENS) if tokens else ()
-    return Response(status, head[:m.end()], block, framing, length, keep, upgrade, extra)
+    return Response(status, line, block, framing, length, keep, upgrade, extra, clean)
 
 
 def _strip_extra(block: bytes, names: tuple[bytes, ...]) -> bytes:
@@ -208,7 +282,9 @@ def _strip_extra(block: bytes, names: tuple[bytes, ...]) -> bytes:
 
 def forward_block(req: Request, *, keep_host: bool) -> bytes:
     """The request's header lines minus hop-by-hop ones, X-Forwarded-*/X-Real-IP and (unless keep_host) Host."""
-    block = _STRIP_REQUEST.sub(b"", req.block)
+    if req.clean and keep_host:
+        return req.block
+    block = req.block if req.clean else _STRIP_REQUEST.sub(b"", req.block)
     drop = req.extra_hop if keep_host else req.extra_hop + (b"host",)
     return _strip_extra(block, drop) if drop else block
 

@@ -28,6 +28,10 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 LOOKUP_CACHE = 4096
 
 HEAD, BODY, WAIT, TUNNEL, CLOSED = range(5)
+
+# (redirect to HTTPS, route or None, X-Forwarded-Host, backend fixed?, that backend, its upstream)
+Lookup = tuple[bool, routes.Route | None, bytes, bool, routes.Backend | None, endpoints.Upstream | None]
+
 # The shared empty list of an exchange without body bytes (never appended to: replaced on first use).
 _NOTHING: list[bytes] = []
 
@@ -64,11 +68,10 @@ class Plane:
         self._rr: dict[routes.Backend, int] = {}
         self._cached_state: State | None = None
         self._headers_matter = False
-        self._lookups: dict[tuple[bytes, bytes], tuple[bool, routes.Route | None, bytes]] = {}
+        self._lookups: dict[tuple[bytes, bytes], Lookup] = {}
 
-    def lookup(self, st: State, host: bytes, path: bytes,
-               req: http1.Request) -> tuple[bool, routes.Route | None, bytes]:
-        """(redirect to HTTPS, route or None, X-Forwarded-Host) for a request, cached per table and host+path."""
+    def lookup(self, st: State, host: bytes, path: bytes, req: http1.Request) -> Lookup:
+        """Where a request goes, cached per table and host+path (a table is never changed, only replaced)."""
         if st is not self._cached_state:
             self._cached_state = st
             self._lookups = {}
@@ -84,7 +87,13 @@ class Plane:
         table = st.table
         redirect = bool(table.tls) and routes.tls_host(table, host_s) is not None
         route = table.match(host_s, path_s, _HeaderView(req) if self._headers_matter else None)
-        hit = (redirect, route, routes.normalize_host(host_s).encode("latin-1"))
+        # With one possible backend its endpoints are known now, and the same for every request of this key.
+        backend: routes.Backend | None = None
+        fixed = route is None or len(route.backends) == 1
+        if fixed:
+            backend = table.default_backend if route is None else route.backends[0]
+        upstream = st.upstreams.get(backend) if backend is not None else None
+        hit = (redirect, route, routes.normalize_host(host_s).encode("latin-1"), fixed, backend, upstream)
         if not self._headers_matter:
             if len(self._lookups) >= LOOKUP_CACHE:
                 self._lookups = {}
@@ -271,30 +280,27 @@ class ClientConn(asyncio.Protocol):
             return
         self._in_next = True
         try:
-            self._next_loop()
+            while self.phase == HEAD and self.buf:
+                buf = self.buf
+                if buf[0] == 13 and buf[:2] == b"\r\n":
+                    # An empty line before a request is tolerated (RFC 9112 2.2).
+                    self.buf = buf.lstrip(b"\r\n")
+                    continue
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > http1.MAX_HEAD:
+                        self._page(400, keep=False)
+                    return
+                self.buf = buf[end + 4:]
+                try:
+                    req = http1.parse_request(buf[:end])
+                except http1.BadMessage as e:
+                    log.debug("ingress: bad request: %s", e)
+                    self._page(e.status, keep=False)
+                    return
+                self._start(req)
         finally:
             self._in_next = False
-
-    def _next_loop(self) -> None:
-        while self.phase == HEAD and self.buf:
-            buf = self.buf
-            if buf[:2] == b"\r\n":
-                # An empty line before a request is tolerated (RFC 9112 2.2).
-                self.buf = buf.lstrip(b"\r\n")
-                continue
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > http1.MAX_HEAD:
-                    self._page(400, keep=False)
-                return
-            self.buf = buf[end + 4:]
-            try:
-                req = http1.parse_request(buf[:end])
-            except http1.BadMessage as e:
-                log.debug("ingress: bad request: %s", e)
-                self._page(e.status, keep=False)
-                return
-            self._start(req)
 
     def _start(self, req: http1.Request) -> None:
         st = self.plane.state
@@ -310,21 +316,20 @@ class ClientConn(asyncio.Protocol):
             target = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
         self.req = req
         q = target.find(b"?")
-        redirect, route, xfh = self.plane.lookup(st, host, target if q < 0 else target[:q], req)
+        path = target if q < 0 else target[:q]
+        redirect, route, xfh, fixed, backend, upstream = self.plane.lookup(st, host, path, req)
         keep = req.keep_alive and req.framing == http1.NO_BODY
         if redirect and not self.secure:
             netloc = xfh if self.plane.https_port in (443, 0) else b"%s:%d" % (xfh, self.plane.https_port)
             self._page(308, keep=keep, extra=((b"Location", b"https://" + netloc + target),))
             return
-        if route is None:
-            backend = st.table.default_backend
-        else:
-            backends = route.backends
-            backend = backends[0] if len(backends) == 1 else _pick(backends)
+        if not fixed:
+            assert route is not None
+            backend = _pick(route.backends)
+            upstream = st.upstreams.get(backend)
         if backend is None:
             self._page(404, keep=keep)
             return
-        upstream = st.upstreams.get(backend)
         if upstream is None or not upstream.addresses:
             self._page(503, keep=keep)
             return
@@ -337,7 +342,7 @@ class ClientConn(asyncio.Protocol):
         self.last = now
         self.deadline = now + route.timeout if route is not None and route.timeout else 0.0
         keep_host = not absolute and req.host is not None
-        block = http1.forward_block(req, keep_host=keep_host)
+        block = req.block if req.clean and keep_host else http1.forward_block(req, keep_host=keep_host)
         if not keep_host:
             block = b"\r\nHost: " + host + block
         if req.upgrade:
@@ -550,14 +555,13 @@ class ClientConn(asyncio.Protocol):
                 log.debug("ingress: bad response: %s", e)
                 self._fail(502)
                 return b""
-            buf = buf[end + 4:]
             if resp.status == 101 and req.upgrade:
                 self.rbuf = b""
                 self.resp = resp
                 self._write(http1.response_head(resp, connection=b""))
                 self.head_sent = True
                 self.phase = TUNNEL
-                self._write(buf)
+                self._write(buf[end + 4:])
                 if self.buf and self.up is not None:
                     self.up.write(self.buf)
                 self.buf = b""
@@ -567,6 +571,7 @@ class ClientConn(asyncio.Protocol):
                 if resp.status != 101:
                     # 100 Continue and other interim answers pass through; the final one follows.
                     self._write(http1.response_head(resp, connection=b""))
+                    buf = buf[end + 4:]
                     continue
                 self._fail(502)
                 return b""
@@ -580,9 +585,17 @@ class ClientConn(asyncio.Protocol):
             connection = b"close"
         else:
             connection = b"keep-alive" if req.version == b"HTTP/1.0" else b""
-        self.held = http1.response_head(resp, connection=connection)
         self.head_sent = True
-        return buf
+        if not resp.clean or connection or resp.line[:8] != b"HTTP/1.1":
+            self.held = http1.response_head(resp, connection=connection)
+        elif resp.framing == http1.LENGTH:
+            # Nothing to rewrite: the head goes out as received, counted as part of the body that follows it,
+            # so a response that arrived in one read leaves in one write of the very same bytes.
+            self.resp_left += end + 4
+            return buf
+        else:
+            self.held = buf[:end + 4]
+        return buf[end + 4:]
 
     def _drop_upstream(self) -> None:
         up, self.up = self.up, None
@@ -621,7 +634,8 @@ class ClientConn(asyncio.Protocol):
             return
         self.phase = HEAD
         self.since = self.plane.now
-        self._resume_client()
+        if self.paused:
+            self._resume_client()
         if self.buf:
             self._next()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from pocketkube.gateway import http1
@@ -12,11 +14,12 @@ REQUESTS = [
     (b"GET /x?y HTTP/1.1\r\nhost:a.test  \r\nConnection: close", http1.NO_BODY, 0, False, b"a.test"),
     (b"GET / HTTP/1.0", http1.NO_BODY, 0, False, None),
     (b"GET / HTTP/1.0\r\nConnection: Keep-Alive", http1.NO_BODY, 0, True, None),
+    (b"GET / HTTP/1.0\r\nConnection: keep-alive, close", http1.NO_BODY, 0, False, None),  # close wins, as in nginx
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12", http1.LENGTH, 12, True, b"a"),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0", http1.NO_BODY, 0, True, b"a"),
-    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5", http1.LENGTH, 5, True, b"a"),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked", http1.CHUNKED, 0, True, b"a"),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked", http1.CHUNKED, 0, True, b"a"),
+    (b"GET /caf\xc3\xa9?q=\xc3\xa9 HTTP/1.1\r\nHost: a", http1.NO_BODY, 0, True, b"a"),  # raw UTF-8, as nginx takes
 ]
 
 
@@ -37,6 +40,14 @@ BAD_REQUESTS = [
     (b"GET / HTTP/1.1\r\nHost: a\r\n folded", 400),
     (b"GET / HTTP/1.1\r\nHost: a\nX: y", 400),  # bare LF
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5", 400),  # nginx: duplicate header line
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b", 400),  # control characters in a value
+    (b"GET /a\x7f HTTP/1.1\r\nHost: a", 400),
+    (b"GET  / HTTP/1.1\r\nHost: a", 400),
+    (b"GET /\r\nHost: a\r\nX: y", 400),
+    (b"GET / HTTP/1.2\r\nHost: a", 505),
+    (b"GET /caf\xc3\xa9\x01 HTTP/1.1\r\nHost: a", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip", 501),
@@ -75,7 +86,8 @@ def test_parse_response(head: bytes, method: bytes, framing: int, length: int, k
 
 
 @pytest.mark.parametrize("head", [b"HTTP/1.1 2000 OK", b"SSH-2.0-OpenSSH", b"HTTP/1.1 200 OK\r\nBad Header: x",
-                                  b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2"])
+                                  b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2",
+                                  b"HTTP/1.1 200 OK\r\nX: \x01", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip"])
 def test_parse_response_refuses_with_502(head: bytes) -> None:
     """A broken upstream answer is the gateway's fault: 502, never the client's 400."""
     with pytest.raises(http1.BadMessage) as e:
@@ -110,6 +122,27 @@ def test_chunked_refuses_bad_framing(body: bytes) -> None:
     """Bad chunk sizes, data longer than announced and endless size lines are refused."""
     with pytest.raises(http1.BadMessage):
         http1.Chunked().feed(body)
+
+
+def test_parser_is_reused_safely_across_heads() -> None:
+    """Heads after a body, a close, an upgrade or a refused head parse as if each came first (the C parser is shared)."""
+    sequence = [b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close",
+                b"GET / HTTP/1.0", b"GET / HTTP/1.0\r\nConnection: keep-alive, close",
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked",
+                b"POST / HTTP/1.1\r\nContent-Length: 3", b"POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 3"]
+    for head in sequence:
+        with contextlib.suppress(http1.BadMessage):
+            http1.parse_request(head)
+        req = http1.parse_request(b"GET /next HTTP/1.1\r\nHost: b")
+        assert (req.target, req.host, req.keep_alive, req.framing) == (b"/next", b"b", True, http1.NO_BODY)
+
+
+def test_forward_block_keeps_a_clean_block_as_received() -> None:
+    """A head without hop-by-hop or forwarded lines is forwarded byte for byte (Host dropped only when replaced)."""
+    req = http1.parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Custom: 1")
+    assert req.clean and http1.forward_block(req, keep_host=True) is req.block
+    assert http1.forward_block(req, keep_host=False) == b"\r\nAccept: */*\r\nX-Custom: 1"
 
 
 def test_forward_block_strips_hop_by_hop_and_forwarded_headers() -> None:

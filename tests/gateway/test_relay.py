@@ -166,6 +166,16 @@ async def test_upstream_connections_are_kept_alive(world: dict[str, Any]) -> Non
     assert b"\r\nX-Forwarded-Host: app.test\r\n" in sent and b"\r\nX-Forwarded-Proto: http\r\n" in sent
 
 
+async def test_clean_response_is_relayed_byte_for_byte(world: dict[str, Any]) -> None:
+    """A response with nothing to rewrite reaches the client exactly as the backend sent it; raw UTF-8 paths pass."""
+    reader, writer = await _open(world)
+    writer.write("GET /café HTTP/1.1\r\nHost: app.test\r\n\r\n".encode())
+    head, body = await _response(reader)
+    writer.close()
+    text = b"conn=1 path=/caf\xc3\xa9 body="
+    assert head == b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Conn: 1" % len(text) and body == text
+
+
 async def test_pipelined_requests_are_answered_in_order(world: dict[str, Any]) -> None:
     """Requests sent in one write are relayed one by one and answered in order."""
     reader, writer = await _open(world)
