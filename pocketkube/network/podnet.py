@@ -299,9 +299,13 @@ class PodNetwork:
 
     async def add_pod(self, uid: str, ip: str) -> str:
         """Give a pod its namespace with eth0 = ip on the bridge; returns the namespace's path."""
+        return await asyncio.to_thread(self.add, uid, ip)
+
+    def add(self, uid: str, ip: str) -> str:
+        """add_pod, blocking: for a caller already in a thread with more of the sandbox to set up."""
         if not self.enabled:
             raise NetworkError(f"pod networking is not available: {self.problem}")
-        await asyncio.to_thread(self._add, uid, ip)
+        self._add(uid, ip)
         path = self.netns_path(uid)
         assert path is not None
         return path

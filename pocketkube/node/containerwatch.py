@@ -123,12 +123,8 @@ class Containers:
             run.post_start.cancel()
         oom = False
         if self.cgroups is not None and self.cgroups.enforced:
-            oom = await asyncio.to_thread(self.cgroups.oom_killed, uid, cs.name)
-            # Nor does anything that left the process group: the container is its whole cgroup too.
-            await asyncio.to_thread(self.cgroups.remove_container, uid, cs.name)
-        self.reaper.tell(f"-pg {proc.pid}")
-        for procs_file in run.cgroup_procs if run is not None else []:
-            self.reaper.tell(f"-cg {procs_file}")
+            oom = await asyncio.to_thread(self._oom_and_remove, uid, cs.name)
+        self.reaper.tell(f"-pg {proc.pid}", *(f"-cg {f}" for f in (run.cgroup_procs if run is not None else [])))
         if pump is not None:
             # The log is complete before the container reads as terminated (a follower stops at that).
             done, _ = await asyncio.wait({pump}, timeout=LOG_DRAIN_SECONDS)
@@ -161,6 +157,15 @@ class Containers:
         self.runs.pop((uid, cs.name), None)
         if self.notify is not None:
             self.notify(uid)
+
+    def _oom_and_remove(self, uid: str, name: str) -> bool:
+        """In a thread: whether the container's cgroup saw an OOM kill, then remove that cgroup (one trip, not two).
+
+        Nothing that left the process group survives either: the container is its whole cgroup too."""
+        assert self.cgroups is not None
+        oom = self.cgroups.oom_killed(uid, name)
+        self.cgroups.remove_container(uid, name)
+        return oom
 
     async def stop(self, run: Run, *, grace: float, pre_stop: bool = True) -> None:
         """Run the preStop hook, SIGTERM the container's process group, SIGKILL it once the grace period is over.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pocketkube.api import errors
+from pocketkube.base import clock as clock_mod
+from pocketkube.client import informer as informer_mod
 from pocketkube.client import rest
 from pocketkube.node import satoken, volumes
 
@@ -38,6 +42,7 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 
 SERVICES = rest.GVR("", "v1", "services")
+NAMESPACE_INDEX = "namespace"
 MASTER_SERVICE = ("default", "kubernetes")
 
 
@@ -69,23 +74,72 @@ def service_link_env(services: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return env
 
 
-async def _service_links(client: rest.Client, pod: Mapping[str, Any], *, in_pod_network: bool) -> dict[str, str]:
+class ServiceLister(Protocol):
+    """Services from a synced cache, as the kubelet's service lister serves them (no API call per container)."""
+
+    def namespace(self, namespace: str) -> list[dict[str, Any]] | None:
+        """The namespace's services, or None while the cache has not been filled yet."""
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One service from the cache (None when absent)."""
+
+
+class ServiceCache:
+    """A ServiceLister over one informer on every Service of the cluster (the kubelet's service informer)."""
+
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None) -> None:
+        self.informer = informer_mod.Informer(client, SERVICES, clock=clock)
+        self.informer.add_indexer(NAMESPACE_INDEX, informer_mod.namespace_index)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the list+watch in the background (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.informer.run(), name="kubelet-services")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def namespace(self, namespace: str) -> list[dict[str, Any]] | None:
+        if not self.informer.has_synced:
+            return None
+        return self.informer.by_index(NAMESPACE_INDEX, namespace)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.informer.get(f"{namespace}/{name}")
+
+
+async def _service_links(client: rest.Client, pod: Mapping[str, Any], *, in_pod_network: bool,
+                         services: ServiceLister | None = None) -> dict[str, str]:
     """Service variables a container starts with: its namespace's services (enableServiceLinks) and the master one."""
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
     ns = str(meta.get("namespace") or "")
     found: list[Mapping[str, Any]] = []
+    # Before its cache is filled, the lister gives way to reading the API (the kubelet would refuse instead).
+    cached = services.namespace(ns) if services is not None else None
     if spec.get("enableServiceLinks") is not False:
-        try:
-            found = list((await client.get(SERVICES.path(ns, ""))).get("items") or [])
-        except errors.APIError:
-            found = []
+        if cached is not None:
+            found = list(cached)
+        else:
+            try:
+                found = list((await client.get(SERVICES.path(ns, ""))).get("items") or [])
+            except errors.APIError:
+                found = []
     env = service_link_env(found)
     if in_pod_network:
         # The master service's ClusterIP is routed to the API server by the service proxy.
-        try:
-            master = await client.get(SERVICES.path(*MASTER_SERVICE))
-        except errors.APIError:
-            master = None
+        master: Mapping[str, Any] | None
+        if services is not None and cached is not None:
+            master = services.get(*MASTER_SERVICE)
+        else:
+            try:
+                master = await client.get(SERVICES.path(*MASTER_SERVICE))
+            except errors.APIError:
+                master = None
         if master is not None:
             env.update({k: v for k, v in service_link_env([master]).items() if k.startswith("KUBERNETES_")})
     else:
@@ -132,14 +186,15 @@ async def _key_ref(objs: _Objects, kind: str, ref: Mapping[str, Any]) -> str | N
 
 
 async def resolve(client: rest.Client, pod: Mapping[str, Any], container: Mapping[str, Any], *,
-                  allocatable: Mapping[str, str], in_pod_network: bool = False) -> dict[str, str]:
+                  allocatable: Mapping[str, str], in_pod_network: bool = False,
+                  services: ServiceLister | None = None) -> dict[str, str]:
     """The full environment of a container (base, envFrom, then env in order); ConfigError when it cannot be built."""
     meta = pod.get("metadata") or {}
     objs = _Objects(client, str(meta.get("namespace") or ""))
     env = {k: os.environ[k] for k in BASE_KEYS if k in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["HOSTNAME"] = str((pod.get("spec") or {}).get("hostname") or meta.get("name") or "")
-    env.update(await _service_links(client, pod, in_pod_network=in_pod_network))
+    env.update(await _service_links(client, pod, in_pod_network=in_pod_network, services=services))
     own: dict[str, str] = {}
     for src in container.get("envFrom") or []:
         prefix = str(src.get("prefix") or "")

@@ -17,6 +17,9 @@ from pocketkube.runtime import controller
 log = logging.getLogger("pocketkube.node.pods")
 
 PODS = rest.GVR("", "v1", "pods")
+# Pods synced at once. The kubelet gives every pod a goroutine of its own; a pod's start mostly waits (on its
+# sandbox, its volumes' API reads, the spawn, its status write), so a 100-pod burst needs many in flight.
+WORKERS = 16
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
@@ -43,7 +46,7 @@ class PodWorkers:
     """Reconciles each pod bound to one node: sync through the runtime, write status, finish deletion."""
 
     def __init__(self, client: rest.Client, *, node: str, host_ip: str, rt: runtime.Runtime,
-                 recorder: events_mod.Recorder, clock: clock_mod.Clock, workers: int = 4) -> None:
+                 recorder: events_mod.Recorder, clock: clock_mod.Clock, workers: int = WORKERS) -> None:
         self.client = client
         self.node = node
         self.host_ip = host_ip

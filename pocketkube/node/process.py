@@ -88,6 +88,10 @@ class ProcessRuntime:
         # Per pod: its resolv.conf, when the runtime formed one.
         self._resolv: dict[str, str] = {}
         self.prober = probes.Prober()
+        # The kubelet's service informer: service links come from its cache, not two API reads per container.
+        self.services = envvars.ServiceCache(client, clock=self.clock) if isinstance(client, rest.Client) else None
+        # Per pod: when its volumes were last set up and the metadata the downward API wrote (see _volumes).
+        self._mounted: dict[str, tuple[float, str, dict[str, str]]] = {}
 
     def set_notify(self, notify: Callable[[str], None]) -> None:
         self.containers.notify = notify
@@ -148,6 +152,8 @@ class ProcessRuntime:
             self.containers.cgroups = manager
         if self.network is not None and not self.network.started:
             await self.network.setup()
+        if self.services is not None:
+            self.services.start()
         if await self._reaper.start() and self.cgroups.enforced:
             for root in self.cgroups.layout.roots.values():
                 self._reaper.tell(f"+rt {root}")
@@ -169,23 +175,31 @@ class ProcessRuntime:
         now = self.clock.now()
         result = runtime.SyncResult()
         await self._ensure_started()
+        vols: asyncio.Task[dict[str, str]] | None = None
         ps = self._pods.get(uid)
         if ps is None:
             ip = str((pod.get("status") or {}).get("podIP") or "")
             ips = [self.host_ip] if spec.get("hostNetwork") or (self.network and not self.network.enabled) else \
                 [ip if ip and self.ips.reserve(ip) else self.ips.allocate()]
-            if self.network is not None and self.network.enabled and not spec.get("hostNetwork"):
-                try:
-                    await self.network.add_pod(uid, ips[0])
-                except podnet.NetworkError as e:
-                    self.ips.release(ips[0])
-                    result.events.append(runtime.Event(runtime.WARNING, "FailedCreatePodSandBox",
-                                                       f"Failed to create pod sandbox: {e}"))
-                    result.retry_after = CONFIG_RETRY_SECONDS
-                    return result
+            own_netns = self.network is not None and self.network.enabled and not spec.get("hostNetwork")
+            # The volumes' API reads overlap the sandbox's set-up (namespace, veth, resolv.conf) in a thread.
+            vols = asyncio.get_running_loop().create_task(self._volumes(self._with_ips(pod, ips), uid, now=now),
+                                                          name=f"volumes-{uid}")
+            try:
+                resolv_events = await asyncio.to_thread(self._sandbox, pod, uid, ips[0] if own_netns else "")
+            except podnet.NetworkError as e:
+                await _drop(vols)
+                self.ips.release(ips[0])
+                result.events.append(runtime.Event(runtime.WARNING, "FailedCreatePodSandBox",
+                                                   f"Failed to create pod sandbox: {e}"))
+                result.retry_after = CONFIG_RETRY_SECONDS
+                return result
+            except BaseException:
+                await _drop(vols)
+                raise
             ps = runtime.PodStatus(uid=uid, ips=ips, network_ready=True, created_at=now)
             self._pods[uid] = ps
-            result.events.extend(await self._write_resolv(pod, uid))
+            result.events.extend(resolv_events)
             await adoption.adopt(pod, ps, pod_dir=self.pod_dir(uid), now=now, result=result)
             if self.cgroups is not None and self.cgroups.problem and _has_limits(pod):
                 result.events.append(runtime.Event(runtime.WARNING, "LimitsNotEnforced",
@@ -193,10 +207,10 @@ class ProcessRuntime:
                                                    f"{self.cgroups.problem}"))
         result.events.extend(self.containers.take_events(uid))
         if not ps.network_ready:
+            await _drop(vols)
             return result
         try:
-            mounts = await volumes.materialise(self.client, pod, data_dir=self.data_dir,
-                                               allocatable=self.allocatable, now=now)
+            mounts = await (vols if vols is not None else self._volumes(self._with_ips(pod, ps.ips), uid, now=now))
         except volumes.VolumeError as e:
             result.events.append(runtime.Event(runtime.WARNING, "FailedMount", str(e)))
             result.retry_after = CONFIG_RETRY_SECONDS
@@ -264,6 +278,7 @@ class ProcessRuntime:
         self.prober.forget(uid)
         self.containers.forget(uid)
         self._resolv.pop(uid, None)
+        self._mounted.pop(uid, None)
         ps = self._pods.pop(uid, None)
         if ps is not None:
             for ip in ps.ips:
@@ -286,6 +301,8 @@ class ProcessRuntime:
             await asyncio.to_thread(self.cgroups.clean, keep_root=False)
         if self.network is not None:
             self.network.close()
+        if self.services is not None:
+            await self.services.close()
         await self._reaper.close()
 
     # --- containers
@@ -362,8 +379,8 @@ class ProcessRuntime:
         uid = ps.uid
         try:
             in_netns = bool(self.network is not None and self.network.netns_path(uid))
-            env = await envvars.resolve(self.client, self._with_ips(pod, ps), c, allocatable=self.allocatable,
-                                        in_pod_network=in_netns)
+            env = await envvars.resolve(self.client, self._with_ips(pod, ps.ips), c, allocatable=self.allocatable,
+                                        in_pod_network=in_netns, services=self.services)
             binds = launcher.binds(pod, c, mounts)
             if binds and self._mount_problem is None:
                 self._mount_problem = await asyncio.to_thread(probe_mounts, self.unshare)
@@ -377,25 +394,21 @@ class ProcessRuntime:
         binds += await self._resolv_bind(uid, binds)
         argv = [envvars.expand(a, env) for a in res.argv]
         cdir = os.path.join(self.pod_dir(uid), name)
-        await asyncio.to_thread(os.makedirs, cdir, exist_ok=True)
         # A container that ran before counts a restart now that it runs again.
         attempt = cs.restart_count + (1 if cs.container_id else 0)
         error_file = os.path.join(cdir, f"{attempt}.error")
         started_file = os.path.join(cdir, f"{attempt}.started")
-        for stale in (error_file, started_file):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(stale)
         message_file = await self._message_bind(c, binds, os.path.join(cdir, f"{attempt}.termination-log"))
-        procs: list[str] = []
-        if self.cgroups is not None:
-            try:
-                procs = await asyncio.to_thread(self.cgroups.create, pod, c)
-            except OSError as e:
-                cs.termination = runtime.Termination(
-                    exit_code=launcher.START_ERROR_CODE, reason="StartError", finished_at=now, started_at=now,
-                    message=f"{launcher.OCI_PREFIX}failed to set up the container's cgroup: {e}")
-                cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
-                return
+        try:
+            # One trip to a thread for the container's files and cgroup: each trip costs more than the work.
+            procs = await asyncio.to_thread(self._prepare, pod, c, cdir=cdir, stale=(error_file, started_file),
+                                            message_file=message_file)
+        except _CgroupError as e:
+            cs.termination = runtime.Termination(
+                exit_code=launcher.START_ERROR_CODE, reason="StartError", finished_at=now, started_at=now,
+                message=f"{launcher.OCI_PREFIX}failed to set up the container's cgroup: {e.__cause__}")
+            cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
+            return
         script = launcher.launcher(binds, working_dir=str(c.get("workingDir") or ""), error_file=error_file,
                                    started_file=started_file, cgroup_procs=procs)
         cmd = ["/bin/sh", "-c", script, "launcher", *argv]
@@ -418,9 +431,7 @@ class ProcessRuntime:
                                                  finished_at=now, started_at=now, message=launcher.OCI_PREFIX + str(e))
             cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
             return
-        self._reaper.tell(f"+pg {proc.pid}")
-        for procs_file in procs:
-            self._reaper.tell(f"+cg {procs_file}")
+        self._reaper.tell(f"+pg {proc.pid}", *(f"+cg {procs_file}" for procs_file in procs))
         if stdio is not None:
             stdio.started()
         output = stdio.output() if stdio is not None and stdio.tty else proc.stdout
@@ -451,12 +462,35 @@ class ProcessRuntime:
             run.post_start = asyncio.get_running_loop().create_task(
                 self.containers.post_start(uid, cs, run, post_start), name=f"post-start-{name}")
 
-    async def _write_resolv(self, pod: Mapping[str, Any], uid: str) -> list[runtime.Event]:
+    async def _volumes(self, pod: Mapping[str, Any], uid: str, *, now: datetime.datetime) -> dict[str, str]:
+        """The pod's volumes, set up on its first sync and refreshed every REFRESH_SECONDS after.
+
+        Between refreshes a sync (woken by the pod's own status write, an exit, a probe) reuses them, as the
+        kubelet's volume manager does; labels and annotations changing rewrite the downward API files at once."""
+        meta = pod.get("metadata") or {}
+        fingerprint = repr((meta.get("labels"), meta.get("annotations")))
+        last = self._mounted.get(uid)
+        at = self.clock.monotonic()
+        if last is not None and at - last[0] < REFRESH_SECONDS and last[1] == fingerprint:
+            return last[2]
+        mounts = await volumes.materialise(self.client, pod, data_dir=self.data_dir, allocatable=self.allocatable,
+                                           now=now)
+        self._mounted[uid] = (at, fingerprint, mounts)
+        return mounts
+
+    def _sandbox(self, pod: Mapping[str, Any], uid: str, ip: str) -> list[runtime.Event]:
+        """In a thread: the pod's network namespace with ip (none when ip is ""; NetworkError when it fails) and
+        its resolv.conf; the events the resolv.conf warrants."""
+        if ip and self.network is not None:
+            self.network.add(uid, ip)
+        return self._write_resolv(pod, uid)
+
+    def _write_resolv(self, pod: Mapping[str, Any], uid: str) -> list[runtime.Event]:
         """Form the pod's resolv.conf in its directory, as the kubelet does per dnsPolicy; the events it warrants."""
         if self.dns is None or resolvconf.uses_host_file(pod):
             return []
         try:
-            formed, path = await asyncio.to_thread(resolvconf.pod_file, pod, self.dns, self.pod_dir(uid))
+            formed, path = resolvconf.pod_file(pod, self.dns, self.pod_dir(uid))
         except OSError as e:
             log.warning("cannot write the resolv.conf of %s: %s", runtime.pod_ref(pod), e)
             return []
@@ -476,16 +510,36 @@ class ProcessRuntime:
             return []
         return [launcher.Mount(source=path, target=RESOLV_CONF, read_only=False)]
 
-    def _with_ips(self, pod: Mapping[str, Any], ps: runtime.PodStatus) -> Mapping[str, Any]:
+    def _with_ips(self, pod: Mapping[str, Any], ips: list[str]) -> Mapping[str, Any]:
         """The pod with the IPs its status will report: the first start comes before the first status write,
         and the kubelet takes the downward API's status.podIP/hostIP from the sandbox and the node."""
         status = {**(pod.get("status") or {}), "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}]}
-        if ps.ips:
-            status["podIP"], status["podIPs"] = ps.ips[0], [{"ip": ip} for ip in ps.ips]
+        if ips:
+            status["podIP"], status["podIPs"] = ips[0], [{"ip": ip} for ip in ips]
         return {**pod, "status": status}
 
+    def _prepare(self, pod: Mapping[str, Any], c: Mapping[str, Any], *, cdir: str, stale: tuple[str, ...],
+                 message_file: str) -> list[str]:
+        """In a thread: the container's directory, no stale marker files, an empty termination message file,
+        and its cgroups (the cgroup.procs files to join; _CgroupError when the kernel refuses a setting)."""
+        os.makedirs(cdir, exist_ok=True)
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if message_file:
+            with open(message_file, "w"):
+                pass
+            os.chmod(message_file, 0o666)  # as the kubelet leaves it: any user of the container may write it
+        if self.cgroups is None:
+            return []
+        try:
+            return self.cgroups.create(pod, c)
+        except OSError as e:
+            raise _CgroupError() from e
+
     async def _message_bind(self, c: Mapping[str, Any], binds: list[launcher.Mount], path: str) -> str:
-        """Add the bind of an empty file at the container's terminationMessagePath; the file ("" when none).
+        """Add the bind of a file at the container's terminationMessagePath; the file ("" when none), which
+        _prepare creates empty.
 
         Without mount namespaces the container has no such file (its message stays empty) rather than
         a refusal to run: the message is a report, not part of the workload."""
@@ -497,13 +551,6 @@ class ProcessRuntime:
             self._mount_problem = await asyncio.to_thread(probe_mounts, self.unshare)
         if self._mount_problem:
             return ""
-
-        def make() -> None:
-            with open(path, "w"):
-                pass
-            os.chmod(path, 0o666)  # as the kubelet leaves it: any user of the container may write it
-
-        await asyncio.to_thread(make)
         binds.append(launcher.Mount(source=path, target=target, read_only=False))
         return path
 
@@ -528,6 +575,17 @@ class ProcessRuntime:
         if verdict.retry_after is not None:
             wake.append(verdict.retry_after)
         return {k.name for k in verdict.kills}
+
+async def _drop(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a helper task whose result is no longer wanted and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class _CgroupError(Exception):
+    """The container's cgroup could not be set up (its cause is the OSError)."""
+
 
 def _has_limits(pod: Mapping[str, Any]) -> bool:
     spec = pod.get("spec") or {}

@@ -83,11 +83,12 @@ class Reaper:
             log.warning("cannot start the container watchdog (%s): processes may outlive a crashed agent", e)
         return True
 
-    def tell(self, line: str) -> None:
+    def tell(self, *lines: str) -> None:
+        """Send lines ("+pg N", "-cg F", ...) in one write: each write wakes the watchdog."""
         r = self._proc
-        if r is not None and r.stdin is not None and r.returncode is None:
+        if r is not None and r.stdin is not None and r.returncode is None and lines:
             with contextlib.suppress(OSError, RuntimeError):
-                r.stdin.write((line + "\n").encode())
+                r.stdin.write("".join(line + "\n" for line in lines).encode())
 
     async def close(self) -> None:
         """End the watchdog's input: it kills whatever is still registered, then exits."""

@@ -22,7 +22,7 @@ log = logging.getLogger("pocketkube.node.spawn")
 # PR_SET_PDEATHSIG fires when the *thread* that started a child ends, so children must be started by
 # threads that live as long as the process: a pool of its own that nothing shuts down (the default
 # executor goes away with each event loop).
-_POOL_SIZE = 2
+_POOL_SIZE = 4
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
+import shutil
+import subprocess
+from typing import Any
 
 import pytest
 
@@ -79,3 +84,32 @@ def test_routed_to_pod(tmp_path: pathlib.Path, address: str, want: bool) -> None
 def test_pod_mac_follows_the_ip(ip: str, mac: str) -> None:
     """A pod's MAC is a locally administered address made of its IP, the same every time the IP is reused."""
     assert podnet.pod_mac(ip) == mac
+
+
+def _ip_json(*args: str) -> list[dict[str, Any]]:
+    return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout or "[]")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+async def test_add_pod_configures_the_namespace_as_ip_would(tmp_path: pathlib.Path) -> None:
+    """A pod's namespace gets lo and eth0 up, its IP on eth0 and a default route via the bridge."""
+    net = podnet.PodNetwork(str(tmp_path), pod_cidr="10.251.77.0/24", mode="on")
+    await net.setup()
+    if net.problem:
+        pytest.skip(net.problem)
+    try:
+        path = await net.add_pod("u-1", "10.251.77.5")
+        ns = os.path.basename(path)
+        links = {link["ifname"]: link for link in _ip_json("-n", ns, "link")}
+        assert "UP" in links["lo"]["flags"] and "UP" in links["eth0"]["flags"]
+        assert links["eth0"]["address"] == podnet.pod_mac("10.251.77.5")
+        addrs = [(a["local"], a["prefixlen"]) for link in _ip_json("-n", ns, "-4", "addr", "show", "dev", "eth0")
+                 for a in link["addr_info"]]
+        assert addrs == [("10.251.77.5", 24)]
+        routes = _ip_json("-n", ns, "-4", "route")
+        assert {"dst": "default", "gateway": "10.251.77.1", "dev": "eth0"}.items() <= routes[0].items()
+    finally:
+        await net.remove_pod("u-1")
+        net.close()
+        subprocess.run(["ip", "link", "del", net.bridge], capture_output=True, check=False)
+

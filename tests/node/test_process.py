@@ -215,3 +215,43 @@ async def test_init_containers_run_to_completion_first(h):
     await h.rt.sync_pod(p)
     assert ps.init_containers["init"].termination.reason == "Completed"
     assert ps.containers["main"].state == runtime.RUNNING
+
+
+async def test_volumes_are_set_up_once_then_refreshed_periodically(tmp_path):
+    """Later syncs reuse a pod's volumes; a label change rewrites them at once, and they refresh every minute."""
+    client = fakes.FakeClient()
+    client.objects["/api/v1/namespaces/ns/configmaps/cfg"] = {"data": {"k": "v1"}}
+    h = Harness(tmp_path, client)
+    h.rt.clock = clock_mod.FakeClock()
+    try:
+        p = pod(policy="Always", command=["sleep", "30"],
+                _volumes=[{"name": "cfg", "configMap": {"name": "cfg"}},
+                          {"name": "info", "downwardAPI": {"items": [
+                              {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}])
+        p["metadata"]["labels"] = {"a": "1"}
+        reads = lambda: sum(c[1].endswith("/configmaps/cfg") for c in client.calls)  # noqa: E731
+        await h.rt.sync_pod(p)
+        await h.rt.sync_pod(p)
+        assert reads() == 1
+        labels = os.path.join(str(tmp_path), "pods", "u1", "volumes", "info", "labels")
+        p["metadata"]["labels"] = {"a": "2"}
+        await h.rt.sync_pod(p)
+        assert open(labels).read() == 'a="2"' and reads() == 2
+        client.objects["/api/v1/namespaces/ns/configmaps/cfg"] = {"data": {"k": "v2"}}
+        h.rt.clock.advance(process.REFRESH_SECONDS)
+        await h.rt.sync_pod(p)
+        assert reads() == 3
+        assert open(os.path.join(str(tmp_path), "pods", "u1", "volumes", "cfg", "k")).read() == "v2"
+    finally:
+        await h.rt.close()
+
+
+async def test_downward_api_volume_has_the_pod_ip_from_the_first_start(h, tmp_path):
+    """status.podIP and status.hostIP in a downwardAPI volume are filled before the first status write."""
+    p = pod(policy="Always", command=["sleep", "30"], _volumes=[{"name": "info", "downwardAPI": {"items": [
+        {"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}},
+        {"path": "host", "fieldRef": {"fieldPath": "status.hostIP"}}]}}])
+    await h.rt.sync_pod(p)
+    d = os.path.join(str(tmp_path), "pods", "u1", "volumes", "info")
+    assert open(os.path.join(d, "ip")).read() == h.rt.pod_status("u1").ips[0]
+    assert open(os.path.join(d, "host")).read() == "127.0.0.1"

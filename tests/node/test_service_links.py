@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pocketkube.node import envvars
+from tests.node import fakes
 
 
 def _svc(name: str, ip: str, ports: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
@@ -31,3 +32,45 @@ def _svc(name: str, ip: str, ports: list[dict[str, Any]], **spec: Any) -> dict[s
 def test_service_link_env(services: list[dict[str, Any]], want: dict[str, str]) -> None:
     """Each service with a ClusterIP gives _SERVICE_HOST/_PORT(_NAME) and the docker-link style _PORT_* variables."""
     assert envvars.service_link_env(services) == want
+
+
+class _Lister:
+    """A synced (or not yet synced) service cache."""
+
+    def __init__(self, services: list[dict[str, Any]] | None) -> None:
+        self.services = services
+
+    def namespace(self, namespace: str) -> list[dict[str, Any]] | None:
+        if self.services is None:
+            return None
+        return [s for s in self.services if s["metadata"].get("namespace") == namespace]
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return next((s for s in self.services or [] if s["metadata"] == {"namespace": namespace, "name": name}), None)
+
+
+POD = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {}}
+WEB = {"metadata": {"name": "web", "namespace": "ns"}, "spec": {"clusterIP": "10.96.0.30", "ports": [{"port": 80}]}}
+MASTER = {"metadata": {"name": "kubernetes", "namespace": "default"},
+          "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}}
+
+
+async def test_service_links_come_from_a_synced_cache_without_api_reads() -> None:
+    """With a synced service cache, a container's service and master variables cost no API request."""
+    client = fakes.FakeClient()
+    env = await envvars.resolve(client, POD, {"name": "c"}, allocatable={}, in_pod_network=True,
+                                services=_Lister([WEB, MASTER]))
+    assert env["WEB_SERVICE_HOST"] == "10.96.0.30" and env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
+    assert client.calls == []
+
+
+async def test_service_links_read_the_api_until_the_cache_is_synced() -> None:
+    """Before the cache has listed once, the services are read from the API, as without a cache."""
+    client = fakes.FakeClient()
+    client.objects["/api/v1/namespaces/ns/services"] = {"items": [WEB]}
+    client.objects["/api/v1/namespaces/default/services/kubernetes"] = MASTER
+    env = await envvars.resolve(client, POD, {"name": "c"}, allocatable={}, in_pod_network=True,
+                                services=_Lister(None))
+    assert env["WEB_SERVICE_HOST"] == "10.96.0.30" and env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
+    assert [c[1] for c in client.calls] == ["/api/v1/namespaces/ns/services",
+                                            "/api/v1/namespaces/default/services/kubernetes"]
