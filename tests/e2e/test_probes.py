@@ -75,7 +75,8 @@ def test_failing_liveness_probe_restarts_container(cluster: cluster_mod.Cluster,
         "doomed", ["python3", "-c", "import time; time.sleep(3600)"],
         livenessProbe={"exec": {"command": ["sh", "-c", "echo not alive; exit 1"]}, "periodSeconds": 1,
                        "failureThreshold": 2, "terminationGracePeriodSeconds": 1}))
-    cluster_mod.eventually(lambda: _get(cluster, "doomed")["status"]["containerStatuses"][0]["restartCount"] >= 1)
+    cluster_mod.eventually(lambda: ((_get(cluster, "doomed").get("status") or {}).get("containerStatuses")
+                                    or [{}])[0].get("restartCount", 0) >= 1)
     events = _events(cluster, "doomed")
     assert ("Unhealthy", "Liveness probe failed: not alive\n") in events
     assert ("Killing", "Container main failed liveness probe, will be restarted") in events
