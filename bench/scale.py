@@ -3,9 +3,10 @@
 Usage: python bench/scale.py [--kubeconfig PATH] --server-pid PID [--nodes 1000] [--pods 30000] [--namespaces 30]
 Against `pocketkube up --virtual-nodes 1000`: waits for the nodes, creates the pods (32 concurrent clients,
 spread over --namespaces namespaces; --prebind sets spec.nodeName round-robin to leave the scheduler out),
-waits until every pod is bound, then prints the server's RSS (and peak) and the median latency of
+waits until every pod is bound and Running, then prints the server's RSS (and peak) and the median latency of
 kubectl-like lists: all pods, the pods of one namespace, all nodes, each whole and in ?limit=500 chunks.
-Not a pass/fail test.
+With --server-pid it also prints the server's CPU time per phase (Linux /proc), which a busy machine
+distorts less than wall-clock time. Not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ def rss_mib(pid: int) -> tuple[float, float]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) / 1024
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of pid so far, in seconds (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def age_seconds(pid: int) -> float:
+    """Seconds since pid started (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def pod(name: str, node: str | None) -> dict[str, Any]:
@@ -83,8 +104,17 @@ async def run(args: argparse.Namespace) -> None:
             if len(nodes) >= args.nodes or time.perf_counter() - start > args.timeout:
                 break
             await asyncio.sleep(2)
-        print(f"{len(nodes)} nodes after {time.perf_counter() - start:.1f}s; server RSS "
-              f"{rss_mib(args.server_pid)[0]:.0f} MiB" if args.server_pid else f"{len(nodes)} nodes")
+        pid = args.server_pid
+        if pid:
+            print(f"{len(nodes)} nodes registered {age_seconds(pid):.1f}s after the server started (server CPU "
+                  f"{cpu_seconds(pid):.1f}s); {load()}")
+            await asyncio.sleep(args.settle)
+            before = cpu_seconds(pid)
+            await asyncio.sleep(args.idle)
+            print(f"idle with {len(nodes)} nodes: server RSS {rss_mib(pid)[0]:.0f} MiB, server CPU "
+                  f"{(cpu_seconds(pid) - before) / args.idle * 100:.0f}% of a core over {args.idle:.0f}s; {load()}")
+        else:
+            print(f"{len(nodes)} nodes")
         namespaces = [f"scale-{i:02d}" for i in range(args.namespaces)]
         for ns in namespaces:
             async with s.post(f"{base}/api/v1/namespaces", data=orjson.dumps(
@@ -114,16 +144,33 @@ async def run(args: argparse.Namespace) -> None:
                     failures[status] = failures.get(status, 0) + 1
 
         start = time.perf_counter()
+        cpu_start = cpu_seconds(pid) if pid else 0.0
+
+        async def progress() -> None:
+            while True:
+                await asyncio.sleep(30)
+                done = args.pods - queue.qsize()
+                took = time.perf_counter() - start
+                print(f"  {took:6.0f}s: {done} pods sent ({done / took:.0f}/s), failures {failures or 0}"
+                      + (f", server RSS {rss_mib(pid)[0]:.0f} MiB" if pid else "") + f"; {load()}", flush=True)
+
+        reporter = asyncio.ensure_future(progress())
         await asyncio.gather(*(worker() for _ in range(args.clients)))
         took = time.perf_counter() - start
-        print(f"created {args.pods} pods in {took:.1f}s ({args.pods / took:.0f}/s, failures {failures or 0})")
-        while time.perf_counter() - start < args.timeout:
-            # Pending pods, selected server-side: the count falls to 0 once everything is bound.
-            _, pending = await timed_list(s, f"{base}/api/v1/pods?fieldSelector=spec.nodeName%3D")
-            if not pending:
-                break
-            await asyncio.sleep(2)
-        print(f"all bound after {time.perf_counter() - start:.1f}s")
+        print(f"created {args.pods} pods in {took:.1f}s ({args.pods / took:.0f}/s, failures {failures or 0})"
+              + (f", server CPU {cpu_seconds(pid) - cpu_start:.0f}s" if pid else "") + f"; {load()}")
+        for label, selector in (("bound", "spec.nodeName%3D"), ("Running", "status.phase%21%3DRunning")):
+            left = -1
+            while time.perf_counter() - start < args.timeout:
+                # Selected server-side: the count falls to 0 once every pod is bound (then Running).
+                _, left = await timed_list(s, f"{base}/api/v1/pods?fieldSelector={selector}")
+                if not left:
+                    break
+                await asyncio.sleep(5)
+            print(f"all {label} after {time.perf_counter() - start:.1f}s ({left} not yet)"
+                  + (f", server CPU {cpu_seconds(pid) - cpu_start:.0f}s" if pid else "") + f"; {load()}",
+                  flush=True)
+        reporter.cancel()
         await asyncio.sleep(args.settle)
         if args.server_pid:
             cur, peak = rss_mib(args.server_pid)
@@ -151,6 +198,7 @@ def main() -> None:
     ap.add_argument("--prebind", action="store_true", help="set spec.nodeName round-robin (no scheduler)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--settle", type=float, default=5.0, help="seconds to wait before measuring")
+    ap.add_argument("--idle", type=float, default=30.0, help="seconds over which to measure the idle server's CPU")
     ap.add_argument("--timeout", type=float, default=3600.0)
     asyncio.run(run(ap.parse_args()))
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import ssl
 from collections.abc import Callable, Sequence
@@ -36,6 +37,11 @@ CERT_DAYS = 365
 LEASE_RENEW_SECONDS = 10.0
 STATUS_UPDATE_SECONDS = 10.0
 STATUS_REPORT_SECONDS = 300.0
+# Both loops run under wait.JitterUntil(period, 0.04) in the kubelet, so a thousand nodes started together
+# drift apart instead of renewing in the same instant.
+LOOP_JITTER = 0.04
+# The lease controller's update attempts from the last Lease it wrote before reading it again.
+LEASE_UPDATE_ATTEMPTS = 5
 RETRY_SECONDS = 0.2
 MAX_RETRY_SECONDS = 7.0
 DEFAULT_PREFIX = "pocketkube-node"
@@ -43,9 +49,28 @@ DEFAULT_PREFIX = "pocketkube-node"
 # three Events at once next to status updates; unbounded, agents facing a busy API server opened about one
 # new TLS connection per Event (1.3 per pod started on 100 nodes), where a kubelet keeps one HTTP/2 connection.
 AGENT_CONNECTIONS = 6
+# A virtual node's pods do no work: two connections (one free for the lease) besides its pod watch's.
+VIRTUAL_AGENT_CONNECTIONS = 2
 VIRTUAL_PREFIX = "pocketkube-virtual-node"
 
 RuntimeFactory = Callable[[nodes.NodeSpec], runtime.Runtime]
+
+
+def jittered(period: float, rng: random.Random, *, factor: float = LOOP_JITTER) -> float:
+    """A period stretched by up to factor of itself at random (wait.Jitter)."""
+    return period * (1 + factor * rng.random())
+
+
+def backoff(delay: float, rng: random.Random) -> float:
+    """A retry delay spread over [delay/2, 3*delay/2), so agents failing together do not retry together."""
+    return delay * (0.5 + rng.random())
+
+
+def report_delay(rng: random.Random) -> float:
+    """The kubelet's delayAfterNodeStatusChange: after its Ready condition changes, a node moves its next
+    periodic status report by up to half the report interval either way, so nodes that became Ready
+    together do not all report together five minutes later."""
+    return STATUS_REPORT_SECONDS * (rng.random() - 0.5)
 
 
 class NodeAgent:
@@ -53,7 +78,8 @@ class NodeAgent:
 
     def __init__(self, client: rest.Client, spec: nodes.NodeSpec, *, machine: nodes.Machine,
                  capacity: dict[str, str], rt: runtime.Runtime, clock: clock_mod.Clock | None = None,
-                 workers: int = 4, kubelet_ssl: ssl.SSLContext | None = None) -> None:
+                 workers: int = 4, kubelet_ssl: ssl.SSLContext | None = None,
+                 rng: random.Random | None = None) -> None:
         self.client = client
         self.spec = spec
         self.machine = machine
@@ -66,7 +92,9 @@ class NodeAgent:
         self.node_uid = ""
         self._conditions: list[dict[str, Any]] = []
         self._reported_at = -1e18
+        self._report_delay = 0.0
         self._lease: dict[str, Any] | None = None
+        self.rng = rng or random.Random()
         # The kubelet API (container logs) is served only for a process runtime, given TLS from the cluster CA.
         self.kubelet_ssl = kubelet_ssl
         self.kubelet_port = nodes.KUBELET_PORT
@@ -117,8 +145,9 @@ class NodeAgent:
                 await step()
                 return
             except (errors.APIError, aiohttp.ClientError, OSError, TimeoutError) as e:
-                log.warning("node %s: %s failed (%s); retrying in %.1fs", self.name, step.__name__, e, delay)
-                await self.clock.sleep(delay)
+                wait = backoff(delay, self.rng)
+                log.warning("node %s: %s failed (%s); retrying in %.1fs", self.name, step.__name__, e, wait)
+                await self.clock.sleep(wait)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
 
     # --- registration and status
@@ -151,6 +180,7 @@ class NodeAgent:
         self.node_uid = str(node["metadata"].get("uid") or "")
         self._conditions = (node.get("status") or {}).get("conditions") or []
         self._reported_at = self.clock.monotonic()
+        self._report_delay = report_delay(self.rng)  # the node just became Ready
         log.info("node %s registered", self.name)
 
     def _events_at_start(self) -> None:
@@ -164,11 +194,11 @@ class NodeAgent:
 
     async def update_status(self) -> bool:
         """Post the node's conditions if they changed or the report interval passed; True if posted."""
-        now = self.clock.now()
-        fresh = nodes.conditions(now, self._conditions)
-        due = self.clock.monotonic() - self._reported_at >= STATUS_REPORT_SECONDS
-        if not due and not nodes.conditions_changed(self._conditions, fresh):
+        due = self.clock.monotonic() - self._reported_at >= STATUS_REPORT_SECONDS + self._report_delay
+        # Checked every 10 s on every node: compare the states before building a heartbeat's timestamps.
+        if not due and nodes.condition_states(self._conditions) == nodes.HEALTHY_STATES:
             return False
+        fresh = nodes.conditions(self.clock.now(), self._conditions)
         try:
             node = await self.client.patch(NODES.path("", self.name, subresource="status"),
                                            {"status": {"conditions": fresh}}, patch_type="strategic")
@@ -178,13 +208,14 @@ class NodeAgent:
             await self.register()
             self._lease = None
             return True
-        self._conditions = (node.get("status") or {}).get("conditions") or fresh
+        old_ready, self._conditions = _ready(self._conditions), (node.get("status") or {}).get("conditions") or fresh
         self._reported_at = self.clock.monotonic()
+        self._report_delay = report_delay(self.rng) if _ready(self._conditions) != old_ready else 0.0
         return True
 
     async def _status_loop(self) -> None:
         while True:
-            await self.clock.sleep(STATUS_UPDATE_SECONDS)
+            await self.clock.sleep(jittered(STATUS_UPDATE_SECONDS, self.rng))
             try:
                 await self.update_status()
             except (errors.APIError, aiohttp.ClientError, OSError, TimeoutError) as e:
@@ -216,18 +247,34 @@ class NodeAgent:
             raise
         return self._lease
 
-    async def _lease_loop(self) -> None:
+    async def sync_lease(self) -> bool:
+        """One round of the kubelet's lease controller: a few updates from the Lease last written, else read
+        (or create) it again, backing off; True once renewed."""
         delay = RETRY_SECONDS
-        while True:
+        for attempt in range(LEASE_UPDATE_ATTEMPTS):
             try:
                 await self.renew_lease()
-                delay = RETRY_SECONDS
-                await self.clock.sleep(LEASE_RENEW_SECONDS)
+                return True
             except (errors.APIError, aiohttp.ClientError, OSError, TimeoutError) as e:
-                # Like the kubelet's lease controller: retry quickly at first, backing off to 7 s.
-                log.warning("node %s: lease renewal failed: %s; retrying in %.1fs", self.name, e, delay)
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                if attempt + 1 == LEASE_UPDATE_ATTEMPTS:
+                    log.warning("node %s: lease renewal failed: %s; trying again in %.0fs", self.name, e,
+                                LEASE_RENEW_SECONDS)
+                elif not isinstance(e, (errors.Conflict, errors.NotFound)):
+                    # A timeout or a busy server is not helped by asking again at once (a conflict reads first).
+                    wait = backoff(delay, self.rng)
+                    log.warning("node %s: lease renewal failed: %s; retrying in %.1fs", self.name, e, wait)
+                    await self.clock.sleep(wait)
+                    delay = min(delay * 2, MAX_RETRY_SECONDS)
+        return False
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await self.sync_lease()
+            await self.clock.sleep(jittered(LEASE_RENEW_SECONDS, self.rng))
+
+
+def _ready(conditions: Sequence[dict[str, Any]]) -> str:
+    return next((str(c.get("status")) for c in conditions if c.get("type") == "Ready"), "")
 
 
 # --- starting agents -----------------------------------------------------------------------------
@@ -310,11 +357,9 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
     loop = asyncio.get_running_loop()
     tasks = []
     for spec in specs:
-        cert, key = await asyncio.to_thread(pki_mod.issue_client_cert, pki, f"system:node:{spec.name}",
-                                            groups=(NODE_GROUP,), days=CERT_DAYS)
-        client = config.from_pem(url, ca_pem=pki.ca_cert_pem, cert_pem=cert, key_pem=key,
-                                 user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
-        client.max_connections = AGENT_CONNECTIONS
+        # Signing the certificate and loading it into a TLS context take milliseconds each: off the event loop,
+        # which serves the nodes already started meanwhile.
+        client = await asyncio.to_thread(_node_client, url, pki, spec)
         cap = _capacity(spec, machine, len(specs))
         rt = runtime_factory(spec) if runtime_factory else _runtime_for(
             spec, clk, client=client, data_dir=data_dir or os.path.dirname(pki.directory), allocatable=cap,
@@ -328,6 +373,15 @@ async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] 
                                                   user_agent=provisioner.USER_AGENT), specs,
                                   data_dir=data_dir or os.path.dirname(pki.directory), clock=clk))
     return tasks
+
+
+def _node_client(url: str, pki: pki_mod.Pki, spec: nodes.NodeSpec) -> rest.Client:
+    """A client authenticated as system:node:<name>, as the kubelet's bootstrap would leave it."""
+    cert, key = pki_mod.issue_client_cert(pki, f"system:node:{spec.name}", groups=(NODE_GROUP,), days=CERT_DAYS)
+    client = config.from_pem(url, ca_pem=pki.ca_cert_pem, cert_pem=cert, key_pem=key,
+                             user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
+    client.max_connections = VIRTUAL_AGENT_CONNECTIONS if spec.virtual else AGENT_CONNECTIONS
+    return client
 
 
 def _provisioner(client: rest.Client, specs: list[nodes.NodeSpec], *, data_dir: str,
@@ -350,7 +404,7 @@ async def start_from_kubeconfig(kubeconfig: str, *, nodes: int = 1, zones: list[
     tasks = []
     for spec in specs:
         client = config.from_kubeconfig(kubeconfig, user_agent=USER_AGENT, field_manager=FIELD_MANAGER)
-        client.max_connections = AGENT_CONNECTIONS
+        client.max_connections = VIRTUAL_AGENT_CONNECTIONS if spec.virtual else AGENT_CONNECTIONS
         cap = _capacity(spec, machine, len(specs))
         rt = _runtime_for(spec, clk, client=client, data_dir=data_dir or os.path.dirname(os.path.abspath(kubeconfig)),
                           allocatable=cap)

@@ -29,6 +29,8 @@ COMBINED_PREFIX = "(combined from similar events): "
 # Its spam filter: a burst of 25 events per object and source, then one more every 5 minutes.
 SPAM_BURST = 25
 SPAM_REFILL_SECONDS = 300.0
+# The broadcaster's queue (client-go's maxQueuedEvents): events past it are dropped rather than held.
+MAX_QUEUED = 1000
 
 
 def pod_ref(pod: Mapping[str, Any], *, field_path: str = "") -> dict[str, Any]:
@@ -179,17 +181,21 @@ def _remember(cache: collections.OrderedDict[tuple[str, ...], Any], key: tuple[s
 
 
 class Recorder:
-    """Posts events in the background, correlated as client-go does; close() waits for the ones in flight."""
+    """Posts events in the background, correlated as client-go does; close() waits for the ones queued.
 
-    def __init__(self, client: rest.Client, *, host: str, clock: clock_mod.Clock | None = None) -> None:
+    One sender writes them in order, as client-go's broadcaster does: a repeat's patch follows its create, and
+    a burst of events (a node starting, a pod starting) takes one connection instead of one each."""
+
+    def __init__(self, client: rest.Client, *, host: str, clock: clock_mod.Clock | None = None,
+                 max_queued: int = MAX_QUEUED) -> None:
         self.client = client
         self.host = host
         self.clock = clock or clock_mod.Clock()
+        self.max_queued = max_queued
         self._last = 0
-        self._tasks: set[asyncio.Task[None]] = set()
         self.correlator = Correlator()
-        # The last write of each event key: the next write of the same event waits for it (a patch needs the create).
-        self._pending: dict[tuple[str, ...], asyncio.Task[None]] = {}
+        self._queue: collections.deque[Decision] = collections.deque()
+        self._sender: asyncio.Task[None] | None = None
 
     def _serial(self, now: datetime.datetime) -> int:
         # Nanoseconds since the epoch, forced unique so two events in one tick never collide.
@@ -206,21 +212,21 @@ class Recorder:
         if decision.skip:
             log.debug("event %s %s about %s dropped by the spam filter", reason, message, ref.get("name"))
             return
-        before = self._pending.get(decision.key)
-        task = asyncio.get_running_loop().create_task(self._post(decision, before))
-        self._pending[decision.key] = task
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._done(decision.key, t))
+        if len(self._queue) >= self.max_queued:
+            log.debug("event %s %s about %s dropped: %d events wait already", reason, message, ref.get("name"),
+                      len(self._queue))
+            return
+        self._queue.append(decision)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
 
-    def _done(self, key: tuple[str, ...], task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._pending.get(key) is task:
-            del self._pending[key]
+    async def _send(self) -> None:
+        # Returns (and so is done) in the same step that finds the queue empty: event() then starts a new one.
+        while self._queue:
+            await self._post(self._queue.popleft())
 
-    async def _post(self, decision: Decision, before: asyncio.Task[None] | None) -> None:
+    async def _post(self, decision: Decision) -> None:
         obj = decision.event
-        if before is not None:
-            await asyncio.wait({before})
         try:
             if decision.patch is not None:
                 try:
@@ -235,5 +241,5 @@ class Recorder:
             log.debug("event %s/%s not recorded: %s", obj["metadata"]["namespace"], obj["metadata"]["name"], e)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._sender is not None and not self._sender.done():
+            await asyncio.gather(self._sender, return_exceptions=True)

@@ -162,11 +162,19 @@ def conditions(now: datetime.datetime, old: Sequence[Mapping[str, Any]] = (),
     return out
 
 
+def condition_states(cs: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a condition list says, without its times: sorted (type, status, reason, message)."""
+    return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in cs)
+
+
+# The states of a healthy node's conditions, which the agent compares its last report with.
+HEALTHY_STATES = condition_states([{"type": t, "status": s, "reason": r, "message": m}
+                                   for t, s, r, m in HEALTHY_CONDITIONS])
+
+
 def conditions_changed(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> bool:
     """Whether anything but the heartbeat differs between two condition lists."""
-    def strip(cs: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in cs)
-    return strip(old) != strip(new)
+    return condition_states(old) != condition_states(new)
 
 
 def status(spec: NodeSpec, machine: Machine, *, cap: Mapping[str, str], now: datetime.datetime,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+
 import pytest
 
 from pocketkube.api import errors
@@ -19,10 +22,22 @@ def clk():
     return clock_mod.FakeClock()
 
 
-def make_agent(client, clk, *, zone=""):
+class FixedRandom(random.Random):
+    """A random source that always draws the same number, so jittered timers are exact in tests."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def make_agent(client, clk, *, zone="", draw=0.5):
     spec = nodes.NodeSpec(name="n-1", zone=zone, pod_cidr="10.244.0.0/24")
     rt = runtime.VirtualRuntime(pod_cidr=spec.pod_cidr, host_ip=spec.address, clock=clk)
-    return agent.NodeAgent(client, spec, machine=MACHINE, capacity=nodes.capacity(MACHINE), rt=rt, clock=clk)
+    return agent.NodeAgent(client, spec, machine=MACHINE, capacity=nodes.capacity(MACHINE), rt=rt, clock=clk,
+                           rng=FixedRandom(draw))
 
 
 async def test_register_creates_the_node(clk):
@@ -93,6 +108,69 @@ async def test_status_is_posted_on_change_or_every_five_minutes(clk):
     conds = client.objects[NODE_PATH]["status"]["conditions"]
     assert {c["lastHeartbeatTime"] for c in conds} == {"2026-01-01T00:05:10Z"}
     assert {c["lastTransitionTime"] for c in conds} == {"2026-01-01T00:00:00Z"}
+
+
+async def test_the_report_after_becoming_ready_moves_by_up_to_half_the_interval(clk):
+    """After registering (the node became Ready) the periodic report comes 300 s +- up to 150 s later, at random."""
+    client = fakes.FakeClient()
+    a = make_agent(client, clk, draw=0.9)  # +0.4 of the interval: 420 s
+    await a.register()
+    clk.advance(agent.STATUS_REPORT_SECONDS)
+    assert await a.update_status() is False
+    clk.advance(119)
+    assert await a.update_status() is False
+    clk.advance(1)
+    assert await a.update_status() is True
+    # An unchanged Ready condition keeps the plain interval from then on.
+    clk.advance(agent.STATUS_REPORT_SECONDS)
+    assert await a.update_status() is True
+
+
+@pytest.mark.parametrize("draw,jittered,backoff,report", [
+    (0.0, 10.0, 0.1, -150.0),
+    (0.5, 10.2, 0.2, 0.0),
+    (1.0, 10.4, 0.3, 150.0),
+])
+def test_timer_spread(draw, jittered, backoff, report):
+    """Loops stretch their period by up to 4 %, retries spread over half to one and a half times the delay."""
+    rng = FixedRandom(draw)
+    assert agent.jittered(agent.LEASE_RENEW_SECONDS, rng) == pytest.approx(jittered)
+    assert agent.backoff(0.2, rng) == pytest.approx(backoff)
+    assert agent.report_delay(rng) == pytest.approx(report)
+
+
+async def test_lease_sync_backs_off_then_waits_for_the_next_round(clk):
+    """A failing renewal is tried five times with growing pauses, then left to the next renewal round."""
+    client = fakes.FakeClient()
+    a = make_agent(client, clk)
+    await a.register()
+    await a.renew_lease()
+    lease_calls = [c for c in client.calls if c[1].startswith(LEASE_PATH)]
+
+    async def failing(*args, **kwargs):
+        raise TimeoutError()
+
+    client.update = failing
+    task = asyncio.ensure_future(a.sync_lease())
+    for pause in (0.2, 0.4, 0.8, 1.6):
+        await asyncio.sleep(0)
+        assert not task.done()
+        clk.advance(pause)
+    assert await task is False
+    # A timeout is not a conflict: no reading the Lease again in between.
+    assert [c for c in client.calls if c[1].startswith(LEASE_PATH)] == lease_calls
+
+
+async def test_lease_sync_rereads_after_a_conflict_at_once(clk):
+    """A conflicting renewal reads the Lease again and updates it without waiting."""
+    client = fakes.FakeClient()
+    a = make_agent(client, clk)
+    await a.register()
+    await a.renew_lease()
+    client.fail_next["update"] = errors.Conflict("modified")
+    assert await a.sync_lease() is True
+    lease_verbs = [c[0] for c in client.calls if c[1].startswith(LEASE_PATH)]
+    assert lease_verbs[-2:] == ["get", "update"]
 
 
 async def test_deleted_node_registers_again(clk):
