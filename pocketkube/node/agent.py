@@ -78,7 +78,7 @@ class NodeAgent:
 
     def __init__(self, client: rest.Client, spec: nodes.NodeSpec, *, machine: nodes.Machine,
                  capacity: dict[str, str], rt: runtime.Runtime, clock: clock_mod.Clock | None = None,
-                 workers: int = 4, kubelet_ssl: ssl.SSLContext | None = None,
+                 workers: int = podworkers.WORKERS, kubelet_ssl: ssl.SSLContext | None = None,
                  rng: random.Random | None = None) -> None:
         self.client = client
         self.spec = spec
@@ -341,7 +341,7 @@ async def _supervise(agent: NodeAgent, client: rest.Client) -> None:
 
 async def start(*, url: str, pki: pki_mod.Pki, nodes: int = 1, zones: list[str] | None = None,
                 virtual: bool = True, clock: clock_mod.Clock | None = None, name_prefix: str = "",
-                workers: int = 4, runtime_factory: RuntimeFactory | None = None,
+                workers: int = podworkers.WORKERS, runtime_factory: RuntimeFactory | None = None,
                 data_dir: str = "", pod_network: str = "off", cluster_cidr: str = "",
                 cluster_dns: Sequence[str] | None = None,
                 cluster_domain: str = resolvconf.CLUSTER_DOMAIN) -> list[asyncio.Task[Any]]:
