@@ -54,27 +54,29 @@ class Allocators:
 
     def _alloc_ip(self) -> str:
         size = self.network.num_addresses
-        # skip network and broadcast addresses; try random offsets then scan
-        for _ in range(64):
-            ip = str(self.network.network_address + self._rand.randrange(2, size - 1))
-            if ip not in self.ips:
-                return ip
-        for off in range(1, size - 1):
-            ip = str(self.network.network_address + off)
-            if ip not in self.ips:
-                return ip
+        # Network and broadcast addresses are never handed out; dynamic picks prefer the upper band.
+        for lo, hi in _bands(2, size - 2, static=_static_band(size, least=16, most=256, step=16)):
+            for _ in range(64):
+                ip = str(self.network.network_address + self._rand.randint(lo, hi))
+                if ip not in self.ips:
+                    return ip
+            for off in range(lo, hi + 1):
+                ip = str(self.network.network_address + off)
+                if ip not in self.ips:
+                    return ip
         raise errors.Invalid(kind="Service", group="", name="", causes=[
             errors.FieldError("Internal", "spec.clusterIPs", detail="failed to allocate a serviceIP: range is full")])
 
     def _alloc_port(self, protocol: str) -> int:
-        lo, hi = self.node_ports
-        for _ in range(64):
-            p = self._rand.randint(lo, hi)
-            if (protocol, p) not in self.ports:
-                return p
-        for p in range(lo, hi + 1):
-            if (protocol, p) not in self.ports:
-                return p
+        first, last = self.node_ports
+        for lo, hi in _bands(first, last, static=_static_band(last - first + 1, least=16, most=128, step=32)):
+            for _ in range(64):
+                p = self._rand.randint(lo, hi)
+                if (protocol, p) not in self.ports:
+                    return p
+            for p in range(lo, hi + 1):
+                if (protocol, p) not in self.ports:
+                    return p
         raise errors.ServiceUnavailable("range is full: no node ports left")
 
     def allocate(self, svc: dict[str, Any], old: dict[str, Any] | None) -> list[tuple[str, Any]]:
@@ -210,6 +212,21 @@ class Allocators:
                 self.ips.add(value)
             else:
                 self.ports.discard(value)
+
+
+def _static_band(size: int, *, least: int, most: int, step: int) -> int:
+    """kube's calculateRangeOffset: how many values at the bottom of a range are kept for users to ask for."""
+    if size < least:
+        return 0
+    return max(least, min(most, size // step))
+
+
+def _bands(first: int, last: int, *, static: int) -> list[tuple[int, int]]:
+    """Where dynamic allocation looks, in order: above the static band, then inside it (kube's
+    ServiceNodePortStaticSubrange and ServiceIPStaticSubrange), so values users pick rarely collide."""
+    if static <= 0 or first + static > last:
+        return [(first, last)]
+    return [(first + static, last), (first, first + static - 1)]
 
 
 def _internal(message: str) -> errors.InternalError:

@@ -42,9 +42,9 @@ def test_conflicting_cluster_ip_and_node_port_are_refused(cluster: cluster_mod.C
 
 def test_deleting_a_service_frees_its_node_port(cluster: cluster_mod.Cluster) -> None:
     """A node port is free again once its Service is deleted."""
-    cluster.kubectl("create", "-f", "-", input=_svc("g", type="NodePort", ports=[{"port": 80, "nodePort": 30090}]))
+    cluster.kubectl("create", "-f", "-", input=_svc("g", type="NodePort", ports=[{"port": 80, "nodePort": 30070}]))
     cluster.kubectl("delete", "svc", "g")
-    cluster.kubectl("create", "-f", "-", input=_svc("h", type="NodePort", ports=[{"port": 80, "nodePort": 30090}]))
+    cluster.kubectl("create", "-f", "-", input=_svc("h", type="NodePort", ports=[{"port": 80, "nodePort": 30070}]))
 
 
 def test_headless_and_external_name(cluster: cluster_mod.Cluster) -> None:
@@ -78,31 +78,31 @@ def test_local_load_balancer_gets_a_health_check_node_port(cluster: cluster_mod.
 
 def test_health_check_node_port_errors_are_kubes(cluster: cluster_mod.Cluster) -> None:
     """A taken or out-of-range healthCheckNodePort is kube's 500 from the allocator; a bad one is a 422."""
-    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-c", healthCheckNodePort=30111))
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-c", healthCheckNodePort=30011))
     cases = [
-        (_local_lb("hc-d", healthCheckNodePort=30111), "Error from server (InternalError): error when creating "
-         '"STDIN": Internal error occurred: failed to allocate requested HealthCheck NodePort 30111: '
+        (_local_lb("hc-d", healthCheckNodePort=30011), "Error from server (InternalError): error when creating "
+         '"STDIN": Internal error occurred: failed to allocate requested HealthCheck NodePort 30011: '
          "provided port is already allocated"),
         (_local_lb("hc-d", healthCheckNodePort=80), "Internal error occurred: failed to allocate requested "
          "HealthCheck NodePort 80: provided port is not in the valid range. The range of valid ports is 30000-32767"),
         (_local_lb("hc-d", healthCheckNodePort=70000),
          "spec.healthCheckNodePort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
-        (_svc("hc-d", type="NodePort", externalTrafficPolicy="Local", healthCheckNodePort=30112),
-         "spec.healthCheckNodePort: Invalid value: 30112: may only be set when `type` is 'LoadBalancer' and "
+        (_svc("hc-d", type="NodePort", externalTrafficPolicy="Local", healthCheckNodePort=30012),
+         "spec.healthCheckNodePort: Invalid value: 30012: may only be set when `type` is 'LoadBalancer' and "
          "`externalTrafficPolicy` is 'Local'"),
     ]
     for body, want in cases:
         cp = cluster.kubectl("create", "-f", "-", input=body, check=False)
         assert cp.returncode == 1 and want in cp.stderr, cp.stderr
     assert cluster.kubectl("get", "svc", "hc-d", check=False).returncode == 1  # nothing half-created
-    cp = cluster.kubectl("patch", "svc", "hc-c", "-p", '{"spec":{"healthCheckNodePort":30113}}', check=False)
+    cp = cluster.kubectl("patch", "svc", "hc-c", "-p", '{"spec":{"healthCheckNodePort":30013}}', check=False)
     assert cp.returncode == 1 and "spec.healthCheckNodePort: Forbidden: field is immutable" in cp.stderr
 
 
 def test_type_changes_give_ports_back(cluster: cluster_mod.Cluster) -> None:
     """Leaving Local frees the health check port; leaving NodePort drops and frees the node ports, as kube does."""
-    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-e", healthCheckNodePort=30121,
-                                                          ports=[{"port": 80, "nodePort": 30122}]))
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-e", healthCheckNodePort=30021,
+                                                          ports=[{"port": 80, "nodePort": 30022}]))
     cluster.kubectl("patch", "svc", "hc-e", "-p", '{"spec":{"type":"NodePort"}}')
     spec = cluster.json("get", "svc", "hc-e")["spec"]
     assert "healthCheckNodePort" not in spec and spec["externalTrafficPolicy"] == "Local"
@@ -115,8 +115,8 @@ def test_type_changes_give_ports_back(cluster: cluster_mod.Cluster) -> None:
     spec = cluster.json("get", "svc", "hc-e")["spec"]
     assert not {"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"} & set(spec)
     cluster.kubectl("create", "-f", "-", input=_svc("hc-h", clusterIP=ip))  # the address is free again
-    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-f", healthCheckNodePort=30122,
-                                                          ports=[{"port": 80, "nodePort": 30121}]))
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-f", healthCheckNodePort=30022,
+                                                          ports=[{"port": 80, "nodePort": 30021}]))
     cluster.kubectl("delete", "svc", "hc-f")
-    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-g", healthCheckNodePort=30122))
-    assert cluster.json("get", "svc", "hc-g")["spec"]["healthCheckNodePort"] == 30122
+    cluster.kubectl("create", "-f", "-", input=_local_lb("hc-g", healthCheckNodePort=30022))
+    assert cluster.json("get", "svc", "hc-g")["spec"]["healthCheckNodePort"] == 30022
