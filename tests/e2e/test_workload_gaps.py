@@ -115,7 +115,8 @@ def test_init_containers_run_in_order_beside_a_sidecar(cluster: cluster_mod.Clus
     body["spec"]["initContainers"] = [
         step("one", "echo one >> /shared/order; sleep 3"),
         step("side", "echo side >> /shared/order; sleep 3600", restartPolicy="Always"),
-        step("two", "echo two >> /shared/order")]
+        # The kubelet starts "two" once the sidecar runs, which may be before the sidecar's own first write.
+        step("two", "until grep -q side /shared/order; do sleep 0.05; done; echo two >> /shared/order")]
     c.kubectl("apply", "-f", "-", input=json.dumps(body))
     # While the first init container runs the pod reads Init:0/3, and its main container has no log yet.
     cluster_mod.eventually(lambda: c.kubectl("get", "pod", "inits", "--no-headers").stdout.split()[2] == "Init:0/3",
