@@ -58,26 +58,17 @@ def status_for(address: str) -> dict[str, Any]:
     return {"loadBalancer": {"ingress": [{"ip": address}]}}
 
 
-class IngressController:
+class IngressController(controller_mod.Reconciler):
     """Keeps the proxy's table in step with Ingresses, Services, EndpointSlices and Secrets."""
 
     def __init__(self, client: rest.Client, px: proxy.Proxy, *, address: str,
                  clock: clock_mod.Clock | None = None) -> None:
-        self.client = client
+        super().__init__(client, "ingress", clock=clock, event_source=COMPONENT)
         self.proxy = px
         self.address = address
-        self.clock = clock or clock_mod.Clock()
-        inf = informer_mod.Informer
-        self.ingresses = inf(client, INGRESSES, clock=self.clock)
-        self.classes = inf(client, INGRESS_CLASSES, clock=self.clock)
-        self.services = inf(client, SERVICES, clock=self.clock)
-        self.slices = inf(client, SLICES, clock=self.clock)
-        self.secrets = inf(client, SECRETS, clock=self.clock)
-        self.recorder = events.Recorder(client, COMPONENT, clock=self.clock)
-        self.ctl = controller_mod.Controller("ingress", self.reconcile, clock=self.clock)
-        self.ctl.watch(self.ingresses)
-        for i in (self.classes, self.services, self.slices, self.secrets):
-            self.ctl.watch(i, controller_mod.no_keys)
+        self.ingresses = self.watch(INGRESSES)
+        self.classes, self.services, self.slices, self.secrets = (
+            self.watch(gvr, controller_mod.no_keys) for gvr in (INGRESS_CLASSES, SERVICES, SLICES, SECRETS))
         for i in (self.ingresses, self.classes, self.services, self.slices, self.secrets):
             i.add_handler(self._changed)
         self.problems: dict[str, set[routes.Problem]] = {}
@@ -87,7 +78,7 @@ class IngressController:
 
     async def run(self) -> None:
         await self.ensure_class()
-        await self.ctl.run()
+        await super().run()
 
     async def ensure_class(self) -> None:
         """Create the pocketkube IngressClass unless it exists (a user's edits to it are kept)."""
@@ -157,7 +148,7 @@ class IngressController:
         changed = {k for k in set(problems) | set(self.problems) if problems.get(k) != self.problems.get(k)}
         self.problems = problems
         for key in changed:
-            self.ctl.enqueue(key)
+            self.controller.enqueue(key)
 
     # -- status and events -------------------------------------------------------------------------------------
 

@@ -15,9 +15,18 @@ from aiohttp import web
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
-from pocketkube.node import logrotate, portforward, process, runtime, streaming
+from pocketkube.node import containerio, logrotate, portforward, process, runtime, streaming
 
-FOLLOW_POLL_SECONDS = 0.1
+# A followed log is read again as soon as its pump has written a line end: the pump's live output (containerio)
+# is only the wake-up, what is sent always comes from the log file (its times, rotation, since and limits). A log
+# written without a pump, or a rotation the wake-up missed, is still caught within FOLLOW_FALLBACK_SECONDS.
+FOLLOW_FALLBACK_SECONDS = 1.0
+# The log is read at most every FOLLOW_INTERVAL_SECONDS: a line after a quiet spell goes at once, output that
+# keeps coming is read (and sent) in batches, never more often than a poll at that interval would.
+FOLLOW_INTERVAL_SECONDS = 0.1
+# With no live output to wait on (no pump published yet, or it ended and the run is about to read as over),
+# the runtime is asked this soon, then twice as long each time up to FOLLOW_INTERVAL_SECONDS.
+FOLLOW_CHECK_SECONDS = 0.01
 
 # Finds a pod this node runs by namespace and name (the pod workers' informer cache).
 PodFinder = Callable[[str, str], "Mapping[str, Any] | None"]
@@ -315,21 +324,71 @@ class KubeletServer:
 
         reader = LogReader(path, fallback=self.clock.now())
         limit = Limit(opts.limit_bytes)
-        live = opts.follow and writing()
-        first = limit.take(render(select(reader.poll(final=not live), opts), timestamps=opts.timestamps))
-        if not live:
-            return web.Response(body=first, content_type="text/plain")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
-        await response.prepare(request)
-        await response.write(first)
+        if not (opts.follow and writing()):
+            body = limit.take(render(select(reader.poll(final=True), opts), timestamps=opts.timestamps))
+            return web.Response(body=body, content_type="text/plain")
+        # Listened to before the first read, so nothing the pump writes after it goes unnoticed. Only a wake-up
+        # signal: it holds at most the newest chunk, looked at for a line end and never sent.
+        listener = containerio.LIVE.listen(cdir, limit=0)
+        try:
+            first = limit.take(render(select(reader.poll(final=False), opts), timestamps=opts.timestamps))
+            response = web.StreamResponse(headers={"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+            await response.prepare(request)
+            await response.write(first)
+            await self._follow(request, response, reader, listener, opts=opts, limit=limit, writing=writing)
+            return response  # aiohttp ends it, unless the client has gone already
+        finally:
+            listener.end()
+
+    async def _follow(self, request: web.Request, response: web.StreamResponse, reader: LogReader,
+                      listener: containerio.Listener, *, opts: Options, limit: Limit,
+                      writing: Callable[[], bool]) -> None:
+        """Send what the log gains, read once the pump has written a line end, until the run's output is over.
+
+        Also over once the client has gone: a quiet log would otherwise never fail a write to tell."""
         since_only = dataclasses.replace(opts, tail_lines=None)
-        while not limit.spent:
-            done = not writing()
-            out = limit.take(render(select(reader.poll(final=done), since_only), timestamps=opts.timestamps))
-            if out:
-                await response.write(out)
-            if done:
-                break
-            await self.clock.sleep(FOLLOW_POLL_SECONDS)
-        await response.write_eof()
-        return response
+        pause = FOLLOW_CHECK_SECONDS
+        tick: asyncio.Task[None] | None = None
+        woken = False
+        try:
+            while not limit.spent:
+                if request.transport is None or request.transport.is_closing():
+                    return
+                done = not writing()
+                listener.take_nowait()  # this read covers what came so far: only what comes after wakes the next
+                seen = listener.dropped
+                out = limit.take(render(select(reader.poll(final=done), since_only), timestamps=opts.timestamps))
+                last = self.clock.monotonic()
+                if out:
+                    await response.write(out)
+                if done:
+                    return
+                if listener.ended or not listener.output.published:
+                    await self.clock.sleep(pause)
+                    pause = min(pause * 2, FOLLOW_INTERVAL_SECONDS)
+                    continue
+                # Output came: one read per interval at most, what comes meanwhile is read at its end at once.
+                wait = last + FOLLOW_INTERVAL_SECONDS - self.clock.monotonic()
+                if woken and wait > 0:
+                    await self.clock.sleep(wait)
+                if tick is None or tick.done():
+                    tick = asyncio.get_running_loop().create_task(self.clock.sleep(FOLLOW_FALLBACK_SECONDS))
+                woken = await _line_written(listener, seen=seen, fallback=tick)
+        finally:
+            if tick is not None:
+                tick.cancel()
+
+
+async def _line_written(listener: containerio.Listener, *, seen: int, fallback: asyncio.Task[None]) -> bool:
+    """Wait until the pump has written a line end or ended (True), or the fallback check is due (False).
+
+    Output without a line end (a program writing a line in parts, a prompt) adds no line to read yet.
+    seen: the listener's dropped count at the last read; more dropped since may have held a line end."""
+    data = listener.take_nowait()
+    while True:
+        if b"\n" in data or listener.dropped != seen or listener.ended:
+            return True
+        if fallback.done():
+            return False
+        await asyncio.wait({listener.wakeup(), fallback}, return_when=asyncio.FIRST_COMPLETED)
+        data = listener.take_nowait()

@@ -81,29 +81,23 @@ def to_delete(pv: Mapping[str, Any]) -> bool:
             and ((pv.get("status") or {}).get("phase") or "") == "Released")
 
 
-class LocalPathProvisioner:
+class LocalPathProvisioner(controller.Reconciler):
     """Serves the claims whose selected node is one of `nodes` (node name -> that node's data directory)."""
 
     def __init__(self, client: rest.Client, nodes: Mapping[str, str], *, clock: clock_mod.Clock | None = None) -> None:
-        self.client = client
         self.nodes = dict(nodes)
-        self.clock = clock or clock_mod.Clock()
         identity = f"{NAME}_{next(iter(self.nodes), 'node')}_{uuid.uuid4()}"
-        self.recorder = events.Recorder(client, identity, clock=self.clock)
-        self.controller = controller.Controller("local-path-provisioner", self.reconcile, clock=self.clock)
-        self.claims = informer.Informer(client, PVCS, clock=self.clock)
-        self.volumes = informer.Informer(client, PVS, clock=self.clock)
-        self.classes = informer.Informer(client, CLASSES, clock=self.clock)
-        self.controller.watch(self.claims, lambda e, o, n: [(CLAIM, informer.key_of(n))] if n is not None else [])
-        self.controller.watch(self.volumes, lambda e, o, n: [(VOLUME, informer.key_of(n))] if n is not None else [])
-        self.controller.watch(self.classes, controller.no_keys)
+        super().__init__(client, "local-path-provisioner", clock=clock, event_source=identity)
+        self.claims = self.watch(PVCS, lambda e, o, n: [(CLAIM, informer.key_of(n))] if n is not None else [])
+        self.volumes = self.watch(PVS, lambda e, o, n: [(VOLUME, informer.key_of(n))] if n is not None else [])
+        self.classes = self.watch(CLASSES, controller.no_keys)
 
     def base_dir(self, node: str) -> str:
         return os.path.join(self.nodes[node], DIR_NAME)
 
     async def run(self) -> None:
         try:
-            await self.controller.run()
+            await super().run()
         finally:
             await self.client.close()
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
+import subprocess
+import time
 from typing import Any
 
 from tests.e2e import cluster as cluster_mod
@@ -51,6 +55,48 @@ def test_follow_streams_until_the_container_exits(cluster: cluster_mod.Cluster, 
     _logs_once(cluster, "follower", want="a")
     got = cluster.kubectl("logs", "-f", "follower", timeout=15)
     assert got.stdout == "a\nb\nc\n"
+
+
+# A container that says "before" once, then a line with the time it is written every 0.25 s.
+_STAMPER = ("import time\nprint('before', flush=True)\n"
+            "while True:\n    print('at %.6f' % time.time(), flush=True)\n    time.sleep(0.25)\n")
+
+
+def test_follow_shows_each_line_as_it_is_written(cluster: cluster_mod.Cluster, agent: None) -> None:
+    """kubectl logs -f shows each line within 0.3 s of the container writing it (the log pump wakes the follow)."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stamper"},
+           "spec": {"nodeName": NODE, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "main", "image": "python:3.11",
+                                    "command": ["python3", "-u", "-c", _STAMPER]}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    _logs_once(cluster, "stamper", want="before")
+    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, KUBECACHEDIR=os.path.join(cluster.data_dir, "kcache"))
+    proc = subprocess.Popen([cluster_mod.kubectl_binary(), "logs", "-f", "stamper"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    out = b""
+    seen: dict[float, float] = {}  # each line's time -> when it arrived here
+    try:
+        deadline = time.time() + 30
+        while len(seen) < 8 and time.time() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                data = os.read(proc.stdout.fileno(), 4096)
+                if not data:
+                    break
+                out += data
+                now = time.time()
+                for stamp in re.findall(rb"at (\d+\.\d+)\n", out):
+                    seen.setdefault(float(stamp), now)
+    finally:
+        proc.kill()
+        proc.wait()
+        cluster.kubectl("delete", "pod", "stamper", "--wait=false")
+    assert len(seen) >= 8, out
+    assert out.startswith(b"before\n")
+    # Lines already in the log when the follow began arrive with its first read: only later ones are timed.
+    first = min(seen.values())
+    late = {round(at - written, 3) for written, at in seen.items() if at > first and at - written > 0.3}
+    assert not late, f"lines that took over 0.3 s to arrive: {sorted(late)}"
 
 
 def test_previous_after_a_restart(cluster: cluster_mod.Cluster, agent: None) -> None:

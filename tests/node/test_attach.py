@@ -123,6 +123,22 @@ async def test_an_unpublished_output_is_forgotten_with_its_last_listener() -> No
     assert len(outputs) == 0 and await listener.take() == b""
 
 
+async def test_wakeup_is_done_once_output_or_the_end_comes() -> None:
+    """wakeup() is done at once with output queued, else on the next output or the end; listeners are counted."""
+    out = containerio.Outputs().publisher("/c")
+    listener = out.listen(limit=0)
+    assert out.listeners == 1
+    waiting = listener.wakeup()
+    assert not waiting.done()
+    out.publish(b"a")
+    out.publish(b"b")
+    assert waiting.done() and listener.wakeup().done()
+    assert (listener.take_nowait(), listener.dropped) == (b"b", 1)
+    waiting = listener.wakeup()
+    out.close()
+    assert waiting.done() and listener.wakeup().done() and out.listeners == 0
+
+
 async def test_pump_publishes_what_it_logs(tmp_path: Any) -> None:
     """The log pump copies each chunk to the listeners as well as to the log."""
     outputs = containerio.Outputs()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import re
 import ssl
+import time
 from typing import Any
 
 import aiohttp
@@ -13,8 +15,8 @@ import pytest
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.base import pki as pki_mod
+from pocketkube.node import containerio, logrotate, process, runtime
 from pocketkube.node import kubeletserver as ks
-from pocketkube.node import process, runtime
 
 T0 = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
@@ -234,4 +236,142 @@ async def test_tls_requires_a_client_cert_from_the_ca(tmp_path: Any) -> None:
                 async with s.get(url, ssl=anonymous) as r:
                     await r.text()
     finally:
+        await server.close()
+
+
+async def _pumped(path: str) -> tuple[asyncio.StreamReader, asyncio.Task[None]]:
+    """A log pump as the runtime runs one, copying what the test feeds it into the log at path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    output = asyncio.StreamReader()
+    task = asyncio.get_running_loop().create_task(logrotate.pump(output, path=path, clock=clock_mod.Clock()))
+    while not os.path.exists(path):
+        await asyncio.sleep(0.001)
+    return output, task
+
+
+def _listeners(path: str) -> int:
+    """How many listen to the live output of the run whose log is at path."""
+    probe = containerio.LIVE.listen(os.path.dirname(path))
+    probe.end()
+    return probe.output.listeners
+
+
+async def test_follow_wakes_when_the_pump_writes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A followed log sends each line the pump writes at once (no fallback poll helps here), then ends with the run."""
+    monkeypatch.setattr(ks, "FOLLOW_FALLBACK_SECONDS", 60.0)
+    server, fake, _ = await _serve(tmp_path)
+    fake.writing = True
+    path = fake.log_path("u1", "c", 0)
+    output, pump = await _pumped(path)
+    try:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
+            async with s.get(url, params={"follow": "true", "timestamps": "true"}) as r:
+                for n in range(3):
+                    await asyncio.sleep(0.15)  # quiet, so the follow waits on the pump's output
+                    sent = time.monotonic()
+                    output.feed_data(b"line %d\n" % n)
+                    line = await asyncio.wait_for(r.content.readline(), 5)
+                    assert time.monotonic() - sent < 0.3
+                    assert re.fullmatch(rb"\S+Z line %d\n" % n, line), line
+                assert _listeners(path) == 1
+                output.feed_data(b"no line end")
+                output.feed_eof()
+                await pump
+                fake.writing = False
+                assert (await asyncio.wait_for(r.content.read(), 2)).endswith(b"Z no line end")
+    finally:
+        await server.close()
+
+
+async def test_follow_reads_a_line_written_in_parts_once_whole(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output without a line end wakes no read; the line end does, at once after a quiet spell."""
+    monkeypatch.setattr(ks, "FOLLOW_FALLBACK_SECONDS", 60.0)
+    monkeypatch.setattr(ks, "FOLLOW_INTERVAL_SECONDS", 0.5)
+    polls = 0
+    poll = ks.LogReader.poll
+
+    def counting(self: ks.LogReader, *, final: bool) -> list[ks.Entry]:
+        nonlocal polls
+        polls += 1
+        return poll(self, final=final)
+
+    monkeypatch.setattr(ks.LogReader, "poll", counting)
+    server, fake, _ = await _serve(tmp_path)
+    fake.writing = True
+    output, pump = await _pumped(fake.log_path("u1", "c", 0))
+    try:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
+            async with s.get(url, params={"follow": "true"}) as r:
+                await asyncio.sleep(0.6)  # longer than the read interval since the follow's first reads
+                before = polls
+                for part in (b"a", b"b", b"c"):
+                    output.feed_data(part)
+                    await asyncio.sleep(0.01)
+                assert polls == before
+                sent = time.monotonic()
+                output.feed_data(b"\n")
+                assert await asyncio.wait_for(r.content.readline(), 5) == b"abc\n"
+                assert time.monotonic() - sent < 0.3
+                assert polls == before + 1
+    finally:
+        output.feed_eof()
+        await pump
+        await server.close()
+
+
+async def test_follow_reads_a_burst_in_few_reads(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output that keeps coming is read in batches, at most every FOLLOW_INTERVAL_SECONDS, not once per chunk."""
+    polls = 0
+    poll = ks.LogReader.poll
+
+    def counting(self: ks.LogReader, *, final: bool) -> list[ks.Entry]:
+        nonlocal polls
+        polls += 1
+        return poll(self, final=final)
+
+    monkeypatch.setattr(ks.LogReader, "poll", counting)
+    server, fake, _ = await _serve(tmp_path)
+    fake.writing = True
+    output, pump = await _pumped(fake.log_path("u1", "c", 0))
+    try:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
+            async with s.get(url, params={"follow": "true"}) as r:
+                for n in range(300):
+                    output.feed_data(b"%d\n" % n)
+                    await asyncio.sleep(0.001)
+                got = b""
+                while got.count(b"\n") < 300:
+                    got += await asyncio.wait_for(r.content.read(65536), 5)
+                assert got == b"".join(b"%d\n" % n for n in range(300))
+        assert polls < 60, polls
+    finally:
+        output.feed_eof()
+        await pump
+        await server.close()
+
+
+async def test_follow_ends_when_the_client_goes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follow of a quiet log stops, and stops listening to the pump, once its client has gone."""
+    monkeypatch.setattr(ks, "FOLLOW_FALLBACK_SECONDS", 0.05)
+    server, fake, _ = await _serve(tmp_path)
+    fake.writing = True
+    path = fake.log_path("u1", "c", 0)
+    output, pump = await _pumped(path)
+    try:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
+            async with s.get(url, params={"follow": "true"}) as r:
+                output.feed_data(b"hello\n")
+                assert await asyncio.wait_for(r.content.readline(), 5) == b"hello\n"
+            assert _listeners(path) == 1
+        deadline = time.monotonic() + 2
+        while _listeners(path) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert _listeners(path) == 0
+    finally:
+        output.feed_eof()
+        await pump
         await server.close()
