@@ -37,3 +37,14 @@ def pinned_node(res: resources.Resource, field_selector: str) -> str | None:
         return None
     sel = fieldselectors.convert(field_selector, res.group, res.kind)
     return sel.requires_exact_match("spec.nodeName")
+
+
+def node_needle(node: str | None) -> bytes | None:
+    """Bytes every stored pod on node contains (its JSON-quoted name), when that test is sound, else None.
+
+    A pod whose stored JSON lacks them is not on node, so it can be skipped without decoding it."""
+    # Names of this alphabet (every valid node name) encode the same under any JSON encoder; "" (no
+    # node) is the absence of a field, which no bytes show.
+    if node and all(c.isascii() and (c.isalnum() or c in ".-_:") for c in node):
+        return b'"' + node.encode() + b'"'
+    return None

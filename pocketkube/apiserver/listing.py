@@ -96,11 +96,17 @@ async def list_objects(server: context.Server, call: context.Call, *, limit_over
     consumed = 0
     entries = result.entries
     last_key = ""
+    # A kubelet's `spec.nodeName=NODE` list wants a few pods of thousands: skip, undecoded, every pod
+    # whose stored JSON cannot name the node (kube serves these lists from its watch cache's index).
+    needle = filters.node_needle(filters.pinned_node(res, call.param("fieldSelector")))
     for entry in entries:
         if limit and len(items) >= limit:
             break
         consumed += 1
         if res.namespaced and not call.namespace and entry.key.count("/") != prefix.count("/") + 1:
+            continue
+        if needle is not None and needle not in entry.value and entry.value.startswith(b"{"):
+            last_key = entry.key
             continue
         obj = res_obj = objects.decode(entry.value, entry.mod_revision)
         if predicate is not None and not predicate(res_obj):

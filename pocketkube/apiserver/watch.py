@@ -75,6 +75,12 @@ class _NodeIndex:
         self._tap = tap
         self._by_node: dict[str, set[store_base.Watcher]] = {}
         self._node_of: dict[store_base.Watcher, str] = {}
+        # Recent events with the nodes they concern (None: every node), so a pinned watch resuming from
+        # a recent resourceVersion replays its own node's events from memory (kube's watch cache), not
+        # every pod's from the store. Complete for revisions after self.since.
+        self._recent: collections.deque[tuple[store_base.Event, frozenset[str] | None]] = (
+            collections.deque(maxlen=_RECENT))
+        self.since = store.current_revision()
         tap.deliver = self._route  # type: ignore[method-assign]
         # The tap's own queue stays empty; reading it only tells when the store closes it.
         self._follower = asyncio.get_running_loop().create_task(self._follow())
@@ -97,18 +103,36 @@ class _NodeIndex:
             self._tap.close()
             self._follower.cancel()
 
+    def replay(self, node: str, *, after: int) -> list[store_base.Event]:
+        """The recent events after revision `after` that concern node (call only when after >= since)."""
+        out = []
+        for ev, nodes in reversed(self._recent):
+            if ev.revision <= after:
+                break
+            if nodes is None or node in nodes:
+                out.append(ev)
+        out.reverse()
+        return out
+
     def _route(self, events: list[store_base.Event]) -> None:
         by_node = self._by_node
+        recent = self._recent
         out: dict[store_base.Watcher, list[store_base.Event]] = {}
         for ev in events:
+            nodes: frozenset[str] | None
             try:
-                nodes = {fieldselectors.pod_node_name(_decoded.get(ev))}
+                new = fieldselectors.pod_node_name(_decoded.get(ev))
                 if ev.type != "DELETE" and not ev.created and ev.prev_value is not None:
-                    nodes.add(fieldselectors.pod_node_name(_decoded.get(ev, prev=True)))
+                    nodes = frozenset((new, fieldselectors.pod_node_name(_decoded.get(ev, prev=True))))
+                else:
+                    nodes = frozenset((new,))
             except Exception:
                 # Unreadable: every watcher gets it and fails on it as it would have without the index.
-                nodes = set(by_node)
-            for node in nodes:
+                nodes = None
+            if len(recent) == recent.maxlen:
+                self.since = recent[0][0].revision
+            recent.append((ev, nodes))
+            for node in (by_node if nodes is None else nodes):
                 for watcher in by_node.get(node, ()):
                     out.setdefault(watcher, []).append(ev)
         for watcher, batch in out.items():
@@ -134,33 +158,48 @@ class _NodeIndex:
 
 # The store's own limit for a watcher's undelivered events (store_base.StoreSettings.watch_queue_limit).
 _QUEUE_LIMIT = store_base.StoreSettings().watch_queue_limit
+# Events the node index keeps for replays: minutes of pod churn at the rates a 1000-node cluster sees,
+# far more than the few seconds a watch restarted from its pre-deadline bookmark asks for.
+_RECENT = 4096
 _indexes: dict[tuple[int, str], _NodeIndex] = {}
 
 
 class _Pinned:
-    """A pinned watch: the store's history after its resourceVersion, then the index's live events."""
+    """A pinned watch: the events after its resourceVersion (from the index's memory or the store's
+    history), then the index's live events."""
 
-    def __init__(self, history: Any, live: store_base.Watcher, *, upto: int) -> None:
+    def __init__(self, history: Any, live: store_base.Watcher, *, upto: int, node: str,
+                 replayed: list[store_base.Event] | None = None) -> None:
         self._history = history
         self._live = live
         self._upto = upto
+        self._needle = filters.node_needle(node)
+        self._replayed = replayed or None
+
+    @property
+    def synced(self) -> bool:
+        """Whether everything up to the store's current revision has been (or is queued to be) returned."""
+        return self._history is None
 
     def __aiter__(self) -> _Pinned:
         return self
 
     async def __anext__(self) -> list[store_base.Event]:
+        if self._replayed is not None:
+            replayed, self._replayed = self._replayed, None
+            return replayed
         if self._history is not None:
             try:
                 batch = await self._history.__anext__()
             except StopAsyncIteration:
                 batch = []
-            # Its first batch is the replayed history, or (when there was none) the first live batch,
-            # which the index delivers too.
+            # Its first batch is the replayed history, or (when there was none) the marker _open queued
+            # (and maybe live events, which the index delivers too). An empty batch tells the watch loop
+            # the replay is read, so it may bookmark the current revision.
             self._history.close()
             self._history = None
-            replayed = [e for e in batch if e.revision <= self._upto]
-            if replayed:
-                return replayed
+            # Other nodes' events go unread: the watch loop would decode each only to drop it.
+            return [e for e in batch if e.revision <= self._upto and _may_concern(e, self._needle)]
         return await self._live.__anext__()
 
     def close(self) -> None:
@@ -169,23 +208,78 @@ class _Pinned:
         self._live.close()
 
 
+def _may_concern(ev: store_base.Event, needle: bytes | None) -> bool:
+    """False only when neither the old nor the new pod of ev can be on the needle's node."""
+    if needle is None:
+        return True
+    if needle in ev.value or not ev.value.startswith(b"{"):
+        # Values that are not plain JSON (say, encrypted) are left for the decoder to report on.
+        return True
+    prev = ev.prev_value
+    return prev is not None and (needle in prev or not prev.startswith(b"{"))
+
+
+class _Resumed:
+    """A store watcher resuming from an older revision that knows when its replay has been read."""
+
+    def __init__(self, watcher: store_base.Watcher, *, upto: int) -> None:
+        self._watcher = watcher
+        self._marker: store_base.Event | None = _marker(watcher, upto=upto)
+        self.synced = False
+
+    def __aiter__(self) -> _Resumed:
+        return self
+
+    async def __anext__(self) -> list[store_base.Event]:
+        batch = await self._watcher.__anext__()
+        self.synced = True
+        if self._marker is not None and any(e is self._marker for e in batch):
+            batch = [e for e in batch if e is not self._marker]
+            self._marker = None
+        return batch
+
+    def close(self) -> None:
+        self._watcher.close()
+
+
+def _marker(watcher: store_base.Watcher, *, upto: int) -> store_base.Event:
+    """Queue a no-op event just after upto on a replaying watcher, so an empty replay returns at once
+    (with the marker) instead of waiting for the first live event: the replay's end becomes visible."""
+    marker = store_base.Event(type="PUT", key=watcher.prefix, value=b"", prev_value=None, revision=upto + 1,
+                              create_revision=0, created=False)
+    watcher.deliver([marker])
+    return marker
+
+
 def _open(store: Any, prefix: str, *, after_revision: int, node: str | None) -> Any:
     """A store watcher from after_revision, through the node index when the watch is pinned to a node."""
+    current = store.current_revision() if _indexable(store) else 0
     if node is None or not _indexable(store):
-        return store.watch(prefix, after_revision=after_revision)
-    current = store.current_revision()
-    history = (store.watch(prefix, after_revision=after_revision)
-               if 0 < after_revision < current else None)
+        watcher = store.watch(prefix, after_revision=after_revision)
+        if 0 < after_revision < current:
+            return _Resumed(watcher, upto=current)
+        return watcher
     index = _indexes.get((id(store), prefix))
+    history = replayed = None
+    if 0 < after_revision < current:
+        if index is not None and after_revision >= index.since:
+            replayed = index.replay(node, after=after_revision)
+        else:
+            history = store.watch(prefix, after_revision=after_revision)
+            _marker(history, upto=current)
     if index is None:
         index = _NodeIndex(store, prefix, store.watch(prefix, after_revision=0))
         _indexes[(id(store), prefix)] = index
-    return _Pinned(history, index.add(node, live_after=current), upto=current)
+    return _Pinned(history, index.add(node, live_after=current), upto=current, node=node, replayed=replayed)
 
 
 def _indexable(store: Any) -> bool:
     # The memory and SQLite stores hand out store_base.Watchers; the encrypting wrapper does not.
     return isinstance(store, store_base.StoreCore)
+
+
+# Seconds before a watch's deadline its last bookmark is due (kube's cacher: deadline minus 2 s).
+_PRE_DEADLINE = 2.0
 
 
 def _event(kind: str, obj: Any) -> bytes:
@@ -262,6 +356,8 @@ async def handle(server: context.Server, call: context.Call) -> web.StreamRespon
         start = listing.parse_revision(rv)
         if start > server.store.current_revision():
             raise errors.Timeout(f"Too large resource version: {start}, current: {server.store.current_revision()}")
+    # A watch from an older revision first replays history; until that is read, only `last` is known covered.
+    synced = not 0 < start < server.store.current_revision()
     try:
         watcher = _open(server.store, prefix, after_revision=start,
                         node=filters.pinned_node(res, call.param("fieldSelector")))
@@ -283,7 +379,7 @@ async def handle(server: context.Server, call: context.Call) -> web.StreamRespon
         if send_initial == "true":
             await response.write(_event("BOOKMARK", shape.bookmark(start, initial_end=True)))
         await _stream(server, call, response, watcher, predicate, shape, timeout=timeout,
-                      bookmarks=bookmarks, last=start)
+                      bookmarks=bookmarks, last=start, synced=synced)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -298,16 +394,30 @@ def _name_predicate(name: str):  # type: ignore[no-untyped-def]
 
 
 async def _stream(server: context.Server, call: context.Call, response: web.StreamResponse, watcher: Any,
-                  predicate: Any, shape: _Shaper, *, timeout: float, bookmarks: bool, last: int) -> None:
+                  predicate: Any, shape: _Shaper, *, timeout: float, bookmarks: bool, last: int,
+                  synced: bool = True) -> None:
     res = call.res
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    # kube's cacheWatcher.nextBookmarkTime: besides the periodic bookmarks, one 2 s before the deadline,
+    # so the client resumes from a fresh resourceVersion and its next watch replays almost nothing.
+    # None when that moment has passed already (timeouts of 2 s or less).
+    closing: float | None = deadline - _PRE_DEADLINE
+    if not bookmarks or closing is not None and closing <= loop.time():
+        closing = None
     it = watcher.__aiter__()
     while not server.shutting_down:
-        remaining = deadline - loop.time()
+        now = loop.time()
+        remaining = deadline - now
         if remaining <= 0:
             return
-        wait = min(remaining, server.bookmark_interval) if bookmarks else remaining
+        wait = remaining
+        if bookmarks:
+            wait = min(remaining, server.bookmark_interval)
+            # Only once the replay is read: a timeout must not cut a replay short, and the bookmark
+            # has to cover every event before it.
+            if closing is not None and (synced or getattr(it, "synced", False)):
+                wait = min(wait, max(closing - now, 0.0))
         try:
             # A timeout scope, not wait_for: no task per batch for every watcher.
             async with asyncio.timeout(wait):
@@ -315,6 +425,8 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
         except TimeoutError:
             if bookmarks and deadline - loop.time() > 0:
                 await response.write(_event("BOOKMARK", shape.bookmark(max(last, server.store.current_revision()))))
+                if closing is not None and loop.time() >= closing:
+                    closing = None
             continue
         except StopAsyncIteration:
             return
@@ -326,6 +438,7 @@ async def _stream(server: context.Server, call: context.Call, response: web.Stre
         except store_base.StoreError:
             await response.write(_gone("the watch fell behind; please re-list"))
             return
+        synced = True
         chunks: list[bytes] = []
         for ev in batch:
             last = ev.revision

@@ -119,6 +119,8 @@ async def test_empty_history_then_live(store: Any) -> None:
     await store.create(PREFIX + "default/b", _pod("b", "node-b"))
     await store.create(PREFIX + "default/a", _pod("a", "node-a"))
     batch = await pinned.__anext__()
+    if not batch:  # the (empty) replay's end, when there was history to read
+        batch = await pinned.__anext__()
     assert [e.key for e in batch] == [PREFIX + "default/a"]
     pinned.close()
     assert not watch._indexes
