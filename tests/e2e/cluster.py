@@ -6,6 +6,8 @@ import collections.abc
 import contextlib
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import subprocess
@@ -131,3 +133,30 @@ class Cluster:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def stamped_stream(self, *args: str, stamp: bytes, want: int = 8, minor: int | None = None,
+                       timeout: float = 30) -> tuple[bytes, dict[float, float]]:
+        """Run a streaming kubectl (logs -f, attach) until want time stamps matching the regex stamp arrived.
+
+        Returns everything it printed and, for each stamp (the time it was written), when it arrived here."""
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, KUBECACHEDIR=os.path.join(self.data_dir, "kcache"))
+        proc = subprocess.Popen([kubectl_binary(minor), *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        out = b""
+        seen: dict[float, float] = {}
+        try:
+            deadline = time.time() + timeout
+            while len(seen) < want and time.time() < deadline:
+                if select.select([proc.stdout], [], [], 0.5)[0]:
+                    data = os.read(proc.stdout.fileno(), 4096)
+                    if not data:
+                        break
+                    out += data
+                    now = time.time()
+                    for found in re.findall(stamp, out):
+                        seen.setdefault(float(found), now)
+        finally:
+            proc.kill()
+            proc.wait()
+        return out, seen

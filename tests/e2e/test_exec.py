@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import pty
-import re
 import select
 import shutil
 import struct
@@ -128,26 +127,9 @@ def test_attach_streams_output_as_it_is_written(cluster: cluster_mod.Cluster, ag
                          restartPolicy="Never", terminationGracePeriodSeconds=0))
     cluster_mod.eventually(lambda: "before" in cluster.kubectl("logs", name, check=False).stdout,
                            what=f"{name} to have written")
-    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, KUBECACHEDIR=os.path.join(cluster.data_dir, "kcache"))
-    proc = subprocess.Popen([cluster_mod.kubectl_binary(minor), "attach", name], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    out = b""
-    seen: dict[float, float] = {}  # each write's time -> when it arrived here
     try:
-        deadline = time.time() + 30
-        while len(seen) < 8 and time.time() < deadline:
-            if select.select([proc.stdout], [], [], 0.5)[0]:
-                data = os.read(proc.stdout.fileno(), 4096)
-                if not data:
-                    break
-                out += data
-                now = time.time()
-                for stamp in re.findall(rb"at (\d+\.\d+) ", out):
-                    seen.setdefault(float(stamp), now)
+        out, seen = cluster.stamped_stream("attach", name, stamp=rb"at (\d+\.\d+) ", minor=minor)
     finally:
-        proc.kill()
-        proc.wait()
         cluster.kubectl("delete", "pod", name, "--wait=false")
     assert len(seen) >= 8, out
     assert b"before" not in out

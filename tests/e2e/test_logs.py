@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
-import subprocess
-import time
 from typing import Any
 
 from tests.e2e import cluster as cluster_mod
@@ -70,26 +66,9 @@ def test_follow_shows_each_line_as_it_is_written(cluster: cluster_mod.Cluster, a
                                     "command": ["python3", "-u", "-c", _STAMPER]}]}}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
     _logs_once(cluster, "stamper", want="before")
-    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, KUBECACHEDIR=os.path.join(cluster.data_dir, "kcache"))
-    proc = subprocess.Popen([cluster_mod.kubectl_binary(), "logs", "-f", "stamper"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    out = b""
-    seen: dict[float, float] = {}  # each line's time -> when it arrived here
     try:
-        deadline = time.time() + 30
-        while len(seen) < 8 and time.time() < deadline:
-            if select.select([proc.stdout], [], [], 0.5)[0]:
-                data = os.read(proc.stdout.fileno(), 4096)
-                if not data:
-                    break
-                out += data
-                now = time.time()
-                for stamp in re.findall(rb"at (\d+\.\d+)\n", out):
-                    seen.setdefault(float(stamp), now)
+        out, seen = cluster.stamped_stream("logs", "-f", "stamper", stamp=rb"at (\d+\.\d+)\n")
     finally:
-        proc.kill()
-        proc.wait()
         cluster.kubectl("delete", "pod", "stamper", "--wait=false")
     assert len(seen) >= 8, out
     assert out.startswith(b"before\n")
