@@ -55,9 +55,14 @@ def thaw(f: tuple[int, Any]) -> Any:
     return payload
 
 
+# json.dumps with options builds a new encoder on every call, which costs several times the encoding.
+_GO_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_GO_ENCODER_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def go_json(v: Any, *, sort_keys: bool = False) -> str:
     """JSON the way Go's encoding/json writes it: compact, HTML characters escaped."""
-    s = json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+    s = (_GO_ENCODER_SORTED if sort_keys else _GO_ENCODER).encode(v)
     if "<" in s or ">" in s or "&" in s or "\u2028" in s or "\u2029" in s:
         s = (s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
              .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
@@ -757,9 +762,10 @@ def created_json(obj: Any, t: Type) -> dict[str, Any] | None:
     """compare(None, obj, t).added.to_json() in one walk that builds the document itself.
 
     A create owns every field of its object, so there is no trie to build, union and walk again.
-    None when obj has a shape only the general walk handles. Raises FieldSetError as compare does."""
+    None when obj has a shape only the general walk handles. Raises FieldSetError where compare does
+    (its message names no path: a create's caller drops managedFields on any error, as kube does)."""
     try:
-        return _over_empty({}, obj, t, ()) or {}
+        return _over_empty({}, obj, t) or {}
     except _Unexpected:
         return None
 
@@ -768,37 +774,45 @@ def _first(item: tuple[PathElement, Any]) -> PathElement:
     return item[0]
 
 
-def _new_json(n: Any, t: Type, path: Path) -> dict[str, Any] | None:
-    """_added_below(n, t, path).to_json(): every path below is a member; None when there is none."""
-    s = shape(t, n)
-    if s == LEAF or not n:
+def _new_json(n: Any, t: Type) -> dict[str, Any] | None:
+    """_added_below(n, t, path).to_json(): every path below is a member; None when there is none.
+
+    shape() is spelled out here: this runs once per map or list of every created object."""
+    if not n:
         return None
-    if s == MAP:
+    kind = t.kind
+    if isinstance(n, dict):
+        if kind != DEDUCED and (kind != MAP or t.atomic):
+            return None
         # Field names sort as their path elements do; only maps and lists have anything below them.
         out: dict[str, Any] = {}
-        child = t.child
+        kids, child = t._kids, t.child
         for k in sorted(n):
             nv = n[k]
             if nv is None:
                 continue
-            sub = (_new_json(nv, child(k) or DEDUCED_TYPE, path + ((FIELD, k),))
-                   if isinstance(nv, (dict, list)) else None)
-            out["f:" + k] = {".": {}, **sub} if sub else {}
+            if nv and isinstance(nv, (dict, list)):
+                sub = _new_json(nv, kids.get(k) or child(k) or DEDUCED_TYPE)
+                out["f:" + k] = {".": {}, **sub} if sub else {}
+            else:
+                out["f:" + k] = {}
         return out or None
-    return _items_json(n, t, path)
+    if kind == LIST and t.list_type != "atomic" and isinstance(n, list):
+        return _items_json(n, t)
+    return None
 
 
-def _items_json(n: list[Any], t: Type, path: Path) -> dict[str, Any] | None:
+def _items_json(n: list[Any], t: Type) -> dict[str, Any] | None:
     """The FieldsV1 of a set or map list's items, all new (duplicated keys are owned as one item)."""
     found: list[tuple[PathElement, Any]] = []
-    order, by = _index(n, t, path)
+    order, by = _index(n, t, ())
     it = t.item()
     for pe in order:
         items = by[pe]
         if len(items) > 1:
             found.append((pe, {}))
         elif items[0] is not None:
-            sub = _new_json(items[0], it, path + (pe,))
+            sub = _new_json(items[0], it)
             found.append((pe, {".": {}, **sub} if sub else {}))
     if not found:
         return None
@@ -806,7 +820,7 @@ def _items_json(n: list[Any], t: Type, path: Path) -> dict[str, Any] | None:
     return {pe_to_string(pe): v for pe, v in found}
 
 
-def _over_empty(o: Any, n: Any, t: Type, path: Path) -> dict[str, Any] | None:
+def _over_empty(o: Any, n: Any, t: Type) -> dict[str, Any] | None:
     """What _cmp(o, n, t, path) adds below path when o is an empty map or list standing in for a value
     struct the old object lacks (so path itself is not added): None when nothing."""
     s = shape(t, n)
@@ -815,7 +829,7 @@ def _over_empty(o: Any, n: Any, t: Type, path: Path) -> dict[str, Any] | None:
     if not n:
         return None
     if s == LIST:
-        return _items_json(n, t, path)
+        return _items_json(n, t)
     out: dict[str, Any] = {}
     present = t.present
     for k in sorted(n):
@@ -823,15 +837,14 @@ def _over_empty(o: Any, n: Any, t: Type, path: Path) -> dict[str, Any] | None:
         if nv is None:
             continue
         ct = t.child(k) or DEDUCED_TYPE
-        p = path + ((FIELD, k),)
         if k in present:
             cs = shape(ct, nv)
             if cs == MAP or cs == LIST:
-                sub = _over_empty({} if cs == MAP else [], nv, ct, p)
+                sub = _over_empty({} if cs == MAP else [], nv, ct)
                 if sub:
                     out["f:" + k] = sub
                 continue
-        sub = _new_json(nv, ct, p) if isinstance(nv, (dict, list)) else None
+        sub = _new_json(nv, ct) if isinstance(nv, (dict, list)) else None
         out["f:" + k] = {".": {}, **sub} if sub else {}
     return out or None
 

@@ -73,7 +73,7 @@ def _match(rx: re.Pattern[str], value: str) -> bool:
 
 def _blen(s: str) -> int:
     # Go's len() counts bytes, so a non-ASCII value hits the limit sooner than its character count says.
-    return len(s.encode("utf-8", "surrogatepass"))
+    return len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
 
 
 def max_len_error(length: int) -> str:

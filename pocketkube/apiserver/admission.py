@@ -32,7 +32,7 @@ async def namespace_lifecycle(server: context.Server, call: context.Call, obj: d
     if not res.namespaced or operation != "CREATE":
         return
     ns_res = server.registry.get("", "v1", "namespaces")
-    ns = await server.objects.get_or_none(ns_res, "", call.info.namespace)
+    ns = await server.objects.get_shared(ns_res, "", call.info.namespace)
     if ns is None:
         raise errors.NotFound.for_object("namespaces", "", call.info.namespace)
     if (ns.get("status") or {}).get("phase") == "Terminating" or ns["metadata"].get("deletionTimestamp"):
@@ -78,13 +78,13 @@ async def priority(server: context.Server, call: context.Call, obj: dict[str, An
     class_name = spec.get("priorityClassName") or ""
     value, policy = 0, "PreemptLowerPriority"
     if class_name:
-        pc = await server.objects.get_or_none(pc_res, "", class_name)
+        pc = await server.objects.get_shared(pc_res, "", class_name)
         if pc is None:
             raise _pod_forbidden(obj, f"no PriorityClass with name {class_name} was found")
         value, policy = pc.get("value", 0), pc.get("preemptionPolicy") or policy
     else:
         listed = await server.store.list(objects.storage_prefix(pc_res))
-        items = [objects.decode(e.value, e.mod_revision) for e in listed.entries]
+        items = [server.objects.shared(pc_res, e) for e in listed.entries]
         default = min((pc for pc in items if pc.get("globalDefault")), default=None,
                       key=lambda pc: (pc.get("value", 0), pc["metadata"].get("creationTimestamp", "")))
         if default is not None:

@@ -235,7 +235,11 @@ class PodSecurity:
     # --- helpers ---------------------------------------------------------------------------------
 
     def _policy(self, ns: dict[str, Any]) -> tuple[podsecurity.Policy, list[errors.FieldError]]:
-        return podsecurity.policy_from_labels(_dict(_meta(ns).get("labels")), self.settings.defaults)
+        labels = _dict(_meta(ns).get("labels"))
+        # Most namespaces carry no pod-security label (only kubernetes.io/metadata.name): the defaults apply.
+        if not any(k.startswith(podsecurity.LABEL_PREFIX) for k in labels):
+            return self.settings.defaults, []
+        return podsecurity.policy_from_labels(labels, self.settings.defaults)
 
     async def _namespace_of(self, server: context.Server, call: context.Call) -> dict[str, Any] | None:
         """The request's namespace, None when it or the user is exempt (or it is gone: lifecycle says so)."""
@@ -245,7 +249,7 @@ class PodSecurity:
         ns_res = server.registry.get("", "v1", "namespaces")
         if ns_res is None or not ns_name:
             return None
-        ns: dict[str, Any] | None = await server.objects.get_or_none(ns_res, "", ns_name)
+        ns: dict[str, Any] | None = await server.objects.get_shared(ns_res, "", ns_name)
         return ns
 
     def _exempt_runtime_class(self, spec: dict[str, Any]) -> bool:

@@ -69,7 +69,7 @@ async def _account(server: context.Server, namespace: str, name: str) -> dict[st
     for i in range(attempts):
         if i:
             await server.clock.sleep(RETRY_SECONDS)
-        sa = await server.objects.get_or_none(res, namespace, name)
+        sa = await server.objects.get_shared(res, namespace, name)
         if sa is not None:
             return dict(sa)
     return None

@@ -14,6 +14,8 @@ _META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resource
                "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
                "annotations", "ownerReferences", "finalizers", "managedFields")
 _TOP_ORDER = ("kind", "apiVersion", "metadata")
+# Decoded objects kept for readers that never modify them (at most this many keys, then start again).
+_SHARED_MAX = 4096
 
 
 def canonical(obj: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +99,9 @@ class Objects:
         # converter(obj, api_version) -> obj; versions sharing storage are converted on the way
         # in and out so every version reads and writes the same objects.
         self._convert = converter
+        # key -> (revision, apiVersion, object): a key's revision names its content, so admission's
+        # lookups of one namespace, ServiceAccount or PriorityClass for every pod share one decode.
+        self._shared: dict[str, tuple[int, str, dict[str, Any]]] = {}
 
     def to_storage(self, res: resources.Resource, obj: dict[str, Any]) -> dict[str, Any]:
         target = storage_api_version(res)
@@ -136,6 +141,24 @@ class Objects:
         if entry is None:
             return None
         return self.from_storage(res, decode(entry.value, entry.mod_revision))
+
+    async def get_shared(self, res: resources.Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """get_or_none for readers that never modify the result (it may be handed to the next reader)."""
+        entry = await self.store.get(key(res, namespace, name))
+        if entry is None:
+            return None
+        return self.shared(res, entry)
+
+    def shared(self, res: resources.Resource, entry: store_base.Entry) -> dict[str, Any]:
+        """The object of a store entry in res's version, shared between readers: never modify it."""
+        hit = self._shared.get(entry.key)
+        if hit is not None and hit[0] == entry.mod_revision and hit[1] == res.api_version:
+            return hit[2]
+        obj = self.from_storage(res, decode(entry.value, entry.mod_revision))
+        if len(self._shared) >= _SHARED_MAX:
+            self._shared.clear()
+        self._shared[entry.key] = (entry.mod_revision, res.api_version, obj)
+        return obj
 
     async def create(self, res: resources.Resource, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

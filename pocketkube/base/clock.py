@@ -54,12 +54,22 @@ class FakeClock(Clock):
 
 def rfc3339(dt: datetime.datetime) -> str:
     """Kubernetes metav1.Time: second precision, UTC, `Z` suffix."""
-    return dt.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Every write stamps one or two of these: formatting the fields beats astimezone + strftime.
+    if dt.tzinfo is not datetime.UTC:
+        dt = dt.astimezone(datetime.UTC)
+    if dt.year < 1000:
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")   # as before: the C library decides how to pad
+    return f"{dt.year}-{dt.month:02}-{dt.day:02}T{dt.hour:02}:{dt.minute:02}:{dt.second:02}Z"
 
 
 def rfc3339_micro(dt: datetime.datetime) -> str:
     """Kubernetes metav1.MicroTime: microsecond precision, UTC, `Z` suffix."""
-    return dt.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if dt.tzinfo is not datetime.UTC:
+        dt = dt.astimezone(datetime.UTC)
+    if dt.year < 1000:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (f"{dt.year}-{dt.month:02}-{dt.day:02}T{dt.hour:02}:{dt.minute:02}:{dt.second:02}"
+            f".{dt.microsecond:06}Z")
 
 
 def parse_time(s: str) -> datetime.datetime:

@@ -56,6 +56,8 @@ class _Objects:
     async def get_or_none(self, res: Any, namespace: str, name: str) -> dict[str, Any] | None:
         return self.accounts.get(name)
 
+    get_shared = get_or_none
+
 
 def _call() -> Any:
     return types.SimpleNamespace(res=types.SimpleNamespace(group="", kind="Pod"),

@@ -108,6 +108,21 @@ async def test_real_clock():
             "2026-03-01T12:00:00Z",
             "2026-03-01T12:00:00.000000Z",
         ),
+        (
+            datetime.datetime(2027, 1, 1, 0, 59, 9, 7, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+            "2026-12-31T23:59:09Z",
+            "2026-12-31T23:59:09.000007Z",
+        ),
+        (
+            datetime.datetime(1999, 12, 9, 8, 7, 6, 999999, tzinfo=datetime.UTC),
+            "1999-12-09T08:07:06Z",
+            "1999-12-09T08:07:06.999999Z",
+        ),
+        (
+            datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC),
+            "9999-12-31T23:59:59Z",
+            "9999-12-31T23:59:59.000000Z",
+        ),
     ],
 )
 def test_kubernetes_time_formats(dt, seconds, micro):
@@ -132,3 +147,14 @@ def test_parse_time(text, expected):
 def test_format_parse_round_trip():
     """rfc3339 then parse_time gives back the same instant at second precision."""
     assert clock.parse_time(clock.rfc3339(START)) == START
+
+
+def test_time_formats_match_strftime():
+    """The formats agree with strftime for any instant and zone (the fast path changes no output)."""
+    zones = [datetime.UTC, datetime.timezone(datetime.timedelta(hours=-7, minutes=-30))]
+    for i in range(2000):
+        dt = datetime.datetime(1000 + i * 4, 1 + i % 12, 1 + i % 28, i % 24, i % 60, (i * 7) % 60, i * 389,
+                               tzinfo=zones[i % 2])
+        utc = dt.astimezone(datetime.UTC)
+        assert clock.rfc3339(dt) == utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert clock.rfc3339_micro(dt) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
