@@ -6,6 +6,8 @@ import copy
 import json
 from typing import Any
 
+import orjson
+
 from pocketkube.api import defaults_core
 
 METRICS_ANNOTATION = "autoscaling.alpha.kubernetes.io/metrics"
@@ -15,9 +17,18 @@ BEHAVIOR_ANNOTATION = "autoscaling.alpha.kubernetes.io/behavior"
 _ROUND_TRIP = (METRICS_ANNOTATION, CURRENT_METRICS_ANNOTATION, CONDITIONS_ANNOTATION, BEHAVIOR_ANNOTATION)
 
 
+def _copy(obj: dict[str, Any]) -> dict[str, Any]:
+    # A JSON round trip copies API objects in half copy.deepcopy's time; integers beyond 64 bits need the latter.
+    try:
+        out: dict[str, Any] = orjson.loads(orjson.dumps(obj))
+    except TypeError:
+        out = copy.deepcopy(obj)
+    return out
+
+
 def convert(obj: dict[str, Any], to_api_version: str) -> dict[str, Any]:
     """obj expressed in to_api_version; a deep copy, never the input. Unrelated kinds only get apiVersion set."""
-    out = copy.deepcopy(obj)
+    out = _copy(obj)
     src = str(obj.get("apiVersion") or "")
     kind = obj.get("kind")
     if src == to_api_version:
