@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 import pytest
-from aiohttp import test_utils, web
+from aiohttp import test_utils
 
-from pocketkube.api import conversion, resources
-from pocketkube.apiserver import context, objects, server
-from pocketkube.base import clock as clock_mod
 from pocketkube.store import memory
+from tests.apiserver import harness
 
-ADMIN = context.User(name="admin", groups=("system:masters", "system:authenticated"))
 HEADERS = {"Content-Type": "application/json", "User-Agent": "test/1"}
 PODS = "/api/v1/namespaces/default/pods"
 MESSAGE = 'Operation cannot be fulfilled on pods "p1": pod p1 is already assigned to node "n1"'
@@ -25,17 +21,7 @@ async def client() -> AsyncIterator[test_utils.TestClient]:
     """A server app over a memory store with one unbound pod p1."""
     store = memory.MemoryStore()
     await store.start()
-    api = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
-                         store=store, clock=clock_mod.Clock())
-    app = server.make_app(api)
-
-    @web.middleware
-    async def as_admin(request: web.Request, handler: Any) -> web.StreamResponse:
-        request["pocketkube.user"] = ADMIN
-        return await handler(request)
-
-    app.middlewares.insert(0, as_admin)
-    async with test_utils.TestClient(test_utils.TestServer(app)) as c:
+    async with harness.admin_client(store) as c:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1"},
                "spec": {"containers": [{"name": "c", "image": "i"}]}}
         r = await c.post(PODS, data=orjson.dumps(pod), headers=HEADERS)

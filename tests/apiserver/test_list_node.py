@@ -7,14 +7,13 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import test_utils, web
+from aiohttp import test_utils
 
-from pocketkube.api import conversion, resources
-from pocketkube.apiserver import context, filters, objects, server
-from pocketkube.base import clock as clock_mod
+from pocketkube.api import resources
+from pocketkube.apiserver import filters, objects
 from pocketkube.store import memory
+from tests.apiserver import harness
 
-ADMIN = context.User(name="admin", groups=("system:masters", "system:authenticated"))
 HEADERS = {"User-Agent": "test/1"}
 
 
@@ -45,17 +44,7 @@ async def client() -> AsyncIterator[test_utils.TestClient]:
     for pod in PODS:
         m = pod["metadata"]
         await store.create(f"/registry/core/pods/{m['namespace']}/{m['name']}", objects.encode(pod))
-    api = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
-                         store=store, clock=clock_mod.Clock())
-    app = server.make_app(api)
-
-    @web.middleware
-    async def as_admin(request: web.Request, handler: Any) -> web.StreamResponse:
-        request["pocketkube.user"] = ADMIN
-        return await handler(request)
-
-    app.middlewares.insert(0, as_admin)
-    async with test_utils.TestClient(test_utils.TestServer(app)) as c:
+    async with harness.admin_client(store) as c:
         yield c
     await store.close()
 

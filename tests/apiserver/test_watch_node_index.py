@@ -12,35 +12,19 @@ import pytest
 from pocketkube.api import errors, fieldselectors
 from pocketkube.apiserver import filters, watch
 from pocketkube.store import base as store_base
-from pocketkube.store import memory, sqlite
+from tests.apiserver import harness
 
 PREFIX = "/registry/pods/"
 
 
-def _pod(name: str, node: str = "", phase: str = "Pending") -> bytes:
-    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}]}
-    if node:
-        spec["nodeName"] = node
-    return orjson.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-                         "spec": spec, "status": {"phase": phase}})
+_pod = harness.pod_bytes
 
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
     """A started store of either backend."""
-    s: Any = memory.MemoryStore() if request.param == "memory" else sqlite.SQLiteStore(tmp_path / "db.sqlite")
-    await s.start()
-    yield s
-    if not s._closed:
-        await s.close()
-
-
-class _Response:
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-
-    async def write(self, data: bytes) -> None:
-        self.chunks.append(data)
+    async for s in harness.either_store(request, tmp_path):
+        yield s
 
 
 async def _seen(store: Any, watcher: Any, selector: str) -> list[tuple[str, str, str]]:
@@ -49,7 +33,7 @@ async def _seen(store: Any, watcher: Any, selector: str) -> list[tuple[str, str,
     server = types.SimpleNamespace(shutting_down=False, bookmark_interval=60.0, store=store,
                                    objects=types.SimpleNamespace(from_storage=lambda r, o: o))
     call = types.SimpleNamespace(res=res)
-    response = _Response()
+    response = harness.Response()
     predicate = filters.build(res, "", selector)  # type: ignore[arg-type]
     await watch._stream(server, call, response, watcher, predicate, lambda o: o,  # type: ignore[arg-type]
                         timeout=0.3, bookmarks=False, last=0)

@@ -10,35 +10,19 @@ import orjson
 import pytest
 
 from pocketkube.apiserver import filters, watch
-from pocketkube.store import memory, sqlite
+from tests.apiserver import harness
 
 PREFIX = "/registry/core/pods/"
 
 
-def _pod(name: str, node: str = "", phase: str = "Pending", **spec: Any) -> bytes:
-    body: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}], **spec}
-    if node:
-        body["nodeName"] = node
-    return orjson.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-                         "spec": body, "status": {"phase": phase}})
+_pod = harness.pod_bytes
 
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
     """A started store of either backend."""
-    s: Any = memory.MemoryStore() if request.param == "memory" else sqlite.SQLiteStore(tmp_path / "db.sqlite")
-    await s.start()
-    yield s
-    if not s._closed:
-        await s.close()
-
-
-class _Response:
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-
-    async def write(self, data: bytes) -> None:
-        self.chunks.append(data)
+    async for s in harness.either_store(request, tmp_path):
+        yield s
 
 
 async def _lines(store: Any, watcher: Any, selector: str, *, timeout: float = 0.3, bookmarks: bool = False,
@@ -51,7 +35,7 @@ async def _lines(store: Any, watcher: Any, selector: str, *, timeout: float = 0.
     # A plain-object shaper, built without the request its constructor reads the Accept header of.
     shaper = watch._Shaper.__new__(watch._Shaper)
     shaper.server, shaper.call, shaper.as_table, shaper.partial = server, call, False, False  # type: ignore[assignment]
-    response = _Response()
+    response = harness.Response()
     predicate = filters.build(res, "", selector)  # type: ignore[arg-type]
     await watch._stream(server, call, response, watcher, predicate, shaper,  # type: ignore[arg-type]
                         timeout=timeout, bookmarks=bookmarks, last=0, synced=synced)

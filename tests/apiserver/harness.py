@@ -1,0 +1,63 @@
+"""Shared pieces of the API server's tests: an admin client of the real app, either store backend, pod bytes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import test_utils, web
+
+from pocketkube.api import conversion, resources
+from pocketkube.apiserver import context, objects, server
+from pocketkube.base import clock as clock_mod
+from pocketkube.store import memory, sqlite
+
+ADMIN = context.User(name="admin", groups=("system:masters", "system:authenticated"))
+
+
+@contextlib.asynccontextmanager
+async def admin_client(store: Any) -> AsyncIterator[test_utils.TestClient]:
+    """A test client of the real app over a started store, every request made as a cluster admin."""
+    api = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
+                         store=store, clock=clock_mod.Clock())
+    app = server.make_app(api)
+
+    @web.middleware
+    async def as_admin(request: web.Request, handler: Any) -> web.StreamResponse:
+        request["pocketkube.user"] = ADMIN
+        return await handler(request)
+
+    app.middlewares.insert(0, as_admin)
+    async with test_utils.TestClient(test_utils.TestServer(app)) as c:
+        yield c
+
+
+async def either_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
+    """Body of a store fixture parametrized with "memory" and "sqlite": a started store, closed afterwards."""
+    s: Any = memory.MemoryStore() if request.param == "memory" else sqlite.SQLiteStore(tmp_path / "db.sqlite")
+    await s.start()
+    yield s
+    if not s._closed:
+        await s.close()
+
+
+def pod_bytes(name: str, node: str = "", phase: str = "Pending", **spec: Any) -> bytes:
+    """A stored pod in namespace default, bound to node when one is given."""
+    body: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}], **spec}
+    if node:
+        body["nodeName"] = node
+    return orjson.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                         "spec": body, "status": {"phase": phase}})
+
+
+class Response:
+    """Stands in for an aiohttp StreamResponse: keeps what a watch writes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self.chunks.append(data)
