@@ -43,8 +43,16 @@ class Target:
         return "{" + " ".join((self.kind, self.namespace, self.name, "", api_version, "", self.extra_key)) + "}"
 
 
+def _asks(headers: Mapping[str, str] | Any) -> bool:
+    # Whether any header is an Impersonate-* one: most requests have none, and one pass over the names (the
+    # length and dash test rule out nearly every other header at once) is cheaper than the lookups below.
+    return any(len(k) > 12 and k[11] == "-" and k[:11].lower() == "impersonate" for k in headers)
+
+
 def requests(headers: Mapping[str, str] | Any) -> list[Target]:
     """The impersonation requests in headers, in kube's order; WithoutUser when only groups/uid/extra are asked."""
+    if not _asks(headers):
+        return []
     out: list[Target] = []
     user = headers.get(USER_HEADER, "")
     if user:

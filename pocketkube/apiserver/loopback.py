@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import math
 import os
 import ssl
 import tempfile
@@ -34,6 +35,9 @@ log = logging.getLogger("pocketkube.apiserver.loopback")
 
 # A watch's unread output past which the handler waits for the client (a socket's buffers hold about as much).
 STREAM_BUFFER = 1 << 20
+# How often the deadlines of requests and stream reads are checked: one timer for all of them instead of one
+# each (a timer per request or per watch chunk costs more than the rest of the transport); they fire this late at most.
+SWEEP = 0.25
 # Distinct client certificates remembered; in one process there is one per component, so this is never reached
 # unless certificates keep being replaced.
 MAX_IDENTITIES = 10000
@@ -139,6 +143,12 @@ class _Exchange(abc.AbstractStreamWriter):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, limit: int | None) -> None:
         self.status = 0
+        self.ended = False
+        self.timed_out = False  # the client gave up waiting for the answer, or for a stream's next part
+        # When the answer (deadline) or a waiting read (read_timeout after it began waiting) gives up; inf: never.
+        self.deadline = math.inf
+        self.read_timeout = math.inf
+        self.waiting_since = math.inf
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
         self.chunks: list[bytes] = []
         self.eof = False
@@ -151,6 +161,7 @@ class _Exchange(abc.AbstractStreamWriter):
         self._size = 0
         self._readable: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the handler's
 
     # --- the server's side (aiohttp's AbstractStreamWriter) ---
 
@@ -198,6 +209,7 @@ class _Exchange(abc.AbstractStreamWriter):
 
     def end(self) -> None:
         """The handler finished (or died): whatever was not written completely is a broken connection."""
+        self.ended = True
         if not self.eof and self.error is None:
             self.error = aiohttp.ClientConnectionResetError(
                 "the API server closed the connection before its answer was complete")
@@ -205,6 +217,16 @@ class _Exchange(abc.AbstractStreamWriter):
             if fut is not None and not fut.done():
                 fut.set_result(None)
         _wake(self._readable)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.deadline or now - self.waiting_since >= self.read_timeout
+
+    def time_out(self) -> None:
+        """The client gives up waiting (for the answer, or for the stream's next part), as asyncio.timeout would."""
+        waiter = self.done if self.head is None else self._readable
+        if waiter is not None and not waiter.done():  # else the answer came first
+            self.timed_out = True
+            waiter.set_result(None)
 
     def close(self) -> None:
         """The client stops reading: further writes fail as on a closed connection."""
@@ -221,8 +243,16 @@ class _Exchange(abc.AbstractStreamWriter):
                 return b""
             if self.error is not None:
                 raise self.error
+            if self.timed_out:
+                self.timed_out = False
+                raise TimeoutError
             self._readable = self._loop.create_future()
-            await self._readable
+            self.waiting_since = self._loop.time()
+            try:
+                await self._readable
+            finally:
+                self.waiting_since = math.inf
+        self.timed_out = False  # the part came in just as the wait ran out
         data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         self.chunks.clear()
         self._size = 0
@@ -238,9 +268,10 @@ def _wake(fut: asyncio.Future[None] | None) -> None:
 class _Stream:
     """The client's end of a streaming answer (a loopback.Stream)."""
 
-    def __init__(self, exchange: _Exchange, task: asyncio.Task[None]) -> None:
+    def __init__(self, exchange: _Exchange, task: asyncio.Task[None], timed: set[_Exchange]) -> None:
         self._exchange = exchange
         self._task = task
+        self._timed = timed
 
     @property
     def status(self) -> int:
@@ -255,6 +286,7 @@ class _Stream:
 
     async def aclose(self) -> None:
         # A client that leaves ends the handler at once (a socket's handler would notice only at its next write).
+        self._timed.discard(self._exchange)
         self._exchange.close()
         if not self._task.done():
             self._task.cancel()
@@ -280,21 +312,38 @@ class Server:
         self._identities: dict[bytes, _Identity] = {}
         # Tasks are only weakly held by the loop: keep the running handlers, and cancel them on close().
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timed: set[_Exchange] = set()  # exchanges with a deadline or a read timeout
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def round_trip(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None, *,
-                         peer_cert_pem: bytes | None) -> tuple[int, Mapping[str, str], bytes]:
-        """Run one request to the end: status, headers, body. A client that gives up does not cancel it (nor
-        does aiohttp's server when a connection drops)."""
+                         peer_cert_pem: bytes | None, timeout: float | None = None,
+                         ) -> tuple[int, Mapping[str, str], bytes]:
+        """Run one request to the end: status, headers, body; TimeoutError when the answer takes longer than
+        timeout seconds. A client that gives up does not cancel it (nor does aiohttp's server when a connection
+        drops)."""
         exchange, _ = await self._start(method, path_qs, headers, body, peer_cert_pem, limit=None)
-        await exchange.done
+        if timeout is not None and not exchange.done.done():
+            exchange.deadline = asyncio.get_running_loop().time() + timeout
+            self._time(exchange)
+            try:
+                await exchange.done
+            finally:
+                self._timed.discard(exchange)
+            if exchange.timed_out:
+                raise TimeoutError
+        else:
+            await exchange.done
         if exchange.error is not None:
             raise exchange.error
         body_out = exchange.chunks[0] if len(exchange.chunks) == 1 else b"".join(exchange.chunks)
         return exchange.status, exchange.headers, body_out
 
     async def open_stream(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None, *,
-                          peer_cert_pem: bytes | None) -> _Stream:
-        """Start a request whose body is read while it is written (a watch); returns once the headers are out."""
+                          peer_cert_pem: bytes | None, read_timeout: float | None = None) -> _Stream:
+        """Start a request whose body is read while it is written (a watch); returns once the headers are out.
+
+        With read_timeout, a read that waits that long for the next part raises TimeoutError (aiohttp's sock_read).
+        """
         exchange, task = await self._start(method, path_qs, headers, body, peer_cert_pem, limit=STREAM_BUFFER)
         assert exchange.head is not None
         try:
@@ -305,12 +354,35 @@ class Server:
             raise
         if not exchange.status and exchange.error is not None:
             raise exchange.error
-        return _Stream(exchange, task)
+        if read_timeout is not None:
+            exchange.read_timeout = read_timeout
+            self._time(exchange)
+        return _Stream(exchange, task, self._timed)
 
     def close(self) -> None:
         """Cancel every request still running (the server is stopping)."""
         for task in list(self._tasks):
             task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _time(self, exchange: _Exchange) -> None:
+        self._timed.add(exchange)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for exchange in [e for e in self._timed if e.expired(now) or e.ended]:
+            if exchange.expired(now):
+                exchange.time_out()
+            if exchange.ended or exchange.head is None:
+                # Over, or a round trip that gave up (a stream's next read may wait again).
+                self._timed.discard(exchange)
+        if self._timed:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
 
     async def _start(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None,
                      peer_cert_pem: bytes | None, *, limit: int | None) -> tuple[_Exchange, asyncio.Task[None]]:
@@ -324,6 +396,7 @@ class Server:
             payload.feed_eof()
         exchange = _Exchange(loop, limit=limit)
         task = loop.create_task(self._serve(message, payload, conn, exchange))
+        exchange.task = task  # before its first step: _serve reads it there
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return exchange, task
@@ -333,7 +406,7 @@ class Server:
         """What aiohttp's RequestHandler does for one request, minus the socket."""
         app = self._app
         request = app._make_request(message, payload, conn, exchange,  # type: ignore[arg-type]
-                                    asyncio.current_task())  # type: ignore[arg-type]
+                                    exchange.task)  # type: ignore[arg-type]
         try:
             try:
                 response = await app._handle(request)
@@ -395,7 +468,7 @@ def _message(method: str, path_qs: str, headers: Mapping[str, str]) -> http.RawR
                          "use the network")
     path, _, query = path_qs.partition("?")
     url = yarl.URL.build(path=path, query_string=query, encoded=True)
-    raw = tuple((k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
-                for k, v in headers.items())
+    raw = tuple([(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+                 for k, v in headers.items()])
     return http.RawRequestMessage(method, path_qs, http.HttpVersion11, CIMultiDictProxy(multi), raw,
                                   False, None, False, False, url)

@@ -32,15 +32,24 @@ def media_type(content_type: str | None) -> str:
 
 
 def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
-    stack = [(value, 1)]
+    """Whether no value sits deeper than limit (the top one is at depth 1)."""
+    if limit < 1:
+        return False
+    if not isinstance(value, (dict, list)):
+        return True
+    # Only containers are visited: a non-empty one at the limit has children past it.
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         v, d = stack.pop()
-        if d > limit:
+        kids = v.values() if isinstance(v, dict) else v
+        if not kids:
+            continue
+        if d >= limit:
             return False
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
+        d += 1
+        for x in kids:
+            if isinstance(x, (dict, list)):
+                stack.append((x, d))
     return True
 
 
@@ -99,7 +108,9 @@ async def read_body(request: web.Request) -> bytes:
         raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")
     chunks = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
+    content = request.content
+    # Whatever has arrived at each step (all of it at once, for a body sent whole): the limit is checked as it grows.
+    while chunk := await content.readany():
         size += len(chunk)
         if size > MAX_BODY:
             raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")

@@ -24,15 +24,14 @@ class RequestInfo:
     parts: tuple[str, ...] = ()
 
 
-def _method_verb(method: str) -> str:
-    return {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
-            "DELETE": "delete"}.get(method, method.lower())
+_METHOD_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
+                 "DELETE": "delete"}
 
 
 def parse(method: str, path: str, *, watch_param: bool = False) -> RequestInfo:
     """Split /api/v1/namespaces/ns/pods/name/status style paths; non-resource paths pass through."""
-    segments = [s for s in path.strip("/").split("/") if s != ""] if path.strip("/") else []
-    verb = _method_verb(method)
+    segments = [s for s in path.split("/") if s]
+    verb = _METHOD_VERBS.get(method) or method.lower()
     if not segments or segments[0] not in ("api", "apis"):
         return RequestInfo(False, path, verb)
     prefix = segments[0]

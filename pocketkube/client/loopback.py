@@ -39,40 +39,22 @@ class ServerTransport(Protocol):
 
     headers are the request headers as the client would send them (Host, User-Agent, Accept, Content-Type,
     Content-Length, Authorization); peer_cert_pem is the client certificate a TLS handshake would present.
+    The server keeps the time limits (aiohttp's total and sock_read timeouts) and raises TimeoutError past them:
+    it can check every exchange's with one timer, where asyncio.timeout would arm one per request or read.
     """
 
     async def round_trip(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None, *,
-                         peer_cert_pem: bytes | None) -> tuple[int, Mapping[str, str], bytes]:
-        """One whole exchange: the status, headers and body as the client would have read them."""
+                         peer_cert_pem: bytes | None, timeout: float | None = None,
+                         ) -> tuple[int, Mapping[str, str], bytes]:
+        """One whole exchange: the status, headers and body as the client would have read them; TimeoutError
+        when they take longer than timeout seconds."""
         ...
 
     async def open_stream(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None, *,
-                          peer_cert_pem: bytes | None) -> Stream:
-        """Start a streaming exchange; returns once the status and headers are known."""
+                          peer_cert_pem: bytes | None, read_timeout: float | None = None) -> Stream:
+        """Start a streaming exchange; returns once the status and headers are known. A read waiting longer
+        than read_timeout seconds for the next part raises TimeoutError."""
         ...
-
-
-class TimedStream:
-    """A Stream whose reads give up after read_timeout seconds of silence (aiohttp's sock_read)."""
-
-    def __init__(self, stream: Stream, read_timeout: float) -> None:
-        self._stream = stream
-        self._timeout = read_timeout
-
-    @property
-    def status(self) -> int:
-        return self._stream.status
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._stream.headers
-
-    async def read(self) -> bytes:
-        async with asyncio.timeout(self._timeout):
-            return await self._stream.read()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 # base URL -> (server, the event loop it serves on). Clients on another loop (another thread) use the network.

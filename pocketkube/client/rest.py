@@ -3,7 +3,6 @@ of this process registered in client/loopback.py."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import ssl
 import urllib.parse
@@ -277,8 +276,8 @@ class Client:
         server = loopback.lookup(self.base_url)
         if server is not None:
             path_qs, sent = self._loopback_request(path, params, headers, data)
-            async with asyncio.timeout(_REQUEST_TIMEOUT):
-                return await server.round_trip(method, path_qs, sent, data, peer_cert_pem=self._cert_pem)
+            return await server.round_trip(method, path_qs, sent, data, peer_cert_pem=self._cert_pem,
+                                           timeout=_REQUEST_TIMEOUT)
         timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT)
         async with self._sess().request(method, self.base_url + path, params=_clean(params), data=data,
                                         headers=headers, timeout=timeout) as resp:
@@ -378,8 +377,8 @@ class Client:
         server = loopback.lookup(self.base_url)
         if server is not None:
             path_qs, sent = self._loopback_request(path, params, headers, None)
-            stream = await server.open_stream("GET", path_qs, sent, None, peer_cert_pem=self._cert_pem)
-            return loopback.TimedStream(stream, read_timeout) if read_timeout else stream
+            return await server.open_stream("GET", path_qs, sent, None, peer_cert_pem=self._cert_pem,
+                                            read_timeout=read_timeout)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
         resp = await self._watch_sess().get(self.base_url + path, params=_clean(params), headers=headers,
                                             timeout=timeout)

@@ -59,6 +59,10 @@ class Handlers:
             raise
         return resp
 
+    async def slow(self, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(float(request.query.get("s", "0")))
+        return web.json_response({"slept": True})
+
     async def flood(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
         await resp.prepare(request)
@@ -73,6 +77,7 @@ class Handlers:
         app.router.add_get("/boom", self.boom)
         app.router.add_get("/lines", self.lines)
         app.router.add_get("/flood", self.flood)
+        app.router.add_get("/slow", self.slow)
         return app
 
 
@@ -161,6 +166,35 @@ async def test_slow_reader_holds_the_writer_back(served: tuple[Handlers, loopbac
     assert 0 < handlers.written <= loopback.STREAM_BUFFER + 65536
     assert len(await _read_all(stream)) == 64 * 65536
     await stream.aclose()
+
+
+async def test_answer_past_its_timeout_raises(served: tuple[Handlers, loopback.Server, web.AppRunner],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round trip gives up with TimeoutError past its timeout (as aiohttp's total timeout), not before."""
+    _, server, _ = served
+    monkeypatch.setattr(loopback, "SWEEP", 0.01)
+    with pytest.raises(TimeoutError):
+        await server.round_trip("GET", "/slow?s=3600", {"Host": "x"}, None, peer_cert_pem=None, timeout=0.05)
+    status, _, body = await server.round_trip("GET", "/slow?s=0.05", {"Host": "x"}, None, peer_cert_pem=None,
+                                              timeout=5)
+    assert status == 200 and json.loads(body) == {"slept": True}
+    await asyncio.sleep(0.05)
+    assert not server._timed and server._sweeper is None  # nothing is left to check
+
+
+async def test_silent_stream_read_times_out(served: tuple[Handlers, loopback.Server, web.AppRunner],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream read waiting longer than read_timeout raises TimeoutError (aiohttp's sock_read); parts that
+    keep coming in time do not."""
+    _, server, _ = served
+    monkeypatch.setattr(loopback, "SWEEP", 0.01)
+    stream = await server.open_stream("GET", "/lines?n=2&hang=1", {"Host": "x"}, None, peer_cert_pem=None,
+                                      read_timeout=0.1)
+    assert await stream.read() == b'{"n":0}\n{"n":1}\n'
+    with pytest.raises(TimeoutError):
+        await stream.read()
+    await stream.aclose()
+    assert not server._timed
 
 
 # --- a real API server: identities and audit ---------------------------------------------------------------

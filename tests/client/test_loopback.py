@@ -41,6 +41,7 @@ class FakeServer:
         self.sent: list[dict[str, Any]] = []
         self.answers: list[tuple[int, dict[str, str], Any]] = []
         self.streams: list[FakeStream] = []
+        self.timeouts: list[float | None] = []
 
     def _record(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None,
                 cert: bytes | None) -> None:
@@ -48,14 +49,17 @@ class FakeServer:
                           "cert": cert})
 
     async def round_trip(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None, *,
-                         peer_cert_pem: bytes | None) -> tuple[int, Mapping[str, str], bytes]:
+                         peer_cert_pem: bytes | None, timeout: float | None = None,
+                         ) -> tuple[int, Mapping[str, str], bytes]:
         self._record(method, path_qs, headers, body, peer_cert_pem)
+        self.timeouts.append(timeout)
         status, answer_headers, doc = self.answers.pop(0)
         return status, answer_headers, orjson.dumps(doc)
 
     async def open_stream(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None, *,
-                          peer_cert_pem: bytes | None) -> FakeStream:
+                          peer_cert_pem: bytes | None, read_timeout: float | None = None) -> FakeStream:
         self._record(method, path_qs, headers, body, peer_cert_pem)
+        self.timeouts.append(read_timeout)
         return self.streams.pop(0)
 
 
@@ -161,13 +165,13 @@ async def test_watch_error_status_and_error_event(fake: FakeServer) -> None:
     assert refused.closed and gone.closed
 
 
-async def test_silent_stream_read_times_out() -> None:
-    """An in-memory watch read gives up after its read timeout, like aiohttp's sock_read timeout."""
-
-    class Silent(FakeStream):
-        async def read(self) -> bytes:
-            await asyncio.sleep(3600)
-            return b""
-
-    with pytest.raises(TimeoutError):
-        await loopback.TimedStream(Silent(200, []), 0.05).read()
+async def test_time_limits_are_handed_to_the_server(fake: FakeServer) -> None:
+    """Requests ask the server for the network path's total timeout, watches for its read timeout (or none)."""
+    fake.answers.append((200, {}, {"kind": "ConfigMap", "metadata": {"name": "x"}}))
+    await rest.Client(URL).get(CM.path("default", "x"))
+    fake.streams += [FakeStream(200, []), FakeStream(200, [])]
+    async for _ in rest.Client(URL).watch(CM, timeout_seconds=300):
+        pass
+    async for _ in rest.Client(URL).watch(CM):
+        pass
+    assert fake.timeouts == [60.0, 330, None]
