@@ -135,21 +135,30 @@ def test_anonymous_requests_only_reach_public_paths(raw: http.Raw) -> None:
 
 def test_status_subresource_keeps_spec_and_status_apart(raw: http.Raw) -> None:
     """Writes to the main resource ignore status; writes to /status ignore spec; generation follows spec only."""
-    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "split"},
-           "spec": {"selector": {"matchLabels": {"a": "b"}},
-                    "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
-           "status": {"replicas": 9}}
-    base = "/apis/apps/v1/namespaces/default/deployments"
-    status, _, out = raw.request("POST", base, dep)
+    # A custom resource, as no controller writes its status: a Deployment's would race the deployment controller.
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "splits.split.example.com"},
+           "spec": {"group": "split.example.com", "scope": "Namespaced",
+                    "names": {"plural": "splits", "singular": "split", "kind": "Split", "listKind": "SplitList"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                                  "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                      "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                                      "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+    assert raw.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)[0] == 201
+    base = "/apis/split.example.com/v1/namespaces/default/splits"
+    cluster_mod.eventually(lambda: raw.request("GET", base)[0] == 200, what="the Split resource served")
+    obj = {"apiVersion": "split.example.com/v1", "kind": "Split", "metadata": {"name": "split"},
+           "spec": {"replicas": 1}, "status": {"replicas": 9}}
+    status, _, out = raw.request("POST", base, obj)
     assert status == 201 and out.get("status", {}).get("replicas") is None and out["metadata"]["generation"] == 1
     out["status"] = {"replicas": 7}
     out["spec"]["replicas"] = 5
     status, _, out2 = raw.request("PUT", base + "/split/status", out)
     assert status == 200 and out2["status"]["replicas"] == 7 and out2["spec"]["replicas"] == 1
     assert out2["metadata"]["generation"] == 1
-    status, _, out3 = raw.request("PATCH", base + "/split", {"spec": {"replicas": 2}},
+    status, _, out3 = raw.request("PATCH", base + "/split", {"spec": {"replicas": 2}, "status": {"replicas": 3}},
                                   headers={"Content-Type": "application/merge-patch+json"})
-    assert out3["metadata"]["generation"] == 2 and out3["status"]["replicas"] == 7
+    assert out3["metadata"]["generation"] == 2 and out3["status"]["replicas"] == 7 and out3["spec"]["replicas"] == 2
 
 
 def test_update_without_resource_version_is_unconditional(raw: http.Raw) -> None:
