@@ -66,6 +66,7 @@ class Process:
         self.stderr: asyncio.StreamReader | None = None
         self._exited: asyncio.Future[int] = loop.create_future()
         self._pidfd = -1
+        self._transports: list[asyncio.BaseTransport] = []
 
     @property
     def returncode(self) -> int | None:
@@ -106,16 +107,30 @@ class Process:
         return out, err
 
     async def _connect(self) -> None:
-        """Wrap the child's pipes in streams and start watching for its exit."""
+        """Wrap the child's pipes in streams and start watching for its exit.
+
+        A pipe handed to a transport is the transport's to close: Popen's reference to it is dropped, because
+        closing the descriptor under a registered transport leaves uvloop watching a number the next
+        descriptor reuses, and every later pipe or socket given that number then fails with EEXIST."""
         p, loop = self._popen, self._loop
         if p.stdin is not None:
-            transport, protocol = await loop.connect_write_pipe(_WritePipeProtocol, p.stdin)
+            pipe, p.stdin = p.stdin, None
+            transport, protocol = await loop.connect_write_pipe(_WritePipeProtocol, pipe)
+            self._transports.append(transport)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         if p.stdout is not None:
-            self.stdout = await _reader(loop, p.stdout)
+            pipe, p.stdout = p.stdout, None
+            self.stdout = await _reader(loop, pipe, self._transports)
         if p.stderr is not None:
-            self.stderr = await _reader(loop, p.stderr)
+            pipe, p.stderr = p.stderr, None
+            self.stderr = await _reader(loop, pipe, self._transports)
         self._watch()
+
+    def _abandon(self) -> None:
+        """Close the transports made so far (a start that failed or was cancelled half way)."""
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
 
     def _watch(self) -> None:
         try:
@@ -150,9 +165,15 @@ class Process:
         return f"<spawn.Process {self.pid} returncode={self.returncode}>"
 
 
-async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> asyncio.StreamReader:
+async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes],
+                  transports: list[asyncio.BaseTransport]) -> asyncio.StreamReader:
     reader = asyncio.StreamReader(loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    try:
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    except BaseException:
+        pipe.close()  # no transport took it
+        raise
+    transports.append(transport)
     return reader
 
 
@@ -193,6 +214,7 @@ async def start(argv: Sequence[str], *, stdin: Stdio, stdout: Stdio, stderr: Std
     try:
         await proc._connect()
     except BaseException:
+        proc._abandon()
         _discard(fut)
         raise
     return proc

@@ -221,3 +221,33 @@ def test_on_uvloop():
             await spawn.start(["no-such-program-x"], stdin=None, stdout=None, stderr=None)
 
     uvloop.run(scenario())
+
+
+def test_failed_start_leaves_no_stale_watch_on_uvloop(monkeypatch):
+    """A start that fails after its stdout got a transport closes that transport properly: later pipes that reuse
+    the descriptor numbers still connect (closing it under uvloop made them fail with EEXIST)."""
+    real = spawn._reader
+    calls = []
+
+    async def second_fails(loop, pipe, transports):
+        calls.append(pipe)
+        if len(calls) == 2:
+            pipe.close()
+            raise RuntimeError("interrupted")
+        return await real(loop, pipe, transports)
+
+    monkeypatch.setattr(spawn, "_reader", second_fails)
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError):
+            await spawn.start(["sleep", "30"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+        await asyncio.sleep(0.1)  # let the transport finish closing
+        monkeypatch.setattr(spawn, "_reader", real)
+        for _ in range(4):
+            proc = await spawn.start(["sh", "-c", "echo ok"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+            out, _ = await proc.communicate()
+            assert out == b"ok\n"
+
+    uvloop.run(scenario())
