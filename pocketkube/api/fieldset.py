@@ -193,13 +193,17 @@ class FieldSet:
         """Add a path (only while building the set)."""
         if not path:
             return
+        self.below(path[:-1]).members.add(path[-1])
+
+    def below(self, prefix: Path) -> FieldSet:
+        """The child set at prefix, made along the way where missing (only while building the set)."""
         node = self
-        for pe in path[:-1]:
+        for pe in prefix:
             nxt = node.children.get(pe)
             if nxt is None:
                 nxt = node.children[pe] = FieldSet()
             node = nxt
-        node.members.add(path[-1])
+        return node
 
     def has(self, path: Path) -> bool:
         node = self
@@ -725,12 +729,7 @@ def _added_below(n: Any, t: Type, path: Path) -> FieldSet | None:
 
 
 def _graft_added(added: FieldSet, path: Path, below: FieldSet | None) -> None:
-    node = added
-    for pe in path[:-1]:
-        nxt = node.children.get(pe)
-        if nxt is None:
-            nxt = node.children[pe] = FieldSet()
-        node = nxt
+    node = added.below(path[:-1])
     last = path[-1]
     node.members.add(last)
     if below is not None:

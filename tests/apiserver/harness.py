@@ -7,13 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 from aiohttp import test_utils, web
 
 from pocketkube.api import conversion, resources
 from pocketkube.apiserver import context, objects, server
 from pocketkube.base import clock as clock_mod
-from pocketkube.store import memory, sqlite
 
 ADMIN = context.User(name="admin", groups=("system:masters", "system:authenticated"))
 
@@ -33,15 +31,6 @@ async def admin_client(store: Any) -> AsyncIterator[test_utils.TestClient]:
     app.middlewares.insert(0, as_admin)
     async with test_utils.TestClient(test_utils.TestServer(app)) as c:
         yield c
-
-
-async def either_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
-    """Body of a store fixture parametrized with "memory" and "sqlite": a started store, closed afterwards."""
-    s: Any = memory.MemoryStore() if request.param == "memory" else sqlite.SQLiteStore(tmp_path / "db.sqlite")
-    await s.start()
-    yield s
-    if not s._closed:
-        await s.close()
 
 
 def pod_bytes(name: str, node: str = "", phase: str = "Pending", **spec: Any) -> bytes:

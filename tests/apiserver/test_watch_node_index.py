@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,11 +19,6 @@ PREFIX = "/registry/pods/"
 _pod = harness.pod_bytes
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
-    """A started store of either backend."""
-    async for s in harness.either_store(request, tmp_path):
-        yield s
 
 
 async def _seen(store: Any, watcher: Any, selector: str) -> list[tuple[str, str, str]]:

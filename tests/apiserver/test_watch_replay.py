@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,11 +17,6 @@ PREFIX = "/registry/core/pods/"
 _pod = harness.pod_bytes
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
-    """A started store of either backend."""
-    async for s in harness.either_store(request, tmp_path):
-        yield s
 
 
 async def _lines(store: Any, watcher: Any, selector: str, *, timeout: float = 0.3, bookmarks: bool = False,

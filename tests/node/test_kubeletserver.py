@@ -284,19 +284,24 @@ async def test_follow_wakes_when_the_pump_writes(tmp_path: Any, monkeypatch: pyt
         await server.close()
 
 
+def _count_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count LogReader.poll calls (the log file reads of follows) in the one-item list returned."""
+    polls = [0]
+    poll = ks.LogReader.poll
+
+    def counting(self: ks.LogReader, *, final: bool) -> list[ks.Entry]:
+        polls[0] += 1
+        return poll(self, final=final)
+
+    monkeypatch.setattr(ks.LogReader, "poll", counting)
+    return polls
+
+
 async def test_follow_reads_a_line_written_in_parts_once_whole(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Output without a line end wakes no read; the line end does, at once after a quiet spell."""
     monkeypatch.setattr(ks, "FOLLOW_FALLBACK_SECONDS", 60.0)
     monkeypatch.setattr(ks, "FOLLOW_INTERVAL_SECONDS", 0.5)
-    polls = 0
-    poll = ks.LogReader.poll
-
-    def counting(self: ks.LogReader, *, final: bool) -> list[ks.Entry]:
-        nonlocal polls
-        polls += 1
-        return poll(self, final=final)
-
-    monkeypatch.setattr(ks.LogReader, "poll", counting)
+    polls = _count_polls(monkeypatch)
     server, fake, _ = await _serve(tmp_path)
     fake.writing = True
     output, pump = await _pumped(fake.log_path("u1", "c", 0))
@@ -305,16 +310,16 @@ async def test_follow_reads_a_line_written_in_parts_once_whole(tmp_path: Any, mo
             url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
             async with s.get(url, params={"follow": "true"}) as r:
                 await asyncio.sleep(0.6)  # longer than the read interval since the follow's first reads
-                before = polls
+                before = polls[0]
                 for part in (b"a", b"b", b"c"):
                     output.feed_data(part)
                     await asyncio.sleep(0.01)
-                assert polls == before
+                assert polls[0] == before
                 sent = time.monotonic()
                 output.feed_data(b"\n")
                 assert await asyncio.wait_for(r.content.readline(), 5) == b"abc\n"
                 assert time.monotonic() - sent < 0.3
-                assert polls == before + 1
+                assert polls[0] == before + 1
     finally:
         output.feed_eof()
         await pump
@@ -323,15 +328,7 @@ async def test_follow_reads_a_line_written_in_parts_once_whole(tmp_path: Any, mo
 
 async def test_follow_reads_a_burst_in_few_reads(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Output that keeps coming is read in batches, at most every FOLLOW_INTERVAL_SECONDS, not once per chunk."""
-    polls = 0
-    poll = ks.LogReader.poll
-
-    def counting(self: ks.LogReader, *, final: bool) -> list[ks.Entry]:
-        nonlocal polls
-        polls += 1
-        return poll(self, final=final)
-
-    monkeypatch.setattr(ks.LogReader, "poll", counting)
+    polls = _count_polls(monkeypatch)
     server, fake, _ = await _serve(tmp_path)
     fake.writing = True
     output, pump = await _pumped(fake.log_path("u1", "c", 0))
@@ -346,7 +343,7 @@ async def test_follow_reads_a_burst_in_few_reads(tmp_path: Any, monkeypatch: pyt
                 while got.count(b"\n") < 300:
                     got += await asyncio.wait_for(r.content.read(65536), 5)
                 assert got == b"".join(b"%d\n" % n for n in range(300))
-        assert polls < 60, polls
+        assert polls[0] < 60, polls
     finally:
         output.feed_eof()
         await pump
