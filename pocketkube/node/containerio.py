@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
+import operator
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +19,11 @@ EOF_CHAR = b"\x04"
 # How far an attach session may fall behind the container's output: past it, its oldest unsent output is
 # dropped, so a slow or stalled client costs bounded memory and never holds up the container or its log.
 BACKLOG_LIMIT = 4 << 20
+# A container's output streams, named as the CRI log format tags them: a non-tty container's stdout and stderr
+# are separate pipes; a terminal's output is all stdout.
+STDOUT, STDERR = "stdout", "stderr"
+# Output as it came: which stream, what it said.
+Part = tuple[str, bytes]
 
 
 def wants_stdio(container: Mapping[str, Any]) -> bool:
@@ -197,18 +204,18 @@ class Listener:
         self.limit = limit
         self.dropped = 0
         self.ended = False
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: collections.deque[Part] = collections.deque()
         self._size = 0
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes, stream: str = STDOUT) -> None:
         """Queue output without ever waiting: a backlog past the limit loses its oldest chunks."""
         if self.ended:
             return
-        self._chunks.append(data)
+        self._chunks.append((stream, data))
         self._size += len(data)
         while self._size > self.limit and len(self._chunks) > 1:
-            old = self._chunks.popleft()
+            _, old = self._chunks.popleft()
             self._size -= len(old)
             self.dropped += len(old)
         self._wake()
@@ -222,20 +229,36 @@ class Listener:
 
     async def take(self) -> bytes:
         """Everything queued so far, waiting for some if there is none; b"" once ended and drained."""
+        await self._queued()
+        return self.take_nowait()
+
+    def take_nowait(self) -> bytes:
+        """Everything queued so far, whichever stream said it (b"" if nothing is)."""
+        data = b"".join(chunk for _, chunk in self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return data
+
+    async def take_parts(self) -> list[Part]:
+        """Everything queued so far by stream, waiting for some if there is none; [] once ended and drained."""
+        await self._queued()
+        return self.take_parts_nowait()
+
+    def take_parts_nowait(self) -> list[Part]:
+        """Everything queued so far in order, each stream's consecutive output as one part ([] if nothing is)."""
+        parts = [(stream, b"".join(chunk for _, chunk in run))
+                 for stream, run in itertools.groupby(self._chunks, key=operator.itemgetter(0))]
+        self._chunks.clear()
+        self._size = 0
+        return parts
+
+    async def _queued(self) -> None:
         while not self._chunks and not self.ended:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self.take_nowait()
-
-    def take_nowait(self) -> bytes:
-        """Everything queued so far (b"" if nothing is)."""
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._size = 0
-        return data
 
     def wakeup(self) -> asyncio.Future[None]:
         """Done once output is queued or the end comes (at once if either is): for who only needs to know.
@@ -282,9 +305,9 @@ class Output:
         if not self.published and not self._listeners:
             self._forget(self)  # listened to, but no pump ever came: nothing should keep it
 
-    def publish(self, data: bytes) -> None:
+    def publish(self, data: bytes, stream: str = STDOUT) -> None:
         for listener in self._listeners:
-            listener.put(data)
+            listener.put(data, stream)
 
     def close(self) -> None:
         """The output has ended: every listener gets what is queued, then the end."""

@@ -158,7 +158,8 @@ class LogReader:
         self._ts_offset += cut
         for raw in stamps[:cut].split(b"\n")[:-1]:
             try:
-                self._times.append(clock_mod.parse_time(raw.decode("ascii")))
+                # "<time> <stream>" (logs written before streams were tagged hold the time alone)
+                self._times.append(clock_mod.parse_time(raw.partition(b" ")[0].decode("ascii")))
             except (ValueError, UnicodeDecodeError):
                 self._times.append(self._times[-1] if self._times else self.fallback)
         end = len(data) if final else data.rfind(b"\n") + 1

@@ -215,12 +215,14 @@ def _must_exist(program: str, env: Mapping[str, str]) -> None:
 
 async def spawn(cmd: list[str], *, env: Mapping[str, str], stdio: containerio.Stdio | None,
                 setsid: str | None) -> spawn_mod.Process:
-    """Start a container's process in a session of its own, its stdin /dev/null, a pipe or its terminal."""
+    """Start a container's process in a session of its own, its stdin /dev/null, a pipe or its terminal.
+
+    Without a terminal its stdout and stderr are two pipes, kept apart in its log and for attach, as kube does."""
     _must_exist(cmd[0], env)
     if stdio is None or not stdio.tty:
         stdin = subprocess.DEVNULL if stdio is None else stdio.child_stdin
         return await spawn_mod.start(die_with_agent(cmd), stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env, cwd="/", start_new_session=True)
+                                     stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
     # setsid makes the pty on its stdin the new session's controlling terminal (job control, ^C), as runc does.
     tty = stdio.child_stdin
     if setsid:

@@ -1,4 +1,4 @@
-"""Container log files: a container's output copied into its log with a time index, rotated as the kubelet does."""
+"""Container log files: a container's output copied into its log with a time and stream index, rotated as the kubelet does."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ MAX_FILES_ENV = "POCKETKUBE_CONTAINER_LOG_MAX_FILES"
 # Rotated files are named <log>.<time>, with the time in this (Go: 20060102-150405) format.
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
 CHUNK = 65536
+# containerd's max_container_log_line_size: a line still unended at this length goes to the log in pieces this
+# long, as CRI partial lines do (another stream's lines may then come between them).
+MAX_LINE = 16384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +61,10 @@ def policy_from_env(env: Mapping[str, str] | None = None) -> Policy:
 
 
 def ts_path(log_path: str) -> str:
-    """The index beside a container log: the time each of its lines began, one RFC 3339 time a line."""
+    """The index beside a container log: one "<RFC 3339 time> <stream>" per line of it, the stream stdout or stderr.
+
+    The log itself holds the output unchanged (both streams, a line at a time), which is what `kubectl logs`
+    shows: the index gives each line its time and stream, as the CRI log format's prefix does."""
     return log_path.removesuffix(".log") + ".ts" if log_path.endswith(".log") else log_path + ".ts"
 
 
@@ -118,31 +124,31 @@ class Writer:
             self._size = self._log.seek(0, os.SEEK_END)
         return self._log, self._ts
 
-    def write(self, chunk: bytes) -> None:
-        """Append output, rotating at the last line end that crosses maxSize."""
+    def write(self, chunk: bytes, *, stream: str = containerio.STDOUT) -> None:
+        """Append one stream's output, rotating at the last line end that crosses maxSize."""
         while chunk:
             self.open()
             room = self.policy.max_size - self._size
             if len(chunk) <= room:
-                self._append(chunk)
+                self._append(chunk, stream)
                 return
             # Cut at a line end so a file holds whole lines; only a line longer than maxSize is split.
             cut = chunk.rfind(b"\n", 0, max(room, 0)) + 1
             if cut == 0 and self._size == 0:
                 cut = room
             if cut:
-                self._append(chunk[:cut])
+                self._append(chunk[:cut], stream)
                 chunk = chunk[cut:]
             self.close()
             rotate(self.path, now=self.clock.now(), policy=self.policy)
             self.at_start = True
 
-    def _append(self, chunk: bytes) -> None:
+    def _append(self, chunk: bytes, stream: str) -> None:
         log, ts = self.open()
         starts = chunk.count(b"\n") - chunk.endswith(b"\n") + self.at_start
         self.at_start = chunk.endswith(b"\n")
         # The index first: a reader may then find a time for a line not written yet, never a line without one.
-        ts.write((clock_mod.rfc3339_micro(self.clock.now()) + "\n") * starts)
+        ts.write(f"{clock_mod.rfc3339_micro(self.clock.now())} {stream}\n" * starts)
         ts.flush()
         log.write(chunk)
         log.flush()
@@ -155,22 +161,73 @@ class Writer:
         self._log = self._ts = None
 
 
-async def pump(reader: asyncio.StreamReader, *, path: str, clock: clock_mod.Clock,
-               policy: Policy | None = None, live: containerio.Outputs | None = None) -> None:
-    """Copy a container's output into its log unchanged until it ends, rotating per policy.
+class Lines:
+    """One stream's output on its way to the log, a line at a time, as containerd's CRI logger takes each stream.
 
-    Each chunk also goes, as it is read, to the attach sessions listening to the container (in `live`,
-    the agent's by default), which never wait for them."""
+    Lines of stdout and stderr never mix in the log: a stream's unended line waits for its end (or MAX_LINE,
+    or the stream's end). A CR LF line end is logged as LF: the CRI log format keeps no CR there."""
+
+    def __init__(self, writer: Writer, stream: str) -> None:
+        self.writer = writer
+        self.stream = stream
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._pending + chunk if self._pending else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            self._write(data[:cut] if cut < len(data) else data)
+            data = data[cut:]
+        while len(data) >= MAX_LINE:
+            # A "\r" waits with the rest: a "\n" after it makes it a line end.
+            piece = MAX_LINE - 1 if data[MAX_LINE - 1] == 13 else MAX_LINE
+            self._write(data[:piece])
+            data = data[piece:]
+        self._pending = data
+
+    def flush(self) -> None:
+        """The stream has ended: its unended last line goes to the log as it is."""
+        if self._pending:
+            data, self._pending = self._pending, b""
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if b"\r" in data:  # a one-byte search is a memchr: some 40x cheaper than looking for b"\r\n"
+            data = data.replace(b"\r\n", b"\n")
+        self.writer.write(data, stream=self.stream)
+
+
+async def pump(reader: asyncio.StreamReader, *, path: str, clock: clock_mod.Clock,
+               policy: Policy | None = None, live: containerio.Outputs | None = None,
+               stderr: asyncio.StreamReader | None = None) -> None:
+    """Copy a container's output (reader: its stdout or terminal; stderr, if apart) into its log until it ends.
+
+    The log rotates per policy. Each chunk also goes, as it is read and tagged with its stream, to the attach
+    sessions listening to the container (in `live`, the agent's by default), which never wait for them."""
     writer = Writer(path, clock=clock, policy=policy)
     output = (containerio.LIVE if live is None else live).publisher(os.path.dirname(path))
+    errors: asyncio.Task[None] | None = None
     try:
         writer.open()  # every run has a log, even one that never writes
-        while True:
-            chunk = await reader.read(CHUNK)
-            if not chunk:
-                return
-            output.publish(chunk)
-            writer.write(chunk)
+        if stderr is not None:
+            errors = asyncio.get_running_loop().create_task(
+                _copy(stderr, Lines(writer, containerio.STDERR), output), name="log-stderr")
+        await _copy(reader, Lines(writer, containerio.STDOUT), output)
+        if errors is not None:
+            await errors
     finally:
+        if errors is not None and not errors.done():
+            errors.cancel()
+            await asyncio.gather(errors, return_exceptions=True)
         output.close()
         writer.close()
+
+
+async def _copy(reader: asyncio.StreamReader, lines: Lines, output: containerio.Output) -> None:
+    """Copy one stream to the live output and the log until it ends (or the copy is cancelled)."""
+    try:
+        while chunk := await reader.read(CHUNK):
+            output.publish(chunk, lines.stream)
+            lines.feed(chunk)
+    finally:
+        lines.flush()

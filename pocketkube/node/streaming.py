@@ -111,20 +111,21 @@ class Handlers:
             return self.runtime.pid(uid, container) != pid and not self.runtime.writing_log(uid, container)
 
         ender = loop.create_task(self._end_when_over(session, listener, over))
-        channel = remotecommand.STDOUT if session.opts.stdout else remotecommand.STDERR
-        relay = session.opts.stdout or session.opts.stderr
+        channels = channels_for(session.opts)
         try:
             last, window = float("-inf"), BATCH_SECONDS
-            while data := await listener.take():
+            while parts := await listener.take_parts():
                 wait = last + window - self.clock.monotonic()
                 if wait > 0:
                     await self.clock.sleep(wait)
-                    data += listener.take_nowait()
+                    parts = join_parts(parts, listener.take_parts_nowait())
                     window = min(window * 2, MAX_BATCH_SECONDS)
                 else:
                     window = BATCH_SECONDS
-                if relay:
-                    await session.send(channel, data)
+                for stream, data in parts:
+                    channel = channels.get(stream)
+                    if channel is not None:
+                        await session.send(channel, data)
                 last = self.clock.monotonic()
             if listener.dropped:
                 log.info("attach to %s/%s fell behind: %d bytes of output dropped", uid, container, listener.dropped)
@@ -156,6 +157,26 @@ class Handlers:
         finally:
             closed.cancel()
             listener.end()
+
+
+def channels_for(opts: remotecommand.Options) -> dict[str, int]:
+    """Where an attach sends each output stream: stdout and stderr each on its channel, if the session has it.
+
+    A stream the session did not ask for is dropped, as containerd drops it (kubectl attach -t to a container
+    without a terminal asks for no stderr); a terminal's output is all stdout."""
+    channels = {}
+    if opts.stdout:
+        channels[containerio.STDOUT] = remotecommand.STDOUT
+    if opts.stderr:
+        channels[containerio.STDERR] = remotecommand.STDERR
+    return channels
+
+
+def join_parts(parts: list[containerio.Part], more: list[containerio.Part]) -> list[containerio.Part]:
+    """parts then more, the stream's output at the seam as one part (so one message)."""
+    if parts and more and parts[-1][0] == more[0][0]:
+        return [*parts[:-1], (more[0][0], parts[-1][1] + more[0][1]), *more[1:]]
+    return parts + more
 
 
 async def _discard(session: remotecommand.Session) -> None:

@@ -157,6 +157,46 @@ def test_run_interactive_with_piped_input(cluster: cluster_mod.Cluster, agent: s
         assert cluster.kubectl("get", "pod", name, check=False).returncode == 1
 
 
+@needs_busybox
+@pytest.mark.parametrize("minor", [None, OLD])
+def test_attach_keeps_stderr_apart(cluster: cluster_mod.Cluster, agent: str, minor: int | None) -> None:
+    """attach -i (websocket and SPDY) to a container without a tty: its stderr reaches kubectl's stderr, its
+    stdout kubectl's stdout, and kubectl logs shows both streams in the order written."""
+    name = f"split-{minor or 'ws'}"
+    script = "read go; echo out 1; echo err 1 >&2; sleep 0.3; echo out 2; echo err 2 >&2"
+    _apply(cluster, _pod(name, {"name": "main", "image": "busybox", "stdin": True, "command": ["sh", "-c", script]},
+                         restartPolicy="Never"))
+    cluster.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=30s")
+    got = cluster.kubectl("attach", "-i", name, input="\n", minor=minor, timeout=30)
+    assert got.stdout == "out 1\nout 2\n", got.stderr
+    assert "err 1\nerr 2\n" in got.stderr and "out" not in got.stderr
+    lines = cluster.kubectl("logs", name).stdout.splitlines()
+    assert (sorted(lines[:2]), sorted(lines[2:])) == (["err 1", "out 1"], ["err 2", "out 2"])
+
+
+@needs_busybox
+def test_attach_without_stdin_keeps_stderr_apart(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """Plain attach (no -i) relays the container's stderr to kubectl's stderr, its stdout to kubectl's stdout."""
+    script = "sleep 2; for i in 1 2 3; do echo tick $i; echo tock $i >&2; sleep 0.2; done"
+    _apply(cluster, _pod("ticktock", {"name": "main", "image": "busybox", "command": ["sh", "-c", script]},
+                         restartPolicy="Never"))
+    cluster_mod.eventually(lambda: cluster.kubectl("get", "pod", "ticktock", "-o",
+                                                   "jsonpath={.status.phase}").stdout == "Running",
+                           what="ticktock running")
+    got = cluster.kubectl("attach", "ticktock", timeout=30)
+    assert got.stdout.endswith("tick 1\ntick 2\ntick 3\n") and "tock" not in got.stdout, got.stdout
+    assert "tock 1\ntock 2\ntock 3\n" in got.stderr and "tick" not in got.stderr, got.stderr
+
+
+@needs_busybox
+def test_run_interactive_keeps_stderr_apart(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """kubectl run -i --rm: what the container writes to stderr comes out on kubectl's stderr only."""
+    got = cluster.kubectl("run", "-i", "--rm", "--restart=Never", "--image=busybox", "runerr", "--",
+                          "sh", "-c", "read x; echo got $x; echo warn $x >&2", input="hello\n", timeout=60)
+    assert got.stdout == 'got hello\npod "runerr" deleted\n', got.stderr
+    assert "warn hello\n" in got.stderr
+
+
 def test_attach_stdin_to_a_running_pod(cluster: cluster_mod.Cluster, agent: str) -> None:
     """attach -i feeds a stdin: true container; without stdinOnce its stdin stays open for the next attach."""
     script = 'while read l; do echo "got $l"; [ "$l" = quit ] && exit 0; done; echo closed'

@@ -17,11 +17,11 @@ from tests.node.test_process import Harness, pod
 class Recorder:
     """An attach client: what it is sent, on which channel, and when; `stall` makes it stop reading."""
 
-    def __init__(self, *, stdin: bool = False, tty: bool = False, stall: bool = False) -> None:
+    def __init__(self, *, stdin: bool = False, tty: bool = False, stall: bool = False, stderr: bool = False) -> None:
         self.got: list[tuple[int, bytes, float]] = []
         self.arrived = asyncio.Event()
         self.stall = stall
-        opts = remotecommand.Options(stdin=stdin, stdout=True, tty=tty)
+        opts = remotecommand.Options(stdin=stdin, stdout=True, stderr=stderr, tty=tty)
         self.session = remotecommand.Session(opts, self.send, protocol=remotecommand.V5)
 
     async def send(self, channel: int, data: bytes) -> None:
@@ -30,8 +30,8 @@ class Recorder:
         self.got.append((channel, data, time.monotonic()))
         self.arrived.set()
 
-    def output(self) -> bytes:
-        return b"".join(d for c, d, _ in self.got if c == remotecommand.STDOUT)
+    def output(self, channel: int = remotecommand.STDOUT) -> bytes:
+        return b"".join(d for c, d, _ in self.got if c == channel)
 
     async def until(self, marker: bytes, timeout: float = 5.0) -> float:
         """Wait until the output holds marker; when the piece that completed it arrived."""
@@ -59,6 +59,8 @@ def attach(h: Harness, client: Recorder) -> asyncio.Task[None]:
     assert pid is not None
     return asyncio.get_running_loop().create_task(handlers(h)._attach(client.session, "u1", "main", pid))
 
+
+OUT, ERR = containerio.STDOUT, containerio.STDERR
 
 # --- the fan-out, pure
 
@@ -123,6 +125,41 @@ async def test_an_unpublished_output_is_forgotten_with_its_last_listener() -> No
     assert len(outputs) == 0 and await listener.take() == b""
 
 
+async def test_listener_keeps_each_streams_output_in_order() -> None:
+    """Parts come in the order written, a stream's consecutive output as one part; take() joins every stream."""
+    out = containerio.Outputs().publisher("/c")
+    listener, joined = out.listen(), out.listen()
+    for data, stream in [(b"a", OUT), (b"b", OUT), (b"!", ERR), (b"c", OUT)]:
+        out.publish(data, stream)
+    assert await listener.take_parts() == [(OUT, b"ab"), (ERR, b"!"), (OUT, b"c")]
+    assert await joined.take() == b"ab!c"
+    out.close()
+    assert await listener.take_parts() == []
+
+
+@pytest.mark.parametrize(("opts", "want"), [
+    (remotecommand.Options(stdout=True, stderr=True), {OUT: remotecommand.STDOUT, ERR: remotecommand.STDERR}),
+    (remotecommand.Options(stdout=True, tty=True), {OUT: remotecommand.STDOUT}),  # attach -t: no stderr asked
+    (remotecommand.Options(stderr=True), {ERR: remotecommand.STDERR}),
+    (remotecommand.Options(stdin=True), {}),
+])
+def test_each_stream_goes_to_its_own_channel(opts: remotecommand.Options, want: dict[str, int]) -> None:
+    """An attach sends stdout and stderr on their own channels, and drops a stream the session did not ask for."""
+    assert streaming.channels_for(opts) == want
+
+
+@pytest.mark.parametrize(("parts", "more", "want"), [
+    ([], [(OUT, b"a")], [(OUT, b"a")]),
+    ([(OUT, b"a")], [], [(OUT, b"a")]),
+    ([(ERR, b"e"), (OUT, b"a")], [(OUT, b"b"), (ERR, b"f")], [(ERR, b"e"), (OUT, b"ab"), (ERR, b"f")]),
+    ([(OUT, b"a")], [(ERR, b"e")], [(OUT, b"a"), (ERR, b"e")]),
+])
+def test_join_parts(parts: list[containerio.Part], more: list[containerio.Part],
+                    want: list[containerio.Part]) -> None:
+    """A batch's parts join the ones before it, one stream's output at the seam becoming one part."""
+    assert streaming.join_parts(parts, more) == want
+
+
 async def test_wakeup_is_done_once_output_or_the_end_comes() -> None:
     """wakeup() is done at once with output queued, else on the next output or the end; listeners are counted."""
     out = containerio.Outputs().publisher("/c")
@@ -180,6 +217,26 @@ async def test_attach_relays_output_as_it_is_written(h: Harness) -> None:
     await asyncio.wait_for(attached, 5)
     assert client.output() == b"prompt> got hello\nbye\n"
     assert client.got[-1][:2] == (remotecommand.ERROR, b'{"metadata":{},"status":"Success"}')
+
+
+async def test_attach_sends_stderr_on_its_own_channel(h: Harness) -> None:
+    """Without a tty, what the container writes to stderr reaches the stderr channel, stdout the stdout one,
+    and the log holds both; a session without stderr (attach -t to a container without a tty) gets no stderr."""
+    script = "read go; echo out; echo err >&2; sleep 0.1; echo out2; echo err2 >&2"
+    await h.rt.sync_pod(pod(command=["sh", "-c", script], stdin=True))
+    client, quiet = Recorder(stderr=True), Recorder(tty=True)
+    attached = [attach(h, client), attach(h, quiet)]
+    await asyncio.sleep(0.05)
+    stdio = h.rt.stdio("u1", "main")
+    assert stdio is not None
+    await stdio.write(b"\n")
+    await asyncio.wait_for(asyncio.gather(*attached), 5)
+    assert (client.output(), client.output(remotecommand.STDERR)) == (b"out\nout2\n", b"err\nerr2\n")
+    assert (quiet.output(), quiet.output(remotecommand.STDERR)) == (b"out\nout2\n", b"")
+    log = h.rt.log_path("u1", "main", 0)
+    assert sorted(open(log, "rb").read().splitlines()) == [b"err", b"err2", b"out", b"out2"]
+    tags = [line.split()[1] for line in open(logrotate.ts_path(log)).read().splitlines()]
+    assert sorted(tags) == [ERR, ERR, OUT, OUT]
 
 
 async def test_attach_to_a_terminal_echoes_keystrokes(h: Harness) -> None:

@@ -125,11 +125,11 @@ async def test_stdin_is_released_when_the_container_exits(h):
 # --- /etc/resolv.conf
 
 
-def dns_harness(tmp_path, host: str = "nameserver 192.0.2.53\nsearch corp.example\n") -> Harness:
+def dns_harness(tmp_path, host: str = "nameserver 192.0.2.53\nsearch corp.example\n", client=None) -> Harness:
     host_file = tmp_path / "host-resolv.conf"
     host_file.write_text(host)
-    harness = Harness(tmp_path / "data", fakes.FakeClient())
-    harness.rt.dns = resolvconf.Settings(cluster_dns=("10.96.0.10",), resolv_conf=str(host_file))
+    harness = Harness(tmp_path / "data", client or fakes.FakeClient())
+    harness.rt.sandboxes.dns = resolvconf.Settings(cluster_dns=("10.96.0.10",), resolv_conf=str(host_file))
     return harness
 
 
@@ -178,7 +178,7 @@ async def test_resolv_conf_per_dns_policy(tmp_path, spec: dict, want: str):
 async def test_missing_cluster_dns_falls_back_with_a_warning(tmp_path):
     """Without a cluster DNS address a ClusterFirst pod gets the host's resolver and a MissingClusterDNS event."""
     h = dns_harness(tmp_path)
-    h.rt.dns = resolvconf.Settings(resolv_conf=h.rt.dns.resolv_conf)
+    h.rt.sandboxes.dns = resolvconf.Settings(resolv_conf=h.rt.sandboxes.dns.resolv_conf)
     try:
         result = await h.rt.sync_pod(pod(command=["true"]))
         assert [(e.type, e.reason) for e in result.events][0] == (runtime.WARNING, resolvconf.MISSING_CLUSTER_DNS)
@@ -193,8 +193,7 @@ async def test_container_mounting_its_own_resolv_conf_keeps_it(tmp_path):
     """A volume mounted at /etc/resolv.conf wins over the pod's formed file."""
     client = fakes.FakeClient()
     client.objects["/api/v1/namespaces/ns/configmaps/dns"] = {"data": {"resolv.conf": "nameserver 203.0.113.1\n"}}
-    h = dns_harness(tmp_path)
-    h.rt.client = client
+    h = dns_harness(tmp_path, client=client)
     try:
         p = pod(command=["cat", "/etc/resolv.conf"],
                 volumeMounts=[{"name": "dns", "mountPath": "/etc/resolv.conf", "subPath": "resolv.conf"}],

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from pocketkube.base import clock as clock_mod
-from pocketkube.node import kubeletserver, logrotate
+from pocketkube.node import containerio, kubeletserver, logrotate
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -100,3 +100,71 @@ def test_reader_after_rotation_reads_only_the_current_file(tmp_path):
     w.close()
     got = kubeletserver.LogReader(path, fallback=T0).poll(final=True)
     assert [line for _, line in got] == [f"line-{i:02d}\n".encode() for i in range(5, 10)]
+
+
+def _index(path):
+    return [line.split(" ") for line in open(logrotate.ts_path(path)).read().splitlines()]
+
+
+OUT, ERR = "stdout", "stderr"
+M = logrotate.MAX_LINE
+
+
+@pytest.mark.parametrize(("feeds", "log", "streams"), [
+    # a stream's unended line waits for its end, while the other stream's whole lines go first
+    ([(OUT, b"par"), (ERR, b"err\n"), (OUT, b"tial\n")], b"err\npartial\n", [ERR, OUT]),
+    ([(OUT, b"a\nb"), (ERR, b"x"), (ERR, b"y\n"), (OUT, b"c\n")], b"a\nxy\nbc\n", [OUT, ERR, OUT]),
+    # an unended last line goes as it is when its stream ends
+    ([(OUT, b"done\nno end"), (ERR, b"oops")], b"done\nno endoops", [OUT, OUT]),
+    # CR LF line ends are logged as LF, a CR elsewhere stays
+    ([(OUT, b"a\r\nb\rc\r"), (OUT, b"\nd\n")], b"a\nb\rc\nd\n", [OUT, OUT, OUT]),
+    # a line still unended at MAX_LINE goes in pieces, so the other stream's lines may come between them
+    ([(OUT, b"x" * (M + 2)), (ERR, b"e\n"), (OUT, b"\n")], b"x" * M + b"e\nxx\n", [OUT, OUT]),
+    # a piece never ends in the CR of a CR LF line end
+    ([(OUT, b"x" * (M - 1) + b"\r"), (OUT, b"\n")], b"x" * (M - 1) + b"\n", [OUT]),
+])
+def test_lines_keep_each_streams_lines_whole(tmp_path, feeds, log, streams):
+    """Each stream reaches the log a line at a time, tagged in the index with its stream, as containerd logs it."""
+    path = str(tmp_path / "0.log")
+    w = logrotate.Writer(path, clock=clock_mod.FakeClock(T0))
+    lines = {s: logrotate.Lines(w, s) for s in (OUT, ERR)}
+    for stream, chunk in feeds:
+        lines[stream].feed(chunk)
+    for each in lines.values():
+        each.flush()
+    w.close()
+    assert open(path, "rb").read() == log
+    assert [s for _, s in _index(path)] == streams
+
+
+async def test_pump_copies_stdout_and_stderr_apart(tmp_path):
+    """The pump logs both streams, each line tagged with its own, and publishes each chunk with its stream."""
+    outputs = containerio.Outputs()
+    path = str(tmp_path / "0.log")
+    listener = outputs.listen(str(tmp_path))
+    out, err = asyncio.StreamReader(), asyncio.StreamReader()
+    pumping = asyncio.get_running_loop().create_task(
+        logrotate.pump(out, path=path, clock=clock_mod.FakeClock(T0), live=outputs, stderr=err))
+    out.feed_data(b"one ")
+    await asyncio.sleep(0)
+    err.feed_data(b"warning\n")
+    await asyncio.sleep(0)
+    out.feed_data(b"two\n")
+    out.feed_eof()
+    await asyncio.sleep(0)
+    assert not pumping.done()  # stderr is still open
+    err.feed_data(b"bye")
+    err.feed_eof()
+    await asyncio.wait_for(pumping, 5)
+    assert open(path, "rb").read() == b"warning\none two\nbye"
+    assert _index(path) == [["2024-05-01T12:00:00.000000Z", s] for s in (ERR, OUT, ERR)]
+    assert listener.take_parts_nowait() == [(OUT, b"one "), (ERR, b"warning\n"), (OUT, b"two\n"), (ERR, b"bye")]
+
+
+def test_reader_takes_times_from_a_tagged_or_untagged_index(tmp_path):
+    """kubectl logs --timestamps reads each line's time from the index, with or without its stream tag."""
+    path = str(tmp_path / "0.log")
+    open(path, "wb").write(b"a\nb\n")
+    open(logrotate.ts_path(path), "w").write("2024-05-01T12:00:01.5Z stderr\n2024-05-01T12:00:02Z\n")
+    got = kubeletserver.LogReader(path, fallback=T0).poll(final=True)
+    assert [(at.second, at.microsecond) for at, _ in got] == [(1, 500000), (2, 0)]

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from pocketkube.base import clock as clock_mod
+from pocketkube.network import podnet
 from pocketkube.node import envvars, process, runtime
 from tests.node import fakes
 
@@ -156,7 +157,7 @@ async def test_missing_config_key_is_a_config_error(h):
 
 async def test_mounts_refused_when_namespaces_are_not_permitted(h, tmp_path):
     """Without mount namespaces a container with volume mounts is refused, never run without them."""
-    h.rt._mount_problem = "unshare --mount failed: Operation not permitted"
+    h.rt.starter.mount_problem = "unshare --mount failed: Operation not permitted"
     p = pod(command=["true"], volumeMounts=[{"name": "v", "mountPath": str(tmp_path / "m")}],
             _volumes=[{"name": "v", "emptyDir": {}}])
     await h.rt.sync_pod(p)
@@ -222,7 +223,7 @@ async def test_volumes_are_set_up_once_then_refreshed_periodically(tmp_path):
     client = fakes.FakeClient()
     client.objects["/api/v1/namespaces/ns/configmaps/cfg"] = {"data": {"k": "v1"}}
     h = Harness(tmp_path, client)
-    h.rt.clock = clock_mod.FakeClock()
+    clock = h.rt.volumes.clock = clock_mod.FakeClock()  # the volume manager's clock decides when to refresh
     try:
         p = pod(policy="Always", command=["sleep", "30"],
                 _volumes=[{"name": "cfg", "configMap": {"name": "cfg"}},
@@ -238,7 +239,7 @@ async def test_volumes_are_set_up_once_then_refreshed_periodically(tmp_path):
         await h.rt.sync_pod(p)
         assert open(labels).read() == 'a="2"' and reads() == 2
         client.objects["/api/v1/namespaces/ns/configmaps/cfg"] = {"data": {"k": "v2"}}
-        h.rt.clock.advance(process.REFRESH_SECONDS)
+        clock.advance(process.REFRESH_SECONDS)
         await h.rt.sync_pod(p)
         assert reads() == 3
         assert open(os.path.join(str(tmp_path), "pods", "u1", "volumes", "cfg", "k")).read() == "v2"
@@ -255,3 +256,11 @@ async def test_downward_api_volume_has_the_pod_ip_from_the_first_start(h, tmp_pa
     d = os.path.join(str(tmp_path), "pods", "u1", "volumes", "info")
     assert open(os.path.join(d, "ip")).read() == h.rt.pod_status("u1").ips[0]
     assert open(os.path.join(d, "host")).read() == "127.0.0.1"
+
+
+def test_runtime_shows_the_agent_its_pod_network(tmp_path):
+    """The agent sets up and describes the node's pod network, which it finds on the runtime as `network`."""
+    network = podnet.PodNetwork(str(tmp_path), pod_cidr="10.244.0.0/24", mode="off")
+    rt = process.ProcessRuntime(fakes.FakeClient(), data_dir=str(tmp_path), pod_cidr="10.244.0.0/24",
+                                host_ip="127.0.0.1", network=network)
+    assert rt.network is network

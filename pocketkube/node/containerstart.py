@@ -1,0 +1,229 @@
+"""Starting one run of a container: its image, env, mounts and files, cgroup, process and log pump."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pocketkube.base import clock as clock_mod
+from pocketkube.client import rest
+from pocketkube.node import (
+    cgroups,
+    containerio,
+    containerwatch,
+    envvars,
+    hooks,
+    images,
+    launcher,
+    logrotate,
+    probes,
+    reaper,
+    runtime,
+    sandbox,
+    volumes,
+)
+
+CONFIG_RETRY_SECONDS = 2.0
+
+
+class Starter:
+    """Starts the containers of one process runtime, each run a process under the launcher with its log pump."""
+
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock, sandboxes: sandbox.Sandboxes,
+                 containers: containerwatch.Containers, reaper: reaper.Reaper, allocatable: Mapping[str, str],
+                 log_policy: logrotate.Policy, services: envvars.ServiceCache | None,
+                 pod_dir: Callable[[str], str], log_path: Callable[[str, str, int], str]) -> None:
+        self.client = client
+        self.clock = clock
+        self.sandboxes = sandboxes
+        self.containers = containers
+        self._reaper = reaper
+        self.allocatable = allocatable
+        self.log_policy = log_policy
+        # The kubelet's service informer: service links come from its cache, not two API reads per container.
+        self.services = services
+        self.pod_dir = pod_dir
+        self.log_path = log_path
+        self.unshare = shutil.which("unshare")
+        self.setsid = shutil.which("setsid")
+        # Set once the runtime has found the cgroup hierarchy (its first sync).
+        self.cgroups: cgroups.Manager | None = None
+        # Why containers cannot have bind mounts here: None until a container first needs to know.
+        self.mount_problem: str | None = None
+
+    async def start(self, pod: Mapping[str, Any], ps: runtime.PodStatus, c: Mapping[str, Any],
+                     cs: runtime.ContainerStatus, *, init: bool, mounts: dict[str, str], now: datetime.datetime,
+                     result: runtime.SyncResult) -> None:
+        """Start one run of a container, or leave it waiting with the kubelet's reason when it cannot start."""
+        name, image = cs.name, str(c.get("image") or "")
+        path = containerwatch.field_path(init, name)
+        res = images.resolve(c)
+        if res.error:
+            pulls = cs.reason in ("ErrImagePull", "ImagePullBackOff")
+            result.events.append(runtime.Event(runtime.NORMAL, "Pulling", f'Pulling image "{image}"', path))
+            result.events.append(runtime.Event(runtime.WARNING, "Failed",
+                                               f'Failed to pull image "{image}": {res.error}', path))
+            result.events.append(runtime.Event(runtime.WARNING, "Failed", "Error: ErrImagePull", path))
+            if pulls:
+                result.events.append(runtime.Event(runtime.NORMAL, "BackOff", f'Back-off pulling image "{image}"',
+                                                   path))
+                result.events.append(runtime.Event(runtime.WARNING, "Failed", "Error: ImagePullBackOff", path))
+            cs.backoff = runtime.BACKOFF_INITIAL if not pulls else min(cs.backoff * 2, runtime.BACKOFF_MAX)
+            # The first failure reads ErrImagePull; while backing off the kubelet reports ImagePullBackOff.
+            reason = "ImagePullBackOff" if pulls else "ErrImagePull"
+            message = f'Back-off pulling image "{image}": ErrImagePull: {res.error}' if pulls else res.error
+            _wait(cs, reason, message, seconds=cs.backoff, now=now)
+            return
+        uid = ps.uid
+        try:
+            in_netns = bool(self.sandboxes.netns_path(uid))
+            env = await envvars.resolve(self.client, self.sandboxes.with_ips(pod, ps.ips), c,
+                                        allocatable=self.allocatable, in_pod_network=in_netns, services=self.services)
+            binds = launcher.binds(pod, c, mounts)
+            if binds and (problem := await self._why_no_mounts()):
+                raise volumes.ConfigError(f"the process runtime cannot mount volumes for this container: "
+                                          f"{problem}")
+        except volumes.ConfigError as e:
+            result.events.append(runtime.Event(runtime.WARNING, "Failed", f"Error: {e}", path))
+            _wait(cs, "CreateContainerConfigError", str(e), seconds=CONFIG_RETRY_SECONDS, now=now)
+            return
+        binds += await self._resolv_bind(uid, binds)
+        argv = [envvars.expand(a, env) for a in res.argv]
+        cdir = os.path.join(self.pod_dir(uid), name)
+        # A container that ran before counts a restart now that it runs again.
+        attempt = cs.restart_count + (1 if cs.container_id else 0)
+        error_file = os.path.join(cdir, f"{attempt}.error")
+        started_file = os.path.join(cdir, f"{attempt}.started")
+        message_file = await self._message_bind(c, binds, os.path.join(cdir, f"{attempt}.termination-log"))
+        try:
+            # One trip to a thread for the container's files and cgroup: each trip costs more than the work.
+            procs = await asyncio.to_thread(self._prepare, pod, c, cdir=cdir, stale=(error_file, started_file),
+                                            message_file=message_file)
+        except _CgroupError as e:
+            cs.termination = runtime.Termination(
+                exit_code=launcher.START_ERROR_CODE, reason="StartError", finished_at=now, started_at=now,
+                message=f"{launcher.OCI_PREFIX}failed to set up the container's cgroup: {e.__cause__}")
+            cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
+            return
+        script = launcher.launcher(binds, working_dir=str(c.get("workingDir") or ""), error_file=error_file,
+                                   started_file=started_file, cgroup_procs=procs)
+        cmd = ["/bin/sh", "-c", script, "launcher", *argv]
+        netns = self.sandboxes.netns_path(uid)
+        if netns:
+            cmd = ["nsenter", f"--net={netns}", "--", *cmd]  # every container of the pod shares its namespace
+        if binds and self.unshare:
+            cmd = [self.unshare, "--mount", "--propagation", "private", "--", *cmd]
+        targets = [m.target for m in binds]
+        launcher.claim_mount_points(targets)
+        stdio: containerio.Stdio | None = None
+        try:
+            stdio = containerio.Stdio.for_container(c)
+            proc = await launcher.spawn(cmd, env=env, stdio=stdio, setsid=self.setsid)
+        except (OSError, subprocess.SubprocessError) as e:
+            launcher.release_mount_points(targets)
+            if stdio is not None:
+                await stdio.close()
+            cs.termination = runtime.Termination(exit_code=launcher.START_ERROR_CODE, reason="StartError",
+                                                 finished_at=now, started_at=now, message=launcher.OCI_PREFIX + str(e))
+            cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
+            return
+        self._reaper.tell(f"+pg {proc.pid}", *(f"+cg {procs_file}" for procs_file in procs))
+        if stdio is not None:
+            stdio.started()
+        tty = stdio is not None and stdio.tty
+        output = stdio.output() if stdio is not None and tty else proc.stdout
+        assert output is not None
+        pump = asyncio.get_running_loop().create_task(
+            logrotate.pump(output, path=self.log_path(uid, name, attempt), clock=self.clock,
+                           policy=self.log_policy, stderr=None if tty else proc.stderr), name=f"log-{name}")
+        cs.restart_count = attempt
+        cs.container_id = runtime.container_id(uid, name, attempt)
+        cs.state, cs.reason, cs.message = runtime.RUNNING, "", ""
+        cs.started_at, cs.backoff_until = now, None
+        cs.ready = cs.started = True
+        result.events.extend(runtime.start_events(c, init=init))
+        waiter = asyncio.get_running_loop().create_task(
+            self.containers.watch(uid, cs, proc, started_file=started_file, error_file=error_file, targets=targets,
+                                  pump=pump, message_file=message_file, fallback_log=self.log_path(uid, name, attempt)
+                                  if c.get("terminationMessagePolicy") == "FallbackToLogsOnError" else ""),
+            name=f"container-{name}")
+        run = containerwatch.Run(proc=proc, waiter=waiter, targets=targets, probe_target=probes.Target(
+            env=env, working_dir=str(c.get("workingDir") or ""), pid=proc.pid, nsenter=cmd[0] == self.unshare,
+            host=ps.ips[0] if netns else "127.0.0.1"),
+            pod=pod, container=c, init=init, cgroup_procs=procs, stdio=stdio)
+        self.containers.runs[(uid, name)] = run
+        post_start = hooks.handler(c, hooks.POST_START)
+        if post_start is not None:
+            # Not running (nor started) until its postStart hook is done, as the kubelet reports it.
+            cs.state, cs.ready, cs.started = runtime.WAITING, False, False
+            run.post_start = asyncio.get_running_loop().create_task(
+                self.containers.post_start(uid, cs, run, post_start), name=f"post-start-{name}")
+
+    async def _why_no_mounts(self) -> str:
+        """Why containers cannot have bind mounts here ("" when they can), found out when first needed."""
+        if self.mount_problem is None:
+            self.mount_problem = await asyncio.to_thread(launcher.probe_mounts, self.unshare)
+        return self.mount_problem
+
+    async def _resolv_bind(self, uid: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
+        """The bind of the pod's resolv.conf at /etc/resolv.conf, unless the container mounts its own there."""
+        path = self.sandboxes.resolv_file(uid)
+        if path is None or any(os.path.normpath(m.target) in ("/", "/etc", sandbox.RESOLV_CONF) for m in binds):
+            return []
+        # Without mount namespaces the container sees the host's file (never a reason to refuse it), nor is a
+        # missing or dangling /etc/resolv.conf created on the host for it.
+        if await self._why_no_mounts() or not os.path.exists(sandbox.RESOLV_CONF):
+            return []
+        return [launcher.Mount(source=path, target=sandbox.RESOLV_CONF, read_only=False)]
+
+    def _prepare(self, pod: Mapping[str, Any], c: Mapping[str, Any], *, cdir: str, stale: tuple[str, ...],
+                 message_file: str) -> list[str]:
+        """In a thread: the container's directory, no stale marker files, an empty termination message file,
+        and its cgroups (the cgroup.procs files to join; _CgroupError when the kernel refuses a setting)."""
+        os.makedirs(cdir, exist_ok=True)
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if message_file:
+            with open(message_file, "w"):
+                pass
+            os.chmod(message_file, 0o666)  # as the kubelet leaves it: any user of the container may write it
+        if self.cgroups is None:
+            return []
+        try:
+            return self.cgroups.create(pod, c)
+        except OSError as e:
+            raise _CgroupError() from e
+
+    async def _message_bind(self, c: Mapping[str, Any], binds: list[launcher.Mount], path: str) -> str:
+        """Add the bind of a file at the container's terminationMessagePath; the file ("" when none), which
+        _prepare creates empty.
+
+        Without mount namespaces the container has no such file (its message stays empty) rather than
+        a refusal to run: the message is a report, not part of the workload."""
+        target = str(c.get("terminationMessagePath") or "")
+        if not target or not self.unshare or any(os.path.normpath(m.target) == os.path.normpath(target)
+                                                 for m in binds):
+            return ""
+        if await self._why_no_mounts():
+            return ""
+        binds.append(launcher.Mount(source=path, target=target, read_only=False))
+        return path
+
+
+def _wait(cs: runtime.ContainerStatus, reason: str, message: str, *, seconds: float,
+          now: datetime.datetime) -> None:
+    """Leave the container waiting with the kubelet's reason, to be tried again in seconds."""
+    cs.state, cs.reason, cs.message = runtime.WAITING, reason, message
+    cs.ready = cs.started = False
+    cs.backoff_until = now + datetime.timedelta(seconds=seconds)
+
+
+class _CgroupError(Exception):
+    """The container's cgroup could not be set up (its cause is the OSError)."""

@@ -1,0 +1,88 @@
+"""A pod's sandbox on this node: its IPs, its network namespace and the /etc/resolv.conf formed for it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pocketkube.network import podnet, resolvconf
+from pocketkube.node import runtime
+
+log = logging.getLogger("pocketkube.node.sandbox")
+
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+class Sandboxes:
+    """The pod sandboxes of one process runtime: IPs from the node's pod CIDR, network namespaces, resolv.conf files."""
+
+    def __init__(self, *, pod_cidr: str, host_ip: str, pod_dir: Callable[[str], str],
+                 network: podnet.PodNetwork | None = None, dns: resolvconf.Settings | None = None) -> None:
+        self.host_ip = host_ip
+        # The node's pod network: each pod in its own namespace on the bridge (None: pods share the host's).
+        self.network = network
+        # The kubelet's cluster DNS settings, for each pod's /etc/resolv.conf (None: pods see the host's file).
+        self.dns = dns
+        self.ips = runtime.IPAllocator(pod_cidr)
+        self._pod_dir = pod_dir
+        # Per pod: its resolv.conf, when one was formed.
+        self._resolv: dict[str, str] = {}
+
+    def ips_for(self, pod: Mapping[str, Any]) -> list[str]:
+        """The IPs a new sandbox gets: the host's, the one its status already reports (if still free), or a new one."""
+        spec = pod.get("spec") or {}
+        if spec.get("hostNetwork") or (self.network and not self.network.enabled):
+            return [self.host_ip]
+        ip = str((pod.get("status") or {}).get("podIP") or "")
+        return [ip if ip and self.ips.reserve(ip) else self.ips.allocate()]
+
+    def own_netns(self, pod: Mapping[str, Any]) -> bool:
+        """Whether the pod gets a network namespace of its own."""
+        return self.network is not None and self.network.enabled and not (pod.get("spec") or {}).get("hostNetwork")
+
+    def netns_path(self, uid: str) -> str | None:
+        """The pod's network namespace, when it has one."""
+        return self.network.netns_path(uid) if self.network is not None else None
+
+    def create(self, pod: Mapping[str, Any], uid: str, ip: str) -> list[runtime.Event]:
+        """In a thread: the pod's network namespace with ip (none when ip is ""; NetworkError when it fails) and
+        its resolv.conf; the events the resolv.conf warrants."""
+        if ip and self.network is not None:
+            self.network.add(uid, ip)
+        return self._write_resolv(pod, uid)
+
+    def resolv_file(self, uid: str) -> str | None:
+        """The resolv.conf formed for the pod (None: it sees the host's)."""
+        return self._resolv.get(uid)
+
+    def with_ips(self, pod: Mapping[str, Any], ips: list[str]) -> Mapping[str, Any]:
+        """The pod with the IPs its status will report: the first start comes before the first status write,
+        and the kubelet takes the downward API's status.podIP/hostIP from the sandbox and the node."""
+        status = {**(pod.get("status") or {}), "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}]}
+        if ips:
+            status["podIP"], status["podIPs"] = ips[0], [{"ip": ip} for ip in ips]
+        return {**pod, "status": status}
+
+    def forget(self, uid: str) -> None:
+        self._resolv.pop(uid, None)
+
+    async def remove(self, uid: str, ips: list[str]) -> None:
+        """Give the pod's IPs back and remove its network namespace."""
+        for ip in ips:
+            self.ips.release(ip)
+        if self.network is not None:
+            await self.network.remove_pod(uid)
+
+    def _write_resolv(self, pod: Mapping[str, Any], uid: str) -> list[runtime.Event]:
+        """Form the pod's resolv.conf in its directory, as the kubelet does per dnsPolicy; the events it warrants."""
+        if self.dns is None or resolvconf.uses_host_file(pod):
+            return []
+        try:
+            formed, path = resolvconf.pod_file(pod, self.dns, self._pod_dir(uid))
+        except OSError as e:
+            log.warning("cannot write the resolv.conf of %s: %s", runtime.pod_ref(pod), e)
+            return []
+        self._resolv[uid] = path
+        return [runtime.Event(runtime.WARNING, reason, message) for reason, message in formed.events]
+
