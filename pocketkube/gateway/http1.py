@@ -35,8 +35,6 @@ _REQUEST_SCAN = re.compile(rb"\r\n(host|con(?:tent-length|nection)|t(?:ransfer-e
                            + _TOKEN_CHARS + rb"*)):[ \t]*([^\r\n]*)", re.I)
 _RESPONSE_SCAN = re.compile(rb"\r\n(con(?:tent-length|nection)|t(?:ransfer-encoding|e|railer)|upgrade|keep-alive"
                             rb"|proxy-(?:connection|authenticate)):[ \t]*([^\r\n]*)", re.I)
-_STRIP_REQUEST = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization"
-                            rb"|te|trailer|upgrade|x-real-ip|x-forwarded-" + _TOKEN_CHARS + rb"*):[^\r\n]*", re.I)
 _STRIP_RESPONSE = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|proxy-authenticate"
                              rb"|te|trailer|upgrade):[^\r\n]*", re.I)
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
@@ -71,13 +69,13 @@ def header(block: bytes, name: bytes) -> bytes | None:
 
 @dataclasses.dataclass(slots=True)
 class Request:
-    """A parsed request head; block is the header lines as received ("\r\nName: value" each)."""
+    """A parsed request head: its request line and the whole head as received (without the blank line)."""
 
     method: bytes
     target: bytes
     version: bytes
     line: bytes
-    block: bytes
+    head: bytes
     framing: int = NO_BODY
     length: int = 0
     keep_alive: bool = True
@@ -87,6 +85,13 @@ class Request:
     extra_hop: tuple[bytes, ...] = ()
     # No line of block is dropped when forwarding (Host aside), so it can be forwarded as received.
     clean: bool = True
+    # Names (as sent) of the hop-by-hop and X-Forwarded-*/X-Real-IP lines dropped when forwarding.
+    hops: tuple[bytes, ...] = ()
+
+    @property
+    def block(self) -> bytes:
+        """The header lines as received ("\r\nName: value" each)."""
+        return self.head[len(self.line):]
 
     def get(self, name: bytes) -> bytes | None:
         return header(self.block, name)
@@ -98,11 +103,11 @@ class Request:
 
 @dataclasses.dataclass(slots=True)
 class Response:
-    """A parsed response head."""
+    """A parsed response head: its status line and the whole head as received (without the blank line)."""
 
     status: int
     line: bytes
-    block: bytes
+    head: bytes
     framing: int = NO_BODY
     length: int = 0
     keep_alive: bool = True
@@ -111,51 +116,49 @@ class Response:
     clean: bool = True
 
     @property
+    def block(self) -> bytes:
+        """The header lines as received ("\r\nName: value" each)."""
+        return self.head[len(self.line):]
+
+    @property
     def headers(self) -> Headers:
         return headers_of(self.block)
 
 
-class _RequestParser:
-    """A reusable llhttp request parser and what it reports back: whether the message ended with its head."""
-
-    __slots__ = ("complete", "parser")
+class _Local(threading.local):
+    """One llhttp request parser per thread (each proxy loop has its own), reused while it sits between messages."""
 
     def __init__(self) -> None:
-        self.complete = False
-        self.parser = httptools.HttpRequestParser(self)
-
-    def on_message_complete(self) -> None:
-        self.complete = True
+        self.parser = httptools.HttpRequestParser(_NO_CALLBACKS)
 
     def renew(self) -> None:
         """A fresh parser: the current one is mid-message, closed or failed, and would refuse the next head."""
-        self.parser = httptools.HttpRequestParser(self)
-
-
-class _Local(threading.local):
-    """One request parser per thread (each proxy loop has its own), reused while it sits between messages."""
-
-    def __init__(self) -> None:
-        self.request = _RequestParser()
+        self.parser = httptools.HttpRequestParser(_NO_CALLBACKS)
 
 
 class _NoCallbacks:
-    """The protocol of a response parser: nothing to call back, the head is all it is fed."""
+    """The protocol of a parser: nothing to call back (a Python call per event costs more than the parsing).
+
+    Whether a request's message ended with its head follows from the framing read here, as it does in llhttp.
+    """
 
     __slots__ = ()
 
 
-_local = _Local()
 _NO_CALLBACKS = _NoCallbacks()
+_local = _Local()
 
 
-def _fields(found: list[tuple[bytes, bytes]]) -> tuple[int, int, frozenset[bytes], bytes | None, bytes, bool]:
-    """(framing, content length, Connection tokens, Host, Upgrade, clean) from the scanned lines."""
+Fields = tuple[int, int, frozenset[bytes], bytes | None, bytes, tuple[bytes, ...]]
+
+
+def _fields(found: list[tuple[bytes, bytes]]) -> Fields:
+    """(framing, content length, Connection tokens, Host, Upgrade, names of the lines to drop) from the scan."""
     te = cl = conn = host = None
     upgrade = b""
-    clean = True
-    for name, v in found:
-        name = name.lower()
+    hops: tuple[bytes, ...] = ()
+    for raw, v in found:
+        name = raw.lower()
         v = v.rstrip(b" \t")
         if name == b"host":
             if host is not None:
@@ -170,7 +173,7 @@ def _fields(found: list[tuple[bytes, bytes]]) -> tuple[int, int, frozenset[bytes
         if name == b"transfer-encoding":
             te = v if te is None else te + b"," + v
             continue
-        clean = False
+        hops += (raw,)
         if name == b"connection":
             conn = v if conn is None else conn + b"," + v
         elif name == b"upgrade":
@@ -182,13 +185,13 @@ def _fields(found: list[tuple[bytes, bytes]]) -> tuple[int, int, frozenset[bytes
         codings = [c.strip().lower() for c in te.split(b",")]
         if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
             raise BadMessage(f"unsupported Transfer-Encoding {te.decode(errors='replace')}", 501)
-        return CHUNKED, 0, tokens, host, upgrade, clean
+        return CHUNKED, 0, tokens, host, upgrade, hops
     if cl is not None:
         if not cl.isdigit() or len(cl) > 18:
             raise BadMessage(f"invalid Content-Length {cl[:32]!r}")
         # A present "Content-Length: 0" is LENGTH 0, so a response with it is not read until close.
-        return LENGTH, int(cl), tokens, host, upgrade, clean
-    return NO_BODY, 0, tokens, host, upgrade, clean
+        return LENGTH, int(cl), tokens, host, upgrade, hops
+    return NO_BODY, 0, tokens, host, upgrade, hops
 
 
 def parse_request(head: bytes) -> Request:
@@ -197,8 +200,8 @@ def parse_request(head: bytes) -> Request:
     llhttp (the parser of Node.js, through httptools) validates every line in C; the few lines that decide
     framing and forwarding are then picked out by one regular expression.
     """
-    end = head.find(b"\r\n")
-    line, block = (head, b"") if end < 0 else (head[:end], head[end:])
+    # The header lines are scanned in the whole head: a request line never starts with CRLF.
+    line = head.partition(b"\r\n")[0]
     parts = line.split(b" ")
     if len(parts) != 3 or parts[2] not in _VERSIONS:
         if len(parts) == 3 and _TOKEN.fullmatch(parts[0]) and parts[2].startswith(b"HTTP/"):
@@ -209,24 +212,31 @@ def parse_request(head: bytes) -> Request:
         # nginx takes raw UTF-8 in a path, llhttp does not: it checks the rest while the target is checked here.
         if _CONTROL.search(target):
             raise BadMessage(f"invalid request line {line[:64]!r}")
-        head = b"%s / %s%s" % (method, version, block)
-    rp = _local.request
-    rp.complete = False
+        checked = b"%s / %s%s" % (method, version, head[len(line):])
+    else:
+        checked = head
+    local = _local
     try:
-        rp.parser.feed_data(head + b"\r\n\r\n")
+        local.parser.feed_data(checked + b"\r\n\r\n")
     except httptools.HttpParserUpgrade:
-        rp.renew()
+        local.renew()
     except httptools.HttpParserError as e:
-        rp.renew()
+        local.renew()
         # The framing checks name the status nginx answers (501 for an unknown Transfer-Encoding, say).
-        _fields(_REQUEST_SCAN.findall(block))
+        _fields(_REQUEST_SCAN.findall(head))
         raise BadMessage(f"{e} in {line[:64]!r}") from None
+    found = _REQUEST_SCAN.findall(head)
+    if len(found) == 1 and version == b"HTTP/1.1":
+        # The common head: a Host line and nothing that frames, hops or gets replaced (llhttp checked the rest).
+        name, host = found[0]
+        if name == b"Host" or name.lower() == b"host":
+            return Request(method, target, version, line, head, NO_BODY, 0, True, host.rstrip(b" \t"))
     try:
-        framing, length, tokens, host, upgrade, clean = _fields(_REQUEST_SCAN.findall(block))
+        framing, length, tokens, host, upgrade, hops = _fields(found)
         if version == b"HTTP/1.1" and host is None:
             raise BadMessage("HTTP/1.1 request without Host")
     except BadMessage:
-        rp.renew()
+        local.renew()
         raise
     if length == 0 and framing == LENGTH:
         framing = NO_BODY
@@ -234,19 +244,18 @@ def parse_request(head: bytes) -> Request:
         keep = False
     else:
         keep = version == b"HTTP/1.1" or b"keep-alive" in tokens
-    if not (rp.complete and keep):
+    if framing != NO_BODY or not keep:
         # Mid-body, or closed after this message: llhttp would refuse the next head on this parser.
-        rp.renew()
+        local.renew()
     if not tokens:
-        return Request(method, target, version, line, block, framing, length, keep, host, b"", (), clean)
-    return Request(method, target, version, line, block, framing, length, keep, host,
-                   upgrade if b"upgrade" in tokens else b"", tuple(tokens - _STANDARD_TOKENS), clean)
+        return Request(method, target, version, line, head, framing, length, keep, host, b"", (), not hops, hops)
+    return Request(method, target, version, line, head, framing, length, keep, host,
+                   upgrade if b"upgrade" in tokens else b"", tuple(tokens - _STANDARD_TOKENS), not hops, hops)
 
 
 def parse_response(head: bytes, *, method: bytes) -> Response:
     """The response in head to a request with method; framing follows RFC 9112 section 6.3."""
-    end = head.find(b"\r\n")
-    line, block = (head, b"") if end < 0 else (head[:end], head[end:])
+    line = head.partition(b"\r\n")[0]
     # A fresh parser each time: after a head with a body to come, llhttp is mid-message.
     parser = httptools.HttpResponseParser(_NO_CALLBACKS)
     try:
@@ -258,11 +267,19 @@ def parse_response(head: bytes, *, method: bytes) -> Response:
             pass
         except httptools.HttpParserError as e:
             raise BadMessage(f"{e} in {line[:64]!r}") from None
-        framing, length, tokens, _, upgrade, clean = _fields(_RESPONSE_SCAN.findall(block))
+        status = parser.get_status_code()
+        found = _RESPONSE_SCAN.findall(head)
+        if len(found) == 1 and line[7] == 49 and 200 <= status != 204 and status != 304 and method != b"HEAD":
+            # The common head: HTTP/1.1, a Content-Length and nothing that hops (llhttp checked the rest).
+            name, v = found[0]
+            if name == b"Content-Length" or name.lower() == b"content-length":
+                v = v.rstrip(b" \t")
+                if v.isdigit() and len(v) <= 18 and int(v):
+                    return Response(status, line, head, LENGTH, int(v))
+        framing, length, tokens, _, upgrade, hops = _fields(found)
     except BadMessage as e:
         # A broken upstream is the gateway's problem, never the client's.
         raise BadMessage(str(e), 502) from e
-    status = parser.get_status_code()
     keep = b"close" not in tokens if line[7] == 49 else b"keep-alive" in tokens
     if status < 200 or status == 204 or status == 304 or method == b"HEAD":
         framing, length = NO_BODY, 0
@@ -272,7 +289,7 @@ def parse_response(head: bytes, *, method: bytes) -> Response:
     elif framing == NO_BODY:
         framing = UNTIL_CLOSE
     extra = tuple(tokens - _STANDARD_TOKENS) if tokens else ()
-    return Response(status, line, block, framing, length, keep, upgrade, extra, clean)
+    return Response(status, line, head, framing, length, keep, upgrade, extra, not hops)
 
 
 def _strip_extra(block: bytes, names: tuple[bytes, ...]) -> bytes:
@@ -280,11 +297,23 @@ def _strip_extra(block: bytes, names: tuple[bytes, ...]) -> bytes:
     return b"".join(m.group(0) for m in _LINE.finditer(block) if m.group(1).lower() not in drop)
 
 
+def _drop_lines(block: bytes, names: tuple[bytes, ...]) -> bytes:
+    """block without the lines of each header name (spelled as sent): a few finds, not a pass of a regex."""
+    for name in names:
+        key = b"\r\n" + name + b":"
+        start = block.find(key)
+        while start >= 0:
+            end = block.find(b"\r\n", start + 2)
+            block = block[:start] + block[end:] if end >= 0 else block[:start]
+            start = block.find(key, start)
+    return block
+
+
 def forward_block(req: Request, *, keep_host: bool) -> bytes:
     """The request's header lines minus hop-by-hop ones, X-Forwarded-*/X-Real-IP and (unless keep_host) Host."""
     if req.clean and keep_host:
         return req.block
-    block = req.block if req.clean else _STRIP_REQUEST.sub(b"", req.block)
+    block = _drop_lines(req.block, req.hops) if req.hops else req.block
     drop = req.extra_hop if keep_host else req.extra_hop + (b"host",)
     return _strip_extra(block, drop) if drop else block
 

@@ -105,7 +105,9 @@ class Pool:
     def give_back(self, conn: Conn, now: float) -> None:
         """Keep conn for the next request to its address, or close it when the pool is full."""
         conn.exchange = None
-        idle = self._idle.setdefault(conn.address, [])
+        idle = self._idle.get(conn.address)
+        if idle is None:
+            idle = self._idle[conn.address] = []
         if conn.closed or len(idle) >= self.max_idle:
             conn.close()
             return

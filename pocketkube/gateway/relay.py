@@ -29,8 +29,9 @@ LOOKUP_CACHE = 4096
 
 HEAD, BODY, WAIT, TUNNEL, CLOSED = range(5)
 
-# (redirect to HTTPS, route or None, X-Forwarded-Host, backend fixed?, that backend, its upstream)
-Lookup = tuple[bool, routes.Route | None, bytes, bool, routes.Backend | None, endpoints.Upstream | None]
+# (redirect to HTTPS, route or None, X-Forwarded-Host, backend fixed?, that backend, its upstream,
+#  the X-Forwarded-Host line as forwarded)
+Lookup = tuple[bool, routes.Route | None, bytes, bool, routes.Backend | None, endpoints.Upstream | None, bytes]
 
 # The shared empty list of an exchange without body bytes (never appended to: replaced on first use).
 _NOTHING: list[bytes] = []
@@ -66,18 +67,19 @@ class Plane:
         self.now = clock.monotonic()
         self.conns: set[ClientConn] = set()
         self._rr: dict[routes.Backend, int] = {}
-        self._cached_state: State | None = None
+        # The table the lookups below were made for; ClientConn reads a hit straight from them.
+        self.cached_state: State | None = None
         self._headers_matter = False
-        self._lookups: dict[tuple[bytes, bytes], Lookup] = {}
+        self.lookups: dict[tuple[bytes, bytes], Lookup] = {}
 
     def lookup(self, st: State, host: bytes, path: bytes, req: http1.Request) -> Lookup:
         """Where a request goes, cached per table and host+path (a table is never changed, only replaced)."""
-        if st is not self._cached_state:
-            self._cached_state = st
-            self._lookups = {}
+        if st is not self.cached_state:
+            self.cached_state = st
+            self.lookups = {}
             self._headers_matter = any(r.headers for rs in st.table.hosts.values() for r in rs)
         key = (host, path)
-        hit = self._lookups.get(key)
+        hit = self.lookups.get(key)
         if hit is not None:
             return hit
         host_s = host.decode("latin-1")
@@ -93,11 +95,12 @@ class Plane:
         if fixed:
             backend = table.default_backend if route is None else route.backends[0]
         upstream = st.upstreams.get(backend) if backend is not None else None
-        hit = (redirect, route, routes.normalize_host(host_s).encode("latin-1"), fixed, backend, upstream)
+        xfh = routes.normalize_host(host_s).encode("latin-1")
+        hit = (redirect, route, xfh, fixed, backend, upstream, b"\r\nX-Forwarded-Host: " + xfh)
         if not self._headers_matter:
-            if len(self._lookups) >= LOOKUP_CACHE:
-                self._lookups = {}
-            self._lookups[key] = hit
+            if len(self.lookups) >= LOOKUP_CACHE:
+                self.lookups = {}
+            self.lookups[key] = hit
         return hit
 
     def order(self, backend: routes.Backend, addresses: Sequence[pool.Address], tries: int) -> list[pool.Address]:
@@ -147,8 +150,9 @@ class ClientConn(asyncio.Protocol):
 
     __slots__ = ("plane", "secure", "transport", "phase", "buf", "since", "paused", "up_paused", "fwd", "eof",
                  "_in_next", "req", "up", "connecting", "targets", "head_out", "pending", "pending_size", "replay",
-                 "replay_size", "attempts", "sent", "body_left", "chunks", "body_done", "resp", "rbuf", "resp_left",
-                 "rchunks", "head_sent", "held", "got_bytes", "up_reusable", "client_keep", "last", "deadline")
+                 "replay_size", "attempts", "body_left", "chunks", "body_done", "resp", "rbuf", "resp_left",
+                 "rchunks", "head_sent", "held", "got_bytes", "up_reusable", "client_keep", "last", "deadline",
+                 "rare")
 
     def __init__(self, plane: Plane, *, secure: bool) -> None:
         self.plane = plane
@@ -161,36 +165,44 @@ class ClientConn(asyncio.Protocol):
         self.up_paused = False  # reading from the upstream is paused for the client's sake
         self.fwd = b""
         self.eof = False
+        self.rare = False
         self._in_next = False
+        self.targets: Sequence[pool.Address] = ()
+        self.head_out = b""
+        self.body_done = False
+        self.resp_left = 0
+        self.rchunks: http1.Chunked | None = None
+        self.last = 0.0
+        self.deadline = 0.0
         self._reset()
+        self._reset_rare()
 
     def _reset(self) -> None:
+        """Forget the exchange that ended (what _start sets anew for every request is left alone)."""
         self.req: http1.Request | None = None
         self.up: pool.Conn | None = None
+        self.resp: http1.Response | None = None
+        self.rbuf = b""
+        self.head_sent = False
+        self.held = b""
+        self.got_bytes = False
+        self.up_reusable = True
+        self.client_keep = False
+        if self.rare:
+            self._reset_rare()
+
+    def _reset_rare(self) -> None:
+        # Request bodies, connecting and retries: an exchange using any of them sets rare, so the rest skip this.
+        self.rare = False
         self.connecting: asyncio.Task[None] | None = None
-        self.targets: list[pool.Address] = []
-        self.head_out = b""
         self.pending: list[bytes] = _NOTHING
         self.pending_size = 0
         # Body bytes kept for a retry; None once they outgrew REPLAY_LIMIT.
         self.replay: list[bytes] | None = _NOTHING
         self.replay_size = 0
         self.attempts = 0
-        self.sent = False
         self.body_left = 0
         self.chunks: http1.Chunked | None = None
-        self.body_done = False
-        self.resp: http1.Response | None = None
-        self.rbuf = b""
-        self.resp_left = 0
-        self.rchunks: http1.Chunked | None = None
-        self.head_sent = False
-        self.held = b""
-        self.got_bytes = False
-        self.up_reusable = True
-        self.client_keep = False
-        self.last = 0.0
-        self.deadline = 0.0
 
     # -- client side -------------------------------------------------------------------------------------------
 
@@ -286,14 +298,14 @@ class ClientConn(asyncio.Protocol):
                     # An empty line before a request is tolerated (RFC 9112 2.2).
                     self.buf = buf.lstrip(b"\r\n")
                     continue
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
+                head, blank, self.buf = buf.partition(b"\r\n\r\n")
+                if not blank:
+                    self.buf = buf
                     if len(buf) > http1.MAX_HEAD:
                         self._page(400, keep=False)
                     return
-                self.buf = buf[end + 4:]
                 try:
-                    req = http1.parse_request(buf[:end])
+                    req = http1.parse_request(head)
                 except http1.BadMessage as e:
                     log.debug("ingress: bad request: %s", e)
                     self._page(e.status, keep=False)
@@ -303,58 +315,78 @@ class ClientConn(asyncio.Protocol):
             self._in_next = False
 
     def _start(self, req: http1.Request) -> None:
-        st = self.plane.state
-        host = req.host or b""
+        plane = self.plane
+        st = plane.state
+        host = req.host
         target = req.target
-        absolute = target[:1] != b"/"
-        if absolute:
+        if target[:1] == b"/":
+            keep_host = host is not None
+            if host is None:
+                host = b""
+        else:
             parsed = urllib.parse.urlsplit(target)
             if parsed.scheme not in (b"http", b"https") or not parsed.netloc:
                 self._page(400, keep=False)
                 return
             host = parsed.netloc
             target = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+            keep_host = False
         self.req = req
-        q = target.find(b"?")
-        path = target if q < 0 else target[:q]
-        redirect, route, xfh, fixed, backend, upstream = self.plane.lookup(st, host, path, req)
-        keep = req.keep_alive and req.framing == http1.NO_BODY
+        path = target.partition(b"?")[0]
+        hit = plane.lookups.get((host, path)) if st is plane.cached_state else None
+        if hit is None:
+            hit = plane.lookup(st, host, path, req)
+        redirect, route, xfh, fixed, backend, upstream, xfh_line = hit
         if redirect and not self.secure:
-            netloc = xfh if self.plane.https_port in (443, 0) else b"%s:%d" % (xfh, self.plane.https_port)
-            self._page(308, keep=keep, extra=((b"Location", b"https://" + netloc + target),))
+            netloc = xfh if plane.https_port in (443, 0) else b"%s:%d" % (xfh, plane.https_port)
+            self._page(308, keep=req.keep_alive and req.framing == http1.NO_BODY,
+                       extra=((b"Location", b"https://" + netloc + target),))
             return
         if not fixed:
             assert route is not None
             backend = _pick(route.backends)
             upstream = st.upstreams.get(backend)
         if backend is None:
-            self._page(404, keep=keep)
+            self._page(404, keep=req.keep_alive and req.framing == http1.NO_BODY)
             return
         if upstream is None or not upstream.addresses:
-            self._page(503, keep=keep)
+            self._page(503, keep=req.keep_alive and req.framing == http1.NO_BODY)
             return
         addresses = upstream.addresses
         if len(addresses) == 1:
-            self.targets = [addresses[0]]
+            self.targets = addresses
         else:
-            self.targets = self.plane.order(backend, addresses, MAX_TRIES + (route.retries if route is not None else 0))
-        now = self.plane.now
+            self.targets = plane.order(backend, addresses, MAX_TRIES + (route.retries if route is not None else 0))
+        now = plane.now
         self.last = now
         self.deadline = now + route.timeout if route is not None and route.timeout else 0.0
-        keep_host = not absolute and req.host is not None
-        block = req.block if req.clean and keep_host else http1.forward_block(req, keep_host=keep_host)
-        if not keep_host:
-            block = b"\r\nHost: " + host + block
-        if req.upgrade:
-            block += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
-        self.head_out = b"".join((req.line if target is req.target else b"%s %s %s" % (req.method, target, req.version),
-                                  block, b"\r\nX-Forwarded-Host: ", xfh, self.fwd))
+        if req.clean and keep_host and not req.upgrade:
+            # Nothing to drop or add: the head goes on as received.
+            head_out = self.head_out = b"".join((req.head, xfh_line, self.fwd))
+        else:
+            block = http1.forward_block(req, keep_host=keep_host)
+            if not keep_host:
+                block = b"\r\nHost: " + host + block
+            if req.upgrade:
+                block += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
+            head_out = self.head_out = b"".join(
+                (req.line if target is req.target else b"%s %s %s" % (req.method, target, req.version),
+                 block, xfh_line, self.fwd))
         if req.framing == http1.NO_BODY:
             self.phase, self.body_done = WAIT, True
-        else:
-            self.phase = BODY
-            self.body_left = req.length
-            self.chunks = http1.Chunked() if req.framing == http1.CHUNKED else None
+            conn = plane.pool.take(self.targets[0])
+            if conn is not None:
+                # The common case, _attach without a body to send.
+                self.up = conn
+                conn.exchange = self
+                conn.write(head_out)
+                return
+            self._dispatch()
+            return
+        self.rare = True
+        self.phase, self.body_done = BODY, False
+        self.body_left = req.length
+        self.chunks = http1.Chunked() if req.framing == http1.CHUNKED else None
         self._dispatch()
         if self.phase == BODY and self.buf:
             data, self.buf = self.buf, b""
@@ -414,6 +446,7 @@ class ClientConn(asyncio.Protocol):
         if conn is not None:
             self._attach(conn)
         else:
+            self.rare = True
             self.connecting = asyncio.get_running_loop().create_task(self._connect(self.targets[0]))
 
     async def _connect(self, address: pool.Address) -> None:
@@ -439,7 +472,6 @@ class ClientConn(asyncio.Protocol):
             return
         self.up = conn
         conn.exchange = self
-        self.sent = True
         self.last = self.plane.now
         parts = self.replay if self.attempts and self.replay is not None else self.pending
         conn.write(self.head_out + b"".join(parts) if parts else self.head_out)
@@ -448,9 +480,10 @@ class ClientConn(asyncio.Protocol):
             self._resume_client()
 
     def _retry_or_fail(self, status: int, *, sent: bool) -> None:
-        self.targets.pop(0)
+        self.targets = self.targets[1:]
         assert self.req is not None
         if self.targets and self.replay is not None and (not sent or self.req.method in IDEMPOTENT):
+            self.rare = True
             self.attempts += 1
             self._dispatch()
         else:
@@ -486,6 +519,7 @@ class ClientConn(asyncio.Protocol):
         if not self.got_bytes:
             if conn.reused and self.replay is not None:
                 # A pooled connection the endpoint closed while idle: the request never reached it.
+                self.rare = True
                 self.attempts += 1
                 self.connecting = asyncio.get_running_loop().create_task(self._connect(conn.address))
                 return
@@ -494,25 +528,32 @@ class ClientConn(asyncio.Protocol):
         self._fail(502)
 
     def upstream_data(self, data: bytes) -> None:
-        if self.phase == TUNNEL:
+        resp = self.resp
+        if resp is None:
+            self.got_bytes = True
+            self.last = self.plane.now
+            data = self._response_head(data)
+            resp = self.resp
+            if resp is None or self.phase in (TUNNEL, CLOSED):
+                return
+        elif self.phase == TUNNEL:
             self._write(data)
             return
-        self.got_bytes = True
-        self.last = self.plane.now
-        if self.resp is None:
-            data = self._response_head(data)
-            if self.resp is None or self.phase in (TUNNEL, CLOSED):
-                return
-        resp = self.resp
+        else:
+            self.last = self.plane.now
         if resp.framing == http1.LENGTH:
-            if len(data) >= self.resp_left:
-                if len(data) > self.resp_left:
+            left = self.resp_left
+            if len(data) >= left:
+                if len(data) > left:
                     self.up_reusable = False
-                    data = data[:self.resp_left]
-                self._write(data)
+                    data = data[:left]
+                if self.held:
+                    self._write(data)
+                elif self.phase != CLOSED and self.transport is not None:
+                    self.transport.write(data)
                 self._complete()
             else:
-                self.resp_left -= len(data)
+                self.resp_left = left - len(data)
                 self._write(data)
         elif resp.framing == http1.CHUNKED:
             assert self.rchunks is not None
@@ -543,14 +584,14 @@ class ClientConn(asyncio.Protocol):
         assert req is not None
         buf = self.rbuf + data if self.rbuf else data
         while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            head, blank, rest = buf.partition(b"\r\n\r\n")
+            if not blank:
                 self.rbuf = buf
                 if len(buf) > http1.MAX_HEAD:
                     self._fail(502)
                 return b""
             try:
-                resp = http1.parse_response(buf[:end], method=req.method)
+                resp = http1.parse_response(head, method=req.method)
             except http1.BadMessage as e:
                 log.debug("ingress: bad response: %s", e)
                 self._fail(502)
@@ -561,7 +602,7 @@ class ClientConn(asyncio.Protocol):
                 self._write(http1.response_head(resp, connection=b""))
                 self.head_sent = True
                 self.phase = TUNNEL
-                self._write(buf[end + 4:])
+                self._write(rest)
                 if self.buf and self.up is not None:
                     self.up.write(self.buf)
                 self.buf = b""
@@ -571,31 +612,32 @@ class ClientConn(asyncio.Protocol):
                 if resp.status != 101:
                     # 100 Continue and other interim answers pass through; the final one follows.
                     self._write(http1.response_head(resp, connection=b""))
-                    buf = buf[end + 4:]
+                    buf = rest
                     continue
                 self._fail(502)
                 return b""
             break
-        self.rbuf = b""
+        if self.rbuf:
+            self.rbuf = b""
         self.resp = resp
-        self.resp_left = resp.length
-        self.rchunks = http1.Chunked() if resp.framing == http1.CHUNKED else None
-        self.client_keep = req.keep_alive and resp.framing != http1.UNTIL_CLOSE and self.phase == WAIT
-        if not self.client_keep:
-            connection = b"close"
-        else:
-            connection = b"keep-alive" if req.version == b"HTTP/1.0" else b""
         self.head_sent = True
-        if not resp.clean or connection or resp.line[:8] != b"HTTP/1.1":
-            self.held = http1.response_head(resp, connection=connection)
-        elif resp.framing == http1.LENGTH:
-            # Nothing to rewrite: the head goes out as received, counted as part of the body that follows it,
-            # so a response that arrived in one read leaves in one write of the very same bytes.
-            self.resp_left += end + 4
-            return buf
+        framing = resp.framing
+        if framing == http1.CHUNKED:
+            self.rchunks = http1.Chunked()
+        keep = self.client_keep = req.keep_alive and framing != http1.UNTIL_CLOSE and self.phase == WAIT
+        # The status line was checked to be HTTP/1.1 or HTTP/1.0: its 8th byte tells which.
+        if keep and resp.clean and req.version == b"HTTP/1.1" and resp.line[7] == 49:
+            if framing == http1.LENGTH:
+                # Nothing to rewrite: the head goes out as received, counted as part of the body that follows
+                # it, so a response that arrived in one read leaves in one write of the very same bytes.
+                self.resp_left = resp.length + len(head) + 4
+                return buf
+            self.held = head + blank
         else:
-            self.held = buf[:end + 4]
-        return buf[end + 4:]
+            connection = b"close" if not keep else b"keep-alive" if req.version == b"HTTP/1.0" else b""
+            self.held = http1.response_head(resp, connection=connection)
+            self.resp_left = resp.length
+        return rest
 
     def _drop_upstream(self) -> None:
         up, self.up = self.up, None

@@ -75,6 +75,11 @@ RESPONSES = [
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close", b"GET", http1.CHUNKED, 0, False),
     (b"HTTP/1.1 100 Continue", b"POST", http1.NO_BODY, 0, True),
     (b"HTTP/1.1 200", b"GET", http1.UNTIL_CLOSE, 0, True),
+    (b"HTTP/1.1 200 OK\r\ncontent-length:  007  ", b"GET", http1.LENGTH, 7, True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 000", b"GET", http1.NO_BODY, 0, True),
+    (b"HTTP/1.1 204 No Content\r\nContent-Length: 5", b"GET", http1.NO_BODY, 0, True),
+    (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5", b"GET", http1.NO_BODY, 0, True),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive", b"GET", http1.LENGTH, 1, True),
 ]
 
 
@@ -124,13 +129,37 @@ def test_chunked_refuses_bad_framing(body: bytes) -> None:
         http1.Chunked().feed(body)
 
 
+HEADS = [
+    (b"GET /a?b HTTP/1.1\r\nHost: a", b"GET /a?b HTTP/1.1", b"\r\nHost: a"),
+    (b"GET / HTTP/1.0", b"GET / HTTP/1.0", b""),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX: y", b"POST / HTTP/1.1",
+     b"\r\nHost: a\r\nContent-Length: 2\r\nX: y"),
+]
+
+
+@pytest.mark.parametrize(("head", "line", "block"), HEADS)
+def test_request_keeps_its_head_as_received(head: bytes, line: bytes, block: bytes) -> None:
+    """A parsed request keeps the head it came from; its line and header block are the two parts of it."""
+    req = http1.parse_request(head)
+    assert (req.head, req.line, req.block) == (head, line, block)
+
+
+def test_response_keeps_its_head_as_received() -> None:
+    """A parsed response keeps the head it came from; its status line and header block are the two parts of it."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX: y"
+    resp = http1.parse_response(head, method=b"GET")
+    assert (resp.head, resp.line, resp.block) == (head, b"HTTP/1.1 200 OK", b"\r\nContent-Length: 3\r\nX: y")
+
+
 def test_parser_is_reused_safely_across_heads() -> None:
     """Heads after a body, a close, an upgrade or a refused head parse as if each came first (the C parser is shared)."""
     sequence = [b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close",
                 b"GET / HTTP/1.0", b"GET / HTTP/1.0\r\nConnection: keep-alive, close",
                 b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket",
                 b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked",
-                b"POST / HTTP/1.1\r\nContent-Length: 3", b"POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 3"]
+                b"POST / HTTP/1.1\r\nContent-Length: 3", b"POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 3",
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443",
+                b"GET / HTTP/1.1\r\nhost: a", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive"]
     for head in sequence:
         with contextlib.suppress(http1.BadMessage):
             http1.parse_request(head)
@@ -141,8 +170,28 @@ def test_parser_is_reused_safely_across_heads() -> None:
 def test_forward_block_keeps_a_clean_block_as_received() -> None:
     """A head without hop-by-hop or forwarded lines is forwarded byte for byte (Host dropped only when replaced)."""
     req = http1.parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Custom: 1")
-    assert req.clean and http1.forward_block(req, keep_host=True) is req.block
+    assert req.clean and http1.forward_block(req, keep_host=True) == req.block
     assert http1.forward_block(req, keep_host=False) == b"\r\nAccept: */*\r\nX-Custom: 1"
+
+
+FORWARDED = [
+    # (header lines of a request, what is forwarded with keep_host)
+    (b"\r\nHost: a\r\nConnection: keep-alive\r\nAccept: */*", b"\r\nHost: a\r\nAccept: */*"),
+    (b"\r\nConnection: keep-alive\r\nHost: a", b"\r\nHost: a"),
+    (b"\r\nHost: a\r\nconnection: close\r\nCONNECTION: x\r\nx: 1\r\nConnection: y\r\nz: 2", b"\r\nHost: a\r\nz: 2"),
+    (b"\r\nHost: a\r\nX-Forwarded-For: 1\r\nx-forwarded-proto: h\r\nX-Real-IP: 2\r\nX-Forwarded: 3",
+     b"\r\nHost: a\r\nX-Forwarded: 3"),
+    (b"\r\nHost: a\r\nTE: trailers\r\nTest: 1\r\nTrailer: x\r\nKeep-Alive: 5\r\nProxy-Connection: k",
+     b"\r\nHost: a\r\nTest: 1"),
+    (b"\r\nHost: a\r\nX-Connection: 1\r\nConnection-X: 2\r\nConnection:\r\nUser-Agent: connection: z",
+     b"\r\nHost: a\r\nX-Connection: 1\r\nConnection-X: 2\r\nUser-Agent: connection: z"),
+]
+
+
+@pytest.mark.parametrize(("block", "want"), FORWARDED)
+def test_forward_block_drops_every_hop_by_hop_line(block: bytes, want: bytes) -> None:
+    """Every hop-by-hop and X-Forwarded-*/X-Real-IP line goes, whatever its case or place; look-alikes stay."""
+    assert http1.forward_block(http1.parse_request(b"GET / HTTP/1.1" + block), keep_host=True) == want
 
 
 def test_forward_block_strips_hop_by_hop_and_forwarded_headers() -> None:

@@ -80,6 +80,13 @@ class Backend:
                     while data := await reader.read(1024):
                         writer.write(b"echo:" + data)
                     return
+                if path == "/split":
+                    # The head and the body arrive in pieces, each read ending mid-way.
+                    for part in (b"HTTP/1.1 200 OK\r\nContent-Le", b"ngth: 5\r\n\r\nhel", b"lo"):
+                        writer.write(part)
+                        await writer.drain()
+                        await asyncio.sleep(0.02)
+                    continue
                 if path == "/big":
                     blob = bytes(range(256)) * (BIG // 256)
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(blob))
@@ -213,6 +220,28 @@ async def test_stale_pooled_connection_is_retried(world: dict[str, Any]) -> None
     assert head.startswith(b"HTTP/1.1 200") and body.endswith(b"path=/again body=abc")
     writer.close()
     assert world["backend"].connections == 5
+
+
+async def test_requests_after_bodies_retries_and_split_answers_start_clean(world: dict[str, Any]) -> None:
+    """Whatever the previous exchange on a connection used (a body, a new upstream connection, an answer in
+    pieces), the next request is relayed and answered on its own."""
+    reader, writer = await _open(world)
+    writer.write(b"POST /close-after HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nok")
+    assert (await _response(reader))[1].endswith(b"path=/close-after body=ok")
+    await asyncio.sleep(0.05)
+    for path in (b"/g1", b"/split", b"/g2", b"/split", b"/g3"):
+        writer.write(b"GET %s HTTP/1.1\r\nHost: app.test\r\n\r\n" % path)
+        head, body = await _response(reader)
+        want = b"hello" if path == b"/split" else b"path=%s body=" % path
+        assert head.startswith(b"HTTP/1.1 200 OK") and body.endswith(want), (path, head, body)
+    writer.write(b"POST /x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"
+                 b"GET /y HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert (await _response(reader))[1].endswith(b"path=/x body=a")
+    assert (await _response(reader))[1].endswith(b"path=/y body=")
+    writer.close()
+    assert [h.split(b"\r\n", 1)[0] for h in world["backend"].heads[1:]] == [
+        b"GET /g1 HTTP/1.1", b"GET /split HTTP/1.1", b"GET /g2 HTTP/1.1", b"GET /split HTTP/1.1",
+        b"GET /g3 HTTP/1.1", b"POST /x HTTP/1.1", b"GET /y HTTP/1.1"]
 
 
 async def test_expect_continue_is_relayed(world: dict[str, Any]) -> None:
