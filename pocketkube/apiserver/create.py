@@ -9,10 +9,11 @@ from pocketkube.apiserver import context, negotiate, strategy, typeinfo, writes
 
 
 async def create_object(server: context.Server, call: context.Call, obj: dict[str, Any], *,
-                        managed: bool = True) -> dict[str, Any]:
+                        managed: bool = True, shared: bool = False) -> dict[str, Any]:
     """Create a decoded object through the whole pipeline; shared with server-side apply.
 
-    managed=False when the caller (server-side apply) has already computed managedFields."""
+    managed=False when the caller (server-side apply) has already computed managedFields; shared=True when
+    it never modifies the result (see Objects.create)."""
     writes.check_type(server, call, obj)
     writes.check_namespace(call, obj)
     typeinfo.check_fields(server, call, obj)
@@ -28,7 +29,7 @@ async def create_object(server: context.Server, call: context.Call, obj: dict[st
     if call.dry_run:
         return obj
     try:
-        return await server.objects.create(call.res, obj)
+        return await server.objects.create(call.res, obj, shared=shared)
     except Exception:
         if server.allocators is not None:
             server.allocators.release(call.res, obj)
@@ -38,5 +39,6 @@ async def create_object(server: context.Server, call: context.Call, obj: dict[st
 async def handle(server: context.Server, call: context.Call) -> tuple[dict[str, Any], int]:
     raw = await negotiate.read_body(call.request)
     obj = negotiate.decode_object(raw, call.request.headers.get("Content-Type"), what=call.res.kind)
-    created = await create_object(server, call, obj)
+    # The response is only encoded: its object can be the one the watchers of this write are handed.
+    created = await create_object(server, call, obj, shared=True)
     return created, 201

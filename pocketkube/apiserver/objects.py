@@ -1,7 +1,8 @@
-"""Typed access to the store: keys, encoding, resourceVersion, and version conversion of objects."""
+"""Typed access to the store: keys, encoding, resourceVersion, version conversion, and shared decoded objects."""
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import orjson
@@ -91,6 +92,87 @@ def decode(value: bytes, revision: int) -> dict[str, Any]:
     return obj
 
 
+class DecodeCache:
+    """Decoded store values shared by readers that never modify them: each write is decoded once, not once
+    per watcher, and a create's response object is the one its watchers get.
+
+    Watchers only read these objects (shaping builds new dicts), so sharing is safe."""
+
+    def __init__(self, size: int = 4096) -> None:
+        # Each entry is [decoded object, its watch line once a watcher sent it unchanged (or None), the
+        # stored bytes]: the JSON is encoded once for all such watchers, and leaves the cache with its object.
+        self._items: collections.OrderedDict[tuple[int, str, bool], list[Any]] = collections.OrderedDict()
+        self._size = size
+
+    def _add(self, key: tuple[int, str, bool], value: bytes, obj: dict[str, Any]) -> list[Any]:
+        hit = [obj, None, value]
+        self._items[key] = hit
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return hit
+
+    def get(self, ev: Any, *, prev: bool = False) -> dict[str, Any]:
+        """The decoded new (or, with prev, old) value of a store event."""
+        key = (ev.revision, ev.key, prev)
+        hit = self._items.get(key)
+        value = ev.prev_value if prev else ev.value
+        if hit is not None and hit[2] is not value and hit[2] != value:
+            hit = None  # the same key and revision in another store of this process
+        if hit is None and prev:
+            # The old value is usually the new value of this key's previous event, decoded then. Only
+            # selectors read old values, and none looks at metadata.resourceVersion (its revision).
+            older = self._items.get((ev.prev_revision, ev.key, False))
+            if older is not None and older[2] == ev.prev_value:
+                hit = older
+        if hit is None:
+            hit = self._add(key, value, decode(value, ev.revision))
+        obj: dict[str, Any] = hit[0]
+        return obj
+
+    def entry(self, entry: store_base.Entry) -> dict[str, Any]:
+        """The decoded value of a store entry just written: what its watch event's get() returns."""
+        key = (entry.mod_revision, entry.key, False)
+        hit = self._items.get(key)
+        # Revisions name one write within a store; the bytes tell two stores of one process apart.
+        if hit is None or (hit[2] is not entry.value and hit[2] != entry.value):
+            hit = self._add(key, entry.value, decode(entry.value, entry.mod_revision))
+        obj: dict[str, Any] = hit[0]
+        return obj
+
+    def adopt(self, entry: store_base.Entry, obj: dict[str, Any]) -> None:
+        """Take obj as the decoded value of an entry just written, unless a reader has decoded it already."""
+        key = (entry.mod_revision, entry.key, False)
+        hit = self._items.get(key)
+        if hit is None or (hit[2] is not entry.value and hit[2] != entry.value):
+            self._add(key, entry.value, obj)
+
+    def event(self, ev: Any, kind: str, obj: dict[str, Any]) -> bytes:
+        """The watch line of `kind` for obj, the decoded new value of ev: {"type": kind, "object": obj}."""
+        hit = self._items.get((ev.revision, ev.key, False))
+        if hit is None or hit[0] is not obj:
+            return orjson.dumps({"type": kind, "object": obj}) + b"\n"
+        head = _LINE_HEADS.get(kind) or _line_head(kind)
+        line: bytes | None = hit[1]
+        # The whole line is kept: the watchers of a write that see it unchanged mostly see it as the same
+        # kind, and share its bytes; another kind reuses the object's JSON from it.
+        if line is None:
+            line = hit[1] = b"".join((head, orjson.dumps(obj), b"}\n"))
+        elif not line.startswith(head):
+            body = line[line.index(b'"object":') + 9:-2]
+            line = hit[1] = b"".join((head, body, b"}\n"))
+        return line
+
+
+def _line_head(kind: str) -> bytes:
+    return b'{"type":"' + kind.encode() + b'","object":'
+
+
+_LINE_HEADS = {kind: _line_head(kind) for kind in ("ADDED", "MODIFIED", "DELETED")}
+
+# The process's one cache: watchers of every store and resource share it.
+DECODED = DecodeCache()
+
+
 class Objects:
     """CRUD of API objects over a store.Store, in the storage version of each resource."""
 
@@ -160,13 +242,20 @@ class Objects:
         self._shared[entry.key] = (entry.mod_revision, res.api_version, obj)
         return obj
 
-    async def create(self, res: resources.Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, res: resources.Resource, obj: dict[str, Any], *, shared: bool = False) -> dict[str, Any]:
+        """Store a new object; the result is the stored object as read back.
+
+        shared=True for callers that never modify the result (a create's response): it is then the object
+        its watchers are handed too (DECODED), decoded once for all of them."""
         meta = obj["metadata"]
         stored = canonical(self.to_storage(res, obj))
         try:
             entry = await self.store.create(key(res, meta.get("namespace", ""), meta["name"]), encode(stored))
         except store_base.KeyExists:
             raise errors.AlreadyExists.for_object(res.resource, res.group, meta["name"]) from None
+        if shared and stored.get("apiVersion") == res.api_version:
+            # Stored in the version asked for: from_storage would return the decoded object unchanged.
+            return DECODED.entry(entry)
         return self.from_storage(res, decode(entry.value, entry.mod_revision))
 
     async def update(self, res: resources.Resource, obj: dict[str, Any], *, expected_revision: int) -> dict[str, Any]:
@@ -174,17 +263,26 @@ class Objects:
         return self.from_storage(res, decode(entry.value, entry.mod_revision))
 
     async def write(self, res: resources.Resource, obj: dict[str, Any], *,
-                    expected_revision: int) -> store_base.Entry:
-        """update without reading the result back: for writers that only need to know it was stored."""
+                    expected_revision: int, shared: bool = False) -> store_base.Entry:
+        """update without reading the result back: for writers that only need to know it was stored.
+
+        shared=True when obj holds only JSON values (say, a decoded object changed in place) and the caller
+        never touches it again: the stored object then serves this write's watchers (DECODED) undecoded."""
         meta = obj["metadata"]
         stored = canonical(self.to_storage(res, obj))
         try:
-            return await self.store.update(key(res, meta.get("namespace", ""), meta["name"]), encode(stored),
-                                           expected_revision=expected_revision)
+            entry = await self.store.update(key(res, meta.get("namespace", ""), meta["name"]), encode(stored),
+                                            expected_revision=expected_revision)
         except store_base.RevisionMismatch:
             raise errors.Conflict.modified(res.resource, res.group, meta["name"]) from None
         except store_base.KeyNotFound:
             raise errors.NotFound.for_object(res.resource, res.group, meta["name"]) from None
+        if shared and stored.get("apiVersion") == res.api_version:
+            # What decode(entry.value) would give: canonical() built new top and metadata dicts, and the
+            # resourceVersion goes where decode puts it (its key's place, or last).
+            stored["metadata"]["resourceVersion"] = str(entry.mod_revision)
+            DECODED.adopt(entry, stored)
+        return entry
 
     async def delete(self, res: resources.Resource, namespace: str, name: str, *,
                      expected_revision: int) -> dict[str, Any]:

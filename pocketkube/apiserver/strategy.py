@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import Any
 
 from pocketkube.api import defaults_core, resources
@@ -34,6 +34,17 @@ _STATUS_KEEPS_LABELS = {("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps",
                         ("apps", "DaemonSet")}
 
 _NON_SPEC_KEYS = ("metadata", "status", "kind", "apiVersion")
+
+# The bits of a UUID's number that say "version 4, RFC 4122 variant" (what uuid.UUID(version=4) sets).
+_UUID_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_uid() -> str:
+    """str(uuid.uuid4()): the same 16 random bytes from the OS (kube's UIDs come from crypto/rand), formatted
+    directly instead of through a UUID object, which costs twice as much as the random bytes themselves."""
+    x = "%032x" % ((int.from_bytes(os.urandom(16), "big") & _UUID_KEEP) | _UUID_SET)
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def tracks_generation(res: resources.Resource) -> bool:
@@ -91,7 +102,7 @@ def initial_status(res: resources.Resource, obj: dict[str, Any]) -> Any:
 def prepare_create(res: resources.Resource, obj: dict[str, Any], *, clock: clock_mod.Clock) -> None:
     """Stamp identity and reset what clients may not set on create."""
     meta = obj["metadata"]
-    meta["uid"] = str(uuid.uuid4())
+    meta["uid"] = new_uid()
     meta["creationTimestamp"] = clock_mod.rfc3339(clock.now())
     for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "resourceVersion"):
         meta.pop(k, None)

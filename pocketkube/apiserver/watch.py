@@ -18,47 +18,9 @@ from pocketkube.store import base as store_base
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
-class _DecodeCache:
-    """Decoded event objects shared by every watcher: one write is decoded once, not once per watcher.
-
-    Watchers only read these objects (shaping builds new dicts), so sharing is safe."""
-
-    def __init__(self, size: int = 4096) -> None:
-        # Each entry is [decoded object, its JSON once a watcher sent it unchanged (or None), the stored
-        # bytes]: the JSON is encoded once for all such watchers, and leaves the cache with its object.
-        self._items: collections.OrderedDict[tuple[int, str, bool], list[Any]] = collections.OrderedDict()
-        self._size = size
-
-    def get(self, ev: Any, *, prev: bool = False) -> dict[str, Any]:
-        key = (ev.revision, ev.key, prev)
-        hit = self._items.get(key)
-        if hit is None and prev:
-            # The old value is usually the new value of this key's previous event, decoded then. Only
-            # selectors read old values, and none looks at metadata.resourceVersion (its revision).
-            older = self._items.get((ev.prev_revision, ev.key, False))
-            if older is not None and older[2] == ev.prev_value:
-                hit = older
-        if hit is None:
-            value = ev.prev_value if prev else ev.value
-            hit = [objects.decode(value, ev.revision), None, value]
-            self._items[key] = hit
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-        obj: dict[str, Any] = hit[0]
-        return obj
-
-    def event(self, ev: Any, kind: str, obj: dict[str, Any]) -> bytes:
-        """The watch line of `kind` for obj, the decoded new value of ev: what _event(kind, obj) encodes."""
-        hit = self._items.get((ev.revision, ev.key, False))
-        if hit is None or hit[0] is not obj:
-            return _event(kind, obj)
-        body = hit[1]
-        if body is None:
-            body = hit[1] = orjson.dumps(obj)
-        return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
-
-
-_decoded = _DecodeCache()
+# Decoded events shared by every watcher (and by the create that wrote them): see objects.DecodeCache.
+_DecodeCache = objects.DecodeCache
+_decoded = objects.DECODED
 
 
 class _NodeIndex:
