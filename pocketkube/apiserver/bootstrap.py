@@ -191,8 +191,11 @@ async def reconcile(server: context.Server, expected: dict[str, Any]) -> None:
     log.warning("could not reconcile %s %s: it kept changing", expected["kind"], meta["name"])
 
 
-async def run(server: context.Server, *, secure_port: int) -> None:
-    """Create what is missing; independent writes go together so the store commits them in one batch."""
+async def run(server: context.Server, *, secure_port: int, rbac: bool = True) -> None:
+    """Create what is missing; independent writes go together so the store commits them in one batch.
+
+    rbac=False leaves the default RBAC policy alone: kube-apiserver reconciles it at each start-up only (a
+    deleted default role stays deleted until the next start), and a full pass costs ~0.1 s of CPU."""
     reg = server.registry
     ns = reg.get("", "v1", "namespaces")
     first_ip = server.allocators.first_ip() if server.allocators is not None else "10.96.0.1"
@@ -212,7 +215,7 @@ async def run(server: context.Server, *, secure_port: int) -> None:
         *(ensure(server, api_res, svc) for svc in resources.builtin_apiservices(reg, now=now)),
         # The default RBAC policy, reconciled as kube-apiserver's autoupdate does: missing objects come back,
         # missing rules and subjects are added (an older data dir lacks newer ones).
-        *(reconcile(server, o) for o in bootstrappolicy.all_objects()),
+        *(reconcile(server, o) for o in (bootstrappolicy.all_objects() if rbac else ())),
         # API Priority and Fairness: the mandatory and suggested FlowSchemas and priority levels.
         flowcontrol_defaults.ensure(server, ensure))
     if fresh:

@@ -128,3 +128,27 @@ async def test_restart_adds_missing_rules_and_subjects_but_spares_protected() ->
         assert (await server.objects.get(roles, "", "system:discovery"))["rules"] == []
     finally:
         await store.close()
+
+
+async def test_periodic_round_leaves_rbac_to_start_up() -> None:
+    """A deleted system namespace comes back in the periodic round, a default ClusterRole only at the next start-up."""
+    store = memory.MemoryStore()
+    await store.start()
+    try:
+        server = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
+                                store=store, clock=clock_mod.FakeClock())
+        server.allocators = allocators.Allocators()
+        await bootstrap.run(server, secure_port=6443)
+        roles = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterroles")
+        namespaces = server.registry.get("", "v1", "namespaces")
+        assert roles is not None and namespaces is not None
+        for res, ns, name in ((roles, "", "view"), (namespaces, "", "kube-node-lease")):
+            current = await server.objects.get(res, ns, name)
+            await server.objects.delete(res, ns, name, expected_revision=int(current["metadata"]["resourceVersion"]))
+        await bootstrap.run(server, secure_port=6443, rbac=False)
+        assert await server.objects.get_or_none(namespaces, "", "kube-node-lease") is not None
+        assert await server.objects.get_or_none(roles, "", "view") is None
+        await bootstrap.run(server, secure_port=6443)
+        assert await server.objects.get_or_none(roles, "", "view") is not None
+    finally:
+        await store.close()
