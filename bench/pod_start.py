@@ -68,6 +68,8 @@ class Watcher:
         self.bound_at: dict[str, float] = {}
         self.running_at: dict[str, float] = {}
         self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.live: set[str] = set()  # pods the watch has seen and not yet seen deleted
+        self.ended: str = ""  # why the watch stopped, when it has
 
     def wait(self, name: str) -> asyncio.Future[float]:
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -78,6 +80,14 @@ class Watcher:
         return fut
 
     async def run(self, s: aiohttp.ClientSession, url: str, rv: str) -> None:
+        try:
+            await self._run(s, url, rv)
+            self.ended = "the server closed the watch"
+        except Exception as e:
+            self.ended = f"{type(e).__name__}: {e}"
+            raise
+
+    async def _run(self, s: aiohttp.ClientSession, url: str, rv: str) -> None:
         params = {"watch": "1", "resourceVersion": rv}
         async with s.get(url, params=params, timeout=aiohttp.ClientTimeout(total=None)) as r:
             async for line in r.content:
@@ -85,6 +95,10 @@ class Watcher:
                 obj = ev.get("object") or {}
                 name = (obj.get("metadata") or {}).get("name") or ""
                 now = time.perf_counter()
+                if ev.get("type") == "DELETED":
+                    self.live.discard(name)
+                    continue
+                self.live.add(name)
                 self.seen_at.setdefault(name, now)
                 if name not in self.bound_at and (obj.get("spec") or {}).get("nodeName"):
                     self.bound_at[name] = now
@@ -123,6 +137,13 @@ async def run(args: argparse.Namespace) -> None:
             if not args.keep:
                 async with s.delete(f"{base}/api/v1/namespaces/{ns}") as r:
                     await r.read()
+                # The next run may reuse the name: wait (a while) until the namespace is gone.
+                for _ in range(600):
+                    async with s.get(f"{base}/api/v1/namespaces/{ns}") as r:
+                        await r.read()
+                        if r.status == 404:
+                            break
+                    await asyncio.sleep(0.1)
 
 
 async def _deployment(s: aiohttp.ClientSession, base: str, ns: str, w: Watcher, args: argparse.Namespace) -> None:
@@ -151,11 +172,34 @@ async def _deployment(s: aiohttp.ClientSession, base: str, ns: str, w: Watcher, 
         times = sorted(t - start for t in stamps.values())
         print(f"  {label:8s} first {times[0]:.2f}s, 50% {percentile(times, 50):.2f}s, "
               f"90% {percentile(times, 90):.2f}s, last {times[-1]:.2f}s")
-    # The single pods are measured on a quiet node: scale the Deployment away first.
-    async with s.patch(f"{base}/apis/apps/v1/namespaces/{ns}/deployments/{LABEL}/scale",
-                       data=orjson.dumps({"spec": {"replicas": 0}}),
-                       headers={"Content-Type": "application/merge-patch+json"}) as r:
-        await r.read()
+    # The single pods are measured on a quiet node: scale the Deployment away first. (pocketkube's API server
+    # may answer this patch 409 when it races the deployment controller's write; kube's retries inside.)
+    for _ in range(10):
+        async with s.patch(f"{base}/apis/apps/v1/namespaces/{ns}/deployments/{LABEL}/scale",
+                           data=orjson.dumps({"spec": {"replicas": 0}}),
+                           headers={"Content-Type": "application/merge-patch+json"}) as r:
+            text = await r.text()
+            if r.status == 200:
+                break
+            print(f"  scaling to 0: {r.status} {text[:200]}")
+            await asyncio.sleep(0.1)
+    # ... and wait until its pods are deleted. With terminationGracePeriodSeconds 0 they leave the API at once;
+    # the node tears them down in the background after that.
+    t0 = time.perf_counter()
+    left = [n for n in w.live if n.startswith(f"{LABEL}-")]
+    while left and not w.ended and time.perf_counter() < t0 + args.timeout:
+        await asyncio.sleep(0.05)
+        left = [n for n in w.live if n.startswith(f"{LABEL}-")]
+    took = time.perf_counter() - t0
+    if left:
+        print(f"  scaled to 0: {len(left)} pods still there after {took:.2f}s"
+              + (f" (the watch ended: {w.ended})" if w.ended else ""))
+    else:
+        print(f"  scaled to 0: all pods deleted after {took:.2f}s")
+    if args.settle:
+        # The node stops and removes deleted pods after they left the API (100 take it ~3 s on a busy machine).
+        await asyncio.sleep(args.settle)
+        print(f"  waited {args.settle:.1f}s more for the node to tear them down")
 
 
 async def _singles(s: aiohttp.ClientSession, pods_url: str, w: Watcher, args: argparse.Namespace) -> None:
@@ -183,6 +227,8 @@ async def _singles(s: aiohttp.ClientSession, pods_url: str, w: Watcher, args: ar
     print(f"  of which create -> bound: p50 {statistics.median(bound) * 1e3:.0f} ms, "
           f"p99 {percentile(bound, 99) * 1e3:.0f} ms; create -> Running: p50 {statistics.median(running) * 1e3:.0f} ms, "
           f"p99 {percentile(running, 99) * 1e3:.0f} ms")
+    slowest = sorted(range(len(took)), key=lambda i: -took[i])[:3]
+    print("  slowest: " + ", ".join(f"#{i} {took[i] * 1e3:.0f} ms (bound {bound[i] * 1e3:.0f} ms)" for i in slowest))
 
 
 def main() -> None:
@@ -194,6 +240,8 @@ def main() -> None:
     ap.add_argument("--namespace", default="pod-start-bench")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--keep", action="store_true", help="leave the namespace in place")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="seconds to wait after the Deployment's pods are deleted, before the single pods")
     asyncio.run(run(ap.parse_args()))
 
 

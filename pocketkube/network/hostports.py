@@ -75,6 +75,13 @@ def node_cidrs(nodes: Iterable[Mapping[str, Any]], *, annotation: str,
     return out
 
 
+def _asks_host_port(pod: Mapping[str, Any]) -> bool:
+    """Whether any container of the pod names a hostPort (the rare pod: planning skips the others at once)."""
+    spec = pod.get("spec") or {}
+    return any(p.get("hostPort") for key in ("initContainers", "containers") for c in spec.get(key) or []
+               for p in c.get("ports") or [])
+
+
 def _candidates(pod: Mapping[str, Any], cidrs: Mapping[str, str]) -> list[PortMapping]:
     meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
     node = str(spec.get("nodeName") or "")
@@ -120,7 +127,7 @@ def plan(pods: Iterable[Mapping[str, Any]], *, cidrs: Mapping[str, str]) -> tupl
 
     kept: list[PortMapping] = []
     conflicts: list[Conflict] = []
-    for pod in sorted(pods, key=age):
+    for pod in sorted((p for p in pods if _asks_host_port(p)), key=age):
         meta = pod.get("metadata") or {}
         for m in _candidates(pod, cidrs):
             holder = next((k for k in kept if _clash(k, m) and (k.namespace, k.pod) != (m.namespace, m.pod)), None)

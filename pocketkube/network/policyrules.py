@@ -314,7 +314,9 @@ def render(policies: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, An
     for n in namespaces:
         name = str((n.get("metadata") or {}).get("name") or "")
         ns_labels[name] = {NS_NAME_LABEL: name, **_labels(n)}
-    infos = _one_per_ip(pods)
+    policies = list(policies)
+    # Without policies no pod is isolated: the table has only its base chains, whatever the pods.
+    infos = _one_per_ip(pods) if policies else []
     universe: list[PodInfo] = [*infos, *([dns] if dns is not None else [])]
     ingress: dict[PodInfo, list[str]] = {}
     egress: dict[PodInfo, list[str]] = {}

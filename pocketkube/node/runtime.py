@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import heapq
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping
@@ -217,14 +218,29 @@ class IPAllocator:
     def __init__(self, cidr: str) -> None:
         self.network = ipaddress.ip_network(cidr, strict=False)
         self._used: set[str] = set()
+        net, last = int(self.network.network_address), int(self.network.broadcast_address)
+        # The range hosts() walks: all of a /31 or /32 (/127, /128); else without the network address and,
+        # for IPv4, the broadcast one.
+        self._last = last if self.network.num_addresses <= 2 or self.network.version == 6 else last - 1
+        self._gateway = net + 1
+        # Allocating walked the range up to _next once; what was released below it waits in a heap, so an
+        # allocation costs a pop or a step instead of a walk over every address in use.
+        self._next = net if self.network.num_addresses <= 2 else net + 1
+        self._freed: list[int] = []
+        self._address = type(self.network.network_address)
 
     def allocate(self) -> str:
-        for host in self.network.hosts():
-            ip = str(host)
-            if host == self.network.network_address + 1 or ip in self._used:
-                continue
-            self._used.add(ip)
-            return ip
+        while self._freed:
+            ip = str(self._address(heapq.heappop(self._freed)))
+            if ip not in self._used:
+                self._used.add(ip)
+                return ip
+        while self._next <= self._last:
+            n, self._next = self._next, self._next + 1
+            ip = str(self._address(n))
+            if n != self._gateway and ip not in self._used:
+                self._used.add(ip)
+                return ip
         raise RuntimeError(f"no pod IPs left in {self.network}")
 
     def reserve(self, ip: str) -> bool:
@@ -238,7 +254,12 @@ class IPAllocator:
         return False
 
     def release(self, ip: str) -> None:
+        if ip not in self._used:
+            return
         self._used.discard(ip)
+        n = int(ipaddress.ip_address(ip))
+        if n < self._next:
+            heapq.heappush(self._freed, n)
 
 
 def virtual_exit(pod: Mapping[str, Any]) -> tuple[int, float] | None:

@@ -19,6 +19,9 @@ DEFAULT_SECONDS = 3600
 MAX_TTL = datetime.timedelta(hours=24)
 MAX_JITTER_SECONDS = 10
 DEFAULT_MODE = 0o644
+# The kubelet's token manager drops expired tokens once a minute (gcPeriod), not on every request: a scan per
+# token issued made a burst of N pod starts cost N^2/2 comparisons.
+PRUNE_EVERY = datetime.timedelta(minutes=1)
 
 
 class FetchError(Exception):
@@ -58,6 +61,7 @@ class TokenManager:
     def __init__(self) -> None:
         self._issued: dict[tuple[str, ...], Issued] = {}
         self._random = random.Random()
+        self._pruned_at: datetime.datetime | None = None
 
     async def token(self, client: rest.Client, pod: Mapping[str, Any], source: Mapping[str, Any], *,
                     now: datetime.datetime) -> str:
@@ -90,6 +94,9 @@ class TokenManager:
 
     def _prune(self, now: datetime.datetime) -> None:
         # Tokens of pods that went away are dropped once they expire; nothing else references them.
+        if self._pruned_at is not None and abs(now - self._pruned_at) < PRUNE_EVERY:
+            return
+        self._pruned_at = now
         self._issued = {k: v for k, v in self._issued.items() if v.expires > now}
 
 

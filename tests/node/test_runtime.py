@@ -72,6 +72,37 @@ def test_ip_allocator():
     assert ips.reserve("10.244.3.9") and not ips.reserve("10.244.3.9") and not ips.reserve("10.9.9.9")
 
 
+@pytest.mark.parametrize("cidr,reserved,released,want", [
+    # the lowest free address first, skipping the gateway, what is reserved and, in IPv4, the broadcast address
+    ("10.244.3.0/29", [], [], ["10.244.3.2", "10.244.3.3", "10.244.3.4", "10.244.3.5", "10.244.3.6"]),
+    ("10.244.3.0/29", ["10.244.3.3", "10.244.3.5"], [], ["10.244.3.2", "10.244.3.4", "10.244.3.6"]),
+    # released addresses come back lowest first, before any never used
+    ("10.244.3.0/29", [], ["10.244.3.4", "10.244.3.2"], ["10.244.3.2", "10.244.3.4", "10.244.3.5", "10.244.3.6"]),
+    # a released address reserved again is not handed out twice
+    ("10.244.3.0/29", [], ["10.244.3.3", "+10.244.3.3"], ["10.244.3.5", "10.244.3.6"]),
+    ("10.244.3.0/31", [], [], ["10.244.3.0"]),
+    ("fd00::/126", [], [], ["fd00::2", "fd00::3"]),
+])
+def test_ip_allocator_order(cidr, reserved, released, want):
+    """Allocation order: the lowest free address first, released ones again, until the CIDR is used up."""
+    ips = runtime.IPAllocator(cidr)
+    for ip in reserved:
+        assert ips.reserve(ip)
+    if released:
+        first = [ips.allocate() for _ in range(3)]
+        for ip in released:
+            if ip.startswith("+"):
+                assert ips.reserve(ip[1:])
+            else:
+                assert ip in first
+                ips.release(ip)
+    got = []
+    with pytest.raises(RuntimeError, match="no pod IPs left"):
+        while True:
+            got.append(ips.allocate())
+    assert got == want
+
+
 def pod(*, policy="Always", ann=None, init=(), sidecars=(), host_network=False, uid="u1"):
     spec = {"restartPolicy": policy, "containers": [{"name": "c", "image": "nginx:1.25"}]}
     inits = [{"name": n, "image": "busybox"} for n in init]

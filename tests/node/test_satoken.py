@@ -69,6 +69,24 @@ async def test_tokens_are_reused_then_rotated() -> None:
     assert await manager.token(client, POD, source, now=client.now) == "tok2"  # type: ignore[arg-type]
 
 
+async def test_expired_tokens_are_dropped_once_a_minute() -> None:
+    """Tokens past their expiry are forgotten by a sweep at most once a minute, not on every token issued."""
+    client = _Client()
+    manager = satoken.TokenManager()
+    short = {"path": "token", "expirationSeconds": 10}
+
+    def pod(uid: str) -> dict[str, Any]:
+        return {**POD, "metadata": {**POD["metadata"], "uid": uid}}
+
+    await manager.token(client, pod("a"), short, now=T0)  # type: ignore[arg-type]
+    client.now = T0 + datetime.timedelta(seconds=30)
+    await manager.token(client, pod("b"), short, now=client.now)  # type: ignore[arg-type]
+    assert len(manager._issued) == 2  # a's token expired, but the last sweep was 30 s ago
+    client.now = T0 + datetime.timedelta(seconds=61)
+    await manager.token(client, pod("c"), short, now=client.now)  # type: ignore[arg-type]
+    assert sorted(k[0] for k in manager._issued) == ["c"]
+
+
 async def test_fetch_errors() -> None:
     """A refused first request is the kubelet's "failed to fetch token"; a refused renewal keeps the old token."""
     client = _Client()
