@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pocketkube.api import errors, selectors
 from pocketkube.apiserver import context, objects
 from pocketkube.apiserver import update as update_verb
+
+# Attempts of a write that names no resourceVersion when a concurrent write wins (as patch.py's).
+_RETRIES = 5
 
 
 def _paths(server: context.Server, call: context.Call) -> tuple[str, str, str]:
@@ -74,18 +78,38 @@ async def _write(server: context.Server, call: context.Call, scale: dict[str, An
 async def update(server: context.Server, call: context.Call, scale: dict[str, Any]) -> dict[str, Any]:
     if scale.get("kind") not in (None, "Scale"):
         raise errors.BadRequest(f"the object provided is unrecognized (must be of type Scale): {scale.get('kind')}")
-    old = await server.objects.get(call.res, call.namespace, call.info.name)
-    return await _write(server, call, scale, old)
+    return await _retrying(server, call, scale, lambda current: scale)
 
 
 async def patch(server: context.Server, call: context.Call, ptype: str, body: Any) -> dict[str, Any]:
     from pocketkube.api import jsonpatch, mergepatch
-    old = await server.objects.get(call.res, call.namespace, call.info.name)
-    current = to_scale(server, call, old)
-    if ptype == "json":
-        new = jsonpatch.apply(current, body)
-    elif isinstance(body, dict):
-        new = mergepatch.apply(current, body)
-    else:
-        raise errors.BadRequest("the patch must be an object")
-    return await _write(server, call, new, old)
+
+    def patched(current: dict[str, Any]) -> dict[str, Any]:
+        if ptype == "json":
+            new: Any = jsonpatch.apply(current, body)
+        elif isinstance(body, dict):
+            new = mergepatch.apply(current, body)
+        else:
+            raise errors.BadRequest("the patch must be an object")
+        if not isinstance(new, dict):
+            raise errors.BadRequest("the patch produced something that is not an object")
+        return new
+
+    return await _retrying(server, call, body, patched)
+
+
+async def _retrying(server: context.Server, call: context.Call, request: Any,
+                    make: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Write make(current Scale), retried on a conflict unless the request named a resourceVersion.
+
+    A write without one is unconditional in kube (GuaranteedUpdate tries again against the new object), so
+    `kubectl scale` never sees a 409 because a controller updated the workload in between."""
+    named = isinstance(request, dict) and bool((request.get("metadata") or {}).get("resourceVersion"))
+    for attempt in range(_RETRIES):
+        old = await server.objects.get(call.res, call.namespace, call.info.name)
+        try:
+            return await _write(server, call, make(to_scale(server, call, old)), old)
+        except errors.Conflict:
+            if named or attempt == _RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
