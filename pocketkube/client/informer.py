@@ -31,6 +31,8 @@ RETRY_MAX = 30.0
 # handler(event_type, old, new): old is None for ADDED, new is None for DELETED. Handlers must be
 # quick and synchronous (enqueue a key and return); they must never mutate the objects.
 Handler = Callable[[str, "dict[str, Any] | None", "dict[str, Any] | None"], None]
+# A transform rewrites each object as it arrives, before caching (client-go's TransformFunc).
+Transform = Callable[[dict[str, Any]], "dict[str, Any]"]
 # An index function maps an object to the values it is filed under (client-go's IndexFunc).
 IndexFunc = Callable[[dict[str, Any]], "list[str]"]
 # As client-go's KUBE_CACHE_MUTATION_DETECTOR: keep a serialized copy of every cached object and complain
@@ -43,6 +45,16 @@ detected_mutations: list[tuple[str, str]] = []
 def mutation_detector_enabled() -> bool:
     """Whether KUBE_CACHE_MUTATION_DETECTOR asks for the (costly) cached object mutation checks."""
     return os.environ.get(MUTATION_DETECTOR_ENV, "").lower() in ("1", "true", "yes")
+
+
+def trim_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop metadata.managedFields, as kube-controller-manager's and kube-scheduler's informers do: caches
+    hold each object for its lifetime, and managedFields are often its largest part while no controller reads
+    them (an update without them keeps the stored ones)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
 
 
 def key_of(obj: dict[str, Any]) -> str:
@@ -60,9 +72,13 @@ class Informer:
 
     def __init__(self, client: rest.Client, gvr: rest.GVR, *, namespace: str = "",
                  label_selector: str = "", field_selector: str = "", metadata_only: bool = False,
-                 resync_seconds: float = 0.0, clock: clock_mod.Clock | None = None) -> None:
+                 resync_seconds: float = 0.0, clock: clock_mod.Clock | None = None,
+                 transform: Transform | None = None) -> None:
         self.client = client
         self.gvr = gvr
+        # Applied to every object as it arrives, before it is cached or handed to handlers (client-go's
+        # SetTransform): the informer owns the freshly decoded object, so it may change it in place.
+        self.transform = transform
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
@@ -85,6 +101,11 @@ class Informer:
         self._handlers.append(handler)
         for obj in list(self._cache.values()):
             self._call(handler, ADDED, None, obj)
+
+    def remove_handler(self, handler: Handler) -> None:
+        """Stop telling handler of changes (a user leaving an informer others keep running)."""
+        if handler in self._handlers:
+            self._handlers.remove(handler)
 
     def add_indexer(self, name: str, func: IndexFunc) -> None:
         """File every cached object under func(obj) in the index `name` (shared by every user of the cache)."""
@@ -183,7 +204,10 @@ class Informer:
                 # The continue token expired mid-way: restart the whole list.
                 items, cont = [], ""
                 continue
-            items.extend(page.get("items") or [])
+            page_items = page.get("items") or []
+            if self.transform is not None:
+                page_items = [self.transform(o) for o in page_items]
+            items.extend(page_items)
             meta = page.get("metadata") or {}
             rv = meta.get("resourceVersion") or rv
             cont = meta.get("continue") or ""
@@ -280,6 +304,8 @@ class Informer:
                     self.resource_version = rv
                 continue
             key = key_of(obj)
+            if self.transform is not None:
+                obj = self.transform(obj)
             if etype in (ADDED, MODIFIED):
                 prev = self._put(key, obj)
                 self._emit(ADDED if prev is None else MODIFIED, prev, obj)
@@ -327,9 +353,12 @@ class Factory:
     Every user registers its own handlers (each replayed the cache when added) and must treat cached objects
     as read-only. Informers run while any user runs them (Controller.run does) or once start() was called."""
 
-    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None) -> None:
+    def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None,
+                 transform: Transform | None = None) -> None:
         self.client = client
         self.clock = clock or clock_mod.Clock()
+        # Applied by every informer of the factory (client-go's WithTransform option).
+        self.transform = transform
         self._informers: dict[InformerKey, Informer] = {}
         self._started: dict[InformerKey, asyncio.Task[None]] = {}
         if mutation_detector_enabled():
@@ -344,9 +373,16 @@ class Factory:
         if inf is None:
             inf = Informer(self.client, gvr, namespace=namespace, label_selector=label_selector,
                            field_selector=field_selector, metadata_only=metadata_only,
-                           resync_seconds=resync_seconds, clock=self.clock)
+                           resync_seconds=resync_seconds, clock=self.clock, transform=self.transform)
             self._informers[key] = inf
         return inf
+
+    def existing(self, gvr: rest.GVR) -> Informer | None:
+        """The unfiltered, whole-object informer of gvr if some user already asked for one, else None.
+
+        For users content with any view of a resource (the garbage collector reads only metadata): kube's
+        ObjectOrMetadataInformerFactory hands them the typed shared informer, so they cost no watch of their own."""
+        return self._informers.get(InformerKey(gvr))
 
     def informers(self) -> builtins.list[Informer]:
         return list(self._informers.values())

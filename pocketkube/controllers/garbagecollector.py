@@ -222,17 +222,21 @@ def without_owner_refs(meta: dict[str, Any], uids: set[str]) -> list[dict[str, A
 
 
 class GarbageCollector:
-    """Watches every deletable resource (metadata only) and deletes what no owner holds any more."""
+    """Watches every deletable resource (metadata only, or the controllers' shared informer) and deletes what no
+    owner holds any more."""
 
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock | None = None, workers: int = 4,
-                 discovery_period: float = DISCOVERY_PERIOD) -> None:
+                 discovery_period: float = DISCOVERY_PERIOD, informers: informer.Factory | None = None) -> None:
         self.client = client
+        # The other controllers' informers: a resource they already watch whole is not watched a second time.
+        self.informers = informers
         self.clock = clock or clock_mod.Clock()
         self.discovery_period = discovery_period
         self.graph = Graph()
         self.discovery = rest.Discovery([])
         self._events: asyncio.Queue[tuple[str, rest.APIResource | None, Any]] = asyncio.Queue()
-        self._monitors: dict[rest.GVR, tuple[informer.Informer, asyncio.Task[None]]] = {}
+        # gvr -> (informer, the task running it, our handler on it: a shared informer outlives the monitor)
+        self._monitors: dict[rest.GVR, tuple[informer.Informer, asyncio.Task[None], informer.Handler]] = {}
         self._absent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._discovered_at = float("-inf")
         self.deleter = controller.Controller("garbagecollector-delete", self.attempt_to_delete,
@@ -246,7 +250,7 @@ class GarbageCollector:
         try:
             await self.refresh_discovery()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(i.wait_synced() for i, _ in self._monitors.values())),
+                await asyncio.wait_for(asyncio.gather(*(i.wait_synced() for i, _, _ in self._monitors.values())),
                                        SYNC_TIMEOUT)
             tasks += [loop.create_task(self.deleter.run(), name="gc-delete"),
                       loop.create_task(self.orphaner.run(), name="gc-orphan"),
@@ -255,9 +259,10 @@ class GarbageCollector:
         finally:
             for t in tasks:
                 t.cancel()
-            for inf_task in [t for _, t in self._monitors.values()]:
+            for inf, inf_task, handler in self._monitors.values():
+                inf.remove_handler(handler)
                 inf_task.cancel()
-            for t in tasks + [t for _, t in self._monitors.values()]:
+            for t in tasks + [t for _, t, _ in self._monitors.values()]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             self._monitors.clear()
@@ -281,17 +286,21 @@ class GarbageCollector:
         failed_groups = {gv.rpartition("/")[0] for gv in disc.failed}
         for gvr in list(self._monitors):
             if gvr not in wanted and gvr.group not in failed_groups:
-                inf, task = self._monitors.pop(gvr)
+                inf, task, handler = self._monitors.pop(gvr)
+                inf.remove_handler(handler)
                 task.cancel()
                 for obj in inf.list():
                     self._events.put_nowait((informer.DELETED, None, obj))
         for gvr, res in wanted.items():
             if gvr in self._monitors:
                 continue
-            inf = informer.Informer(self.client, gvr, metadata_only=True, clock=self.clock)
-            inf.add_handler(self._handler(res))
+            shared = self.informers.existing(gvr) if self.informers is not None else None
+            inf = shared if shared is not None else informer.Informer(self.client, gvr, metadata_only=True,
+                                                                      clock=self.clock)
+            handler = self._handler(res)
+            inf.add_handler(handler)
             task = asyncio.get_running_loop().create_task(inf.run(), name=f"gc-monitor-{gvr.resource}.{gvr.group}")
-            self._monitors[gvr] = (inf, task)
+            self._monitors[gvr] = (inf, task, handler)
 
     def _handler(self, res: rest.APIResource) -> informer.Handler:
         def handle(etype: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:

@@ -56,11 +56,12 @@ async def client_for(url: str, pki: pki_mod.Pki) -> rest.Client:
 def _controllers(client: rest.Client, *, pki: pki_mod.Pki, clock: clock_mod.Clock) -> list[tuple[str, Any]]:
     """(name, object with an async run()) for every built-in controller, one line each."""
     # One list+watch per resource for all controllers (client-go's SharedInformerFactory): a pod informer
-    # each used to decode every pod event a dozen times over.
-    shared = informer.Factory(client, clock=clock)
+    # each used to decode every pod event a dozen times over. As kube-controller-manager, the caches drop
+    # managedFields (WithTransform): kept for every object's lifetime, and read by no controller.
+    shared = informer.Factory(client, clock=clock, transform=informer.trim_managed_fields)
     return [
         ("namespace", namespace.NamespaceController(client, ca_pem=pki.ca_cert_pem.decode("ascii"), clock=clock, informers=shared)),
-        ("garbagecollector", garbagecollector.GarbageCollector(client, clock=clock)),
+        ("garbagecollector", garbagecollector.GarbageCollector(client, clock=clock, informers=shared)),
         ("clusterrole-aggregation", clusterroleaggregation.ClusterRoleAggregationController(client, clock=clock, informers=shared)),
         ("statefulset", statefulset.StatefulSetController(client, clock=clock, informers=shared)),
         ("daemonset", daemonset.DaemonSetController(client, clock=clock, informers=shared)),

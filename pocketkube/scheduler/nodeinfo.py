@@ -156,8 +156,10 @@ class PodInfo:
         self.requests = pod_requests(spec)
         self.nonzero_cpu, self.nonzero_mem = nonzero_requests(spec)
         self.host_ports = host_ports(spec)
-        # What resource plugins read of the pod: pods of one shape get the same node-local scores.
-        self.shape = (tuple(sorted(self.requests.items())), self.nonzero_cpu, self.nonzero_mem)
+        # What resource plugins read of the pod: pods of one shape get the same node-local scores. A string,
+        # as it keys every node's memo once per node and plugin each cycle: a str caches its hash, a tuple
+        # of tuples is hashed anew on every lookup.
+        self.shape = repr((tuple(sorted(self.requests.items())), self.nonzero_cpu, self.nonzero_mem))
         self.tolerations: list[dict[str, Any]] = spec.get("tolerations") or []
         aff = spec.get("affinity") or {}
         self.has_node_constraints = bool(spec.get("nodeSelector") or (aff.get("nodeAffinity") or {}).get(
@@ -373,7 +375,8 @@ class Cache:
         spec = dict(p.pod.get("spec") or {})
         spec["nodeName"] = node
         # Everything parsed from the pod stays valid: only the node differs.
-        assumed = copy.copy(p)
+        assumed = PodInfo.__new__(PodInfo)  # copy.copy without its generic __reduce_ex__ round trip
+        assumed.__dict__.update(p.__dict__)
         assumed.pod = {**p.pod, "spec": spec}
         assumed.node_name = node
         self.assumed.add(assumed.key)

@@ -47,6 +47,7 @@ BIND_CONCURRENCY = 64
 # Cluster events and the plugins whose rejections they may lift (kube's queueing hints, coarsely).
 FREED = ("NodeResourcesFit", "NodePorts", "InterPodAffinity", "PodTopologySpread")
 POD_PLACED = ("InterPodAffinity", "PodTopologySpread")
+NAMESPACE_INDEX = "namespace"
 PREEMPTION_MESSAGE = "default-scheduler: preempting to accommodate a higher priority pod"
 
 
@@ -108,10 +109,14 @@ class Scheduler:
         self._bind_slots = asyncio.Semaphore(bind_concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._legacy_bindings = False
-        self.pods = informer_mod.Informer(client, PODS, field_selector=NOT_TERMINAL, clock=self.clock)
+        # As kube-scheduler's pod informer: managedFields are dropped (the cache holds every pod, reads none).
+        self.pods = informer_mod.Informer(client, PODS, field_selector=NOT_TERMINAL, clock=self.clock,
+                                          transform=informer_mod.trim_managed_fields)
         self.nodes = informer_mod.Informer(client, NODES, clock=self.clock)
         self.namespaces = informer_mod.Informer(client, NAMESPACES, clock=self.clock)
         self.services = informer_mod.Informer(client, SERVICES, clock=self.clock)
+        # Every pod's default spread looks up its namespace's services (kube's lister by namespace).
+        self.services.add_indexer(NAMESPACE_INDEX, informer_mod.namespace_index)
         self.owners = {"ReplicaSet": informer_mod.Informer(client, REPLICASETS, clock=self.clock),
                        "StatefulSet": informer_mod.Informer(client, STATEFULSETS, clock=self.clock),
                        "ReplicationController": informer_mod.Informer(client, RCS, clock=self.clock)}
@@ -198,10 +203,9 @@ class Scheduler:
 
     def _default_selector(self, pod: nodeinfo.PodInfo) -> selectors.Selector | None:
         svcs = []
-        for svc in self.services.list():
-            meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
-            sel = spec.get("selector")
-            if meta.get("namespace") == pod.namespace and sel and selectors.from_set(sel).matches(pod.labels):
+        for svc in self.services.by_index(NAMESPACE_INDEX, pod.namespace):
+            sel = (svc.get("spec") or {}).get("selector")
+            if sel and selectors.from_set(sel).matches(pod.labels):
                 svcs.append(svc)
         owner = None
         for ref in (pod.pod.get("metadata") or {}).get("ownerReferences") or []:

@@ -178,3 +178,61 @@ async def test_mutation_detector_is_off_by_default(monkeypatch):
     monkeypatch.delenv(informer.MUTATION_DETECTOR_ENV, raising=False)
     inf = informer.Informer(ti.FakeClient([], []), CM, clock=clock.FakeClock())
     assert inf.check_mutations() == 0
+
+
+def _managed(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:data": {}}}]
+    return obj
+
+
+async def test_factory_transform_trims_managed_fields_of_listed_and_watched_objects():
+    """WithTransform(trim managedFields) as kube-controller-manager: neither the cache nor a handler sees them."""
+    fake = ti.FakeClient([[ti.page([_managed(ti.cm("a", "1"))], "5")]],
+                         [[("ADDED", _managed(ti.cm("b", "6"))), ("DELETED", _managed(ti.cm("a", "7")))]])
+    factory = informer.Factory(fake, clock=clock.FakeClock(), transform=informer.trim_managed_fields)
+    inf = factory.informer(CM)
+    seen: list[dict[str, Any]] = []
+    inf.add_handler(lambda etype, old, new: seen.append(new if new is not None else old))
+    run = asyncio.ensure_future(inf.run())
+    await _settle(inf, fake)
+    assert [o["metadata"]["name"] for o in seen] == ["a", "b", "a"]
+    assert all("managedFields" not in o["metadata"] for o in seen + inf.list())
+    assert inf.get("ns/b") == ti.cm("b", "6")
+    await _stop(run)
+
+
+@pytest.mark.parametrize(("obj", "trimmed"), [
+    ({"metadata": {"name": "a", "managedFields": []}}, {"metadata": {"name": "a"}}),
+    ({"metadata": {"name": "a"}}, {"metadata": {"name": "a"}}),
+    ({"kind": "Status"}, {"kind": "Status"}),
+    ({"metadata": None}, {"metadata": None}),
+])
+def test_trim_managed_fields(obj, trimmed):
+    """Only metadata.managedFields goes; objects without it (or without metadata) pass unchanged."""
+    assert informer.trim_managed_fields(obj) == trimmed
+
+
+def test_existing_is_the_unfiltered_whole_object_informer_only():
+    """existing() finds what some user asked for unfiltered, never creates one, and ignores filtered ones."""
+    factory = informer.Factory(ti.FakeClient([], []), clock=clock.FakeClock())
+    assert factory.existing(CM) is None
+    factory.informer(CM, metadata_only=True)
+    factory.informer(CM, namespace="a")
+    assert factory.existing(CM) is None and len(factory.informers()) == 2
+    whole = factory.informer(CM)
+    assert factory.existing(CM) is whole
+
+
+async def test_removed_handler_hears_nothing_more():
+    """remove_handler: a user leaving a shared informer stops getting events; the others keep theirs."""
+    fake = ti.FakeClient([[ti.page([ti.cm("a", "1")], "5")]], [[("ADDED", ti.cm("b", "6"))]])
+    inf = informer.Factory(fake, clock=clock.FakeClock()).informer(CM)
+    leaving, staying = Recorder(), Recorder()
+    inf.add_handler(leaving)
+    inf.add_handler(staying)
+    inf.remove_handler(leaving)
+    inf.remove_handler(leaving)  # a second removal is harmless
+    run = asyncio.ensure_future(inf.run())
+    await _settle(inf, fake)
+    assert leaving.seen == [] and staying.seen == [("ADDED", "a"), ("ADDED", "b")]
+    await _stop(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pocketkube.base import clock
+from pocketkube.client import informer, rest
 from pocketkube.controllers import garbagecollector as gcm
 from tests.controllers import fakeapi
 
@@ -247,3 +248,33 @@ async def test_cluster_scoped_dependent_of_namespaced_owner_is_collected():
     gc = await _collector(api)
     await settle(gc, api)
     assert api.find(fakeapi.NAMESPACES, "n") is None
+
+
+async def test_resources_the_controllers_watch_whole_reuse_their_shared_informer():
+    """As kube's ObjectOrMetadataInformerFactory: a shared full informer serves the collector, others get metadata."""
+    api = fakeapi.FakeAPI()
+    shared = informer.Factory(api, clock=clock.FakeClock())
+    configmaps = shared.informer(fakeapi.CONFIGMAPS.gvr)
+    gc = gcm.GarbageCollector(api, clock=clock.FakeClock(), informers=shared)
+    await gc.refresh_discovery()
+    try:
+        assert gc._monitors[fakeapi.CONFIGMAPS.gvr][0] is configmaps
+        widgets = gc._monitors[fakeapi.WIDGETS.gvr][0]
+        assert widgets.metadata_only and widgets is not shared.existing(fakeapi.WIDGETS.gvr)
+        assert len(configmaps._handlers) == 1
+        # The resource leaving discovery takes the collector's handler off the informer the others keep.
+        every = api.discover
+
+        async def without_configmaps():
+            found = await every()
+            return rest.Discovery([r for r in found.resources if r.resource != "configmaps"], {})
+
+        api.discover = without_configmaps
+        await gc.refresh_discovery()
+        assert fakeapi.CONFIGMAPS.gvr not in gc._monitors and configmaps._handlers == []
+        api.discover = every
+        await gc.refresh_discovery()
+        assert gc._monitors[fakeapi.CONFIGMAPS.gvr][0] is configmaps and len(configmaps._handlers) == 1
+    finally:
+        for _, task, _ in gc._monitors.values():
+            task.cancel()

@@ -10,6 +10,7 @@ import pytest
 
 from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
+from pocketkube.client import informer as informer_mod
 from pocketkube.scheduler import framework, nodeinfo, preemption, scheduler
 from tests.scheduler import helpers as h
 
@@ -181,3 +182,28 @@ def test_preemption_refusals() -> None:
         s.framework.schedule(p, s.cache)
     assert preemption.preempt(s.framework, p, s.cache, fe.value)[1] == (
         "preemption: 0/2 nodes are available: 1 Insufficient cpu, 1 Preemption is not helpful for scheduling.")
+
+
+def test_pod_informer_drops_managed_fields_as_kube_schedulers_does() -> None:
+    """The pod cache (every pod, kept for its lifetime) is trimmed of managedFields; other informers are not."""
+    s = scheduler.Scheduler(RecordingClient(), clock=clock_mod.FakeClock())  # type: ignore[arg-type]
+    assert s.pods.transform is informer_mod.trim_managed_fields
+    assert s.nodes.transform is None
+
+
+def test_default_spread_selector_reads_only_the_pods_namespace_services() -> None:
+    """The default spread selector merges the selectors of the Services in the pod's namespace that select it."""
+    s = scheduler.Scheduler(RecordingClient(), clock=clock_mod.FakeClock())  # type: ignore[arg-type]
+
+    def svc(name: str, ns: str, selector: dict[str, str] | None) -> None:
+        obj = {"metadata": {"name": name, "namespace": ns}, "spec": {"selector": selector} if selector else {}}
+        s.services._put(f"{ns}/{name}", obj)
+
+    svc("web", "default", {"app": "web"})
+    svc("tier", "default", {"tier": "front"})
+    svc("other", "default", {"app": "db"})
+    svc("headless", "default", None)
+    svc("web", "elsewhere", {"app": "web", "zone": "b"})
+    pi = nodeinfo.PodInfo(h.pod("p", labels={"app": "web", "tier": "front"}))
+    assert str(s._default_selector(pi)) == "app=web,tier=front"
+    assert s._default_selector(nodeinfo.PodInfo(h.pod("q", ns="empty", labels={"app": "web"}))) is None
