@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from typing import Any
@@ -20,13 +21,21 @@ PODS = rest.GVR("", "v1", "pods")
 # Pods synced at once. The kubelet gives every pod a goroutine of its own; a pod's start mostly waits (on its
 # sandbox, its volumes' API reads, the spawn, its status write), so a 100-pod burst needs many in flight.
 WORKERS = 16
+# Pods torn down at once (their processes, network namespace, cgroups, directory), in the background: as in the
+# kubelet, where every pod's worker ends its own pod, a burst of deletions never holds up the pods starting
+# meanwhile, neither in the work queue nor in the thread pool their set-up shares.
+TEARDOWNS = 4
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
 def pods_informer(client: rest.Client, node: str, *, clock: clock_mod.Clock) -> informer_mod.Informer:
-    """An informer on the pods bound to `node`, as the kubelet watches them."""
-    return informer_mod.Informer(client, PODS, field_selector=f"spec.nodeName={node}", clock=clock)
+    """An informer on the pods bound to `node`, as the kubelet watches them.
+
+    Its cache drops managedFields (nearly half of a pod's size): the kubelet never reads them, and its status
+    writes go to the status subresource, which keeps the stored ones."""
+    return informer_mod.Informer(client, PODS, field_selector=f"spec.nodeName={node}", clock=clock,
+                                 transform=informer_mod.trim_managed_fields)
 
 
 def deadline_left(pod: dict[str, Any], now: datetime.datetime) -> float | None:
@@ -61,6 +70,9 @@ class PodWorkers:
         self._uids: dict[str, str] = {}
         self._keys: dict[str, str] = {}
         self._written: dict[str, dict[str, Any]] = {}
+        # uid -> the background removal of a pod that is gone (see TEARDOWNS)
+        self._teardowns: dict[str, asyncio.Task[None]] = {}
+        self._teardown_slots = asyncio.Semaphore(TEARDOWNS)
         rt.set_notify(self._on_runtime_change)
 
     def _on_runtime_change(self, uid: str) -> None:
@@ -69,7 +81,17 @@ class PodWorkers:
             self.controller.enqueue(key)
 
     async def run(self) -> None:
-        await self.controller.run()
+        try:
+            await self.controller.run()
+        finally:
+            for task in list(self._teardowns.values()):
+                task.cancel()
+            await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
+
+    async def settled(self) -> None:
+        """Wait until the pods removed so far are torn down."""
+        while self._teardowns:
+            await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
 
     async def reconcile(self, key: str) -> controller.Outcome:
         pod = self.informer.get(key)
@@ -80,8 +102,12 @@ class PodWorkers:
             return controller.DONE
         uid = str(pod["metadata"].get("uid") or "")
         if old_uid and old_uid != uid:
-            # Deleted and created again under the same name: the old one is gone for good.
+            # Deleted and created again under the same name: the old one is gone for good, and ends before the
+            # new one starts (a StatefulSet's pod must not run twice at once, on the same volumes).
             await self._forget(key, old_uid)
+            teardown = self._teardowns.get(old_uid)
+            if teardown is not None:
+                await asyncio.wait({teardown})
         self._uids[key], self._keys[uid] = uid, key
         if (pod.get("spec") or {}).get("nodeName") != self.node:
             return controller.DONE
@@ -153,10 +179,25 @@ class PodWorkers:
                                      preconditions={"uid": uid})
         except (errors.NotFound, errors.Conflict):
             pass  # already gone, or a new pod with this name
-        await self.runtime.remove_pod(uid)
+        self._remove(uid)
 
     async def _forget(self, key: str, uid: str) -> None:
-        await self.runtime.remove_pod(uid)
+        self._remove(uid)
         self._uids.pop(key, None)
         self._keys.pop(uid, None)
         self._written.pop(uid, None)
+
+    def _remove(self, uid: str) -> None:
+        """Tear the pod down in the background (once per uid)."""
+        if uid in self._teardowns:
+            return
+        task = asyncio.get_running_loop().create_task(self._teardown(uid), name=f"teardown-{uid}")
+        self._teardowns[uid] = task
+        task.add_done_callback(lambda _: self._teardowns.pop(uid, None))
+
+    async def _teardown(self, uid: str) -> None:
+        async with self._teardown_slots:
+            try:
+                await self.runtime.remove_pod(uid)
+            except Exception:  # noqa: BLE001 - one pod's leftovers must not stop the others' teardown
+                log.exception("removing pod %s failed", uid)

@@ -95,6 +95,7 @@ async def test_deleted_pod_is_stopped_and_removed(setup):
     assert status_write[2]["status"]["phase"] == "Succeeded"
     assert ("delete", PATH, {"grace_period_seconds": 0, "preconditions": {"uid": "u1"}}) in client.calls
     assert [c[2]["reason"] for c in client.calls if c[0] == "create"] == ["Killing"]
+    await workers.settled()
     assert PATH not in client.objects and workers.runtime.pod_status("u1") is None
 
 
@@ -105,6 +106,7 @@ async def test_pod_gone_from_the_cache_is_forgotten(setup):
     await workers.reconcile("default/web")
     cache.clear()
     await workers.reconcile("default/web")
+    await workers.settled()
     assert workers.runtime.pod_status("u1") is None
 
 
@@ -153,3 +155,78 @@ def test_deadline_left(clk):
     pod["status"]["startTime"] = "2025-12-31T23:59:30Z"
     assert podworkers.deadline_left(pod, clk.now()) == 30
     assert asyncio.iscoroutinefunction(podworkers.PodWorkers.reconcile)
+
+
+def test_pods_informer_caches_pods_without_managed_fields(clk):
+    """The kubelet's pod cache drops managedFields (it never reads them) and keeps the rest of the pod."""
+    inf = podworkers.pods_informer(fakes.FakeClient(), NODE, clock=clk)  # type: ignore[arg-type]
+    assert inf.field_selector == f"spec.nodeName={NODE}"
+    pod = make_pod()
+    pod["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1"}]
+    assert inf.transform is not None
+    cached = inf.transform(pod)
+    assert "managedFields" not in cached["metadata"]
+    assert cached["metadata"]["uid"] == "u1" and cached["spec"]["nodeName"] == NODE
+
+
+class SlowRemoval(runtime.VirtualRuntime):
+    """A runtime whose pod removals wait until released, counting how many run at once."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.release = asyncio.Event()
+        self.running = self.most = 0
+
+    async def remove_pod(self, uid: str) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await self.release.wait()
+        self.running -= 1
+        await super().remove_pod(uid)
+
+
+async def test_teardowns_run_in_the_background_a_few_at_a_time(clk):
+    """Pods that went away are torn down in the background, TEARDOWNS at once, while a new pod starts meanwhile."""
+    client = fakes.FakeClient()
+    rt = SlowRemoval(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
+    workers = podworkers.PodWorkers(client, node=NODE, host_ip="127.0.0.1", rt=rt,
+                                    recorder=events_mod.Recorder(client, host=NODE, clock=clk), clock=clk)
+    cache: dict[str, dict] = {}
+    workers.informer.get = cache.get  # type: ignore[method-assign]
+    for i in range(10):
+        pod = make_pod()
+        pod["metadata"].update(name=f"old-{i}", uid=f"old-{i}")
+        cache[f"default/old-{i}"] = pod
+        client.objects[f"/api/v1/namespaces/default/pods/old-{i}"] = pod
+        await workers.reconcile(f"default/old-{i}")
+    cache.clear()
+    for i in range(10):
+        assert await asyncio.wait_for(workers.reconcile(f"default/old-{i}"), 1) == controller.DONE
+    put(client, cache, make_pod())
+    assert await asyncio.wait_for(workers.reconcile("default/web"), 1) == controller.DONE
+    assert rt.pod_status("u1") is not None and rt.pod_status("old-0") is not None
+    rt.release.set()
+    await workers.settled()
+    assert rt.most == podworkers.TEARDOWNS
+    assert all(rt.pod_status(f"old-{i}") is None for i in range(10))
+
+
+async def test_a_pod_created_again_under_its_name_starts_once_the_old_one_is_torn_down(clk):
+    """A pod deleted and created again under the same name (new uid) starts only after the old one is gone."""
+    client = fakes.FakeClient()
+    rt = SlowRemoval(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
+    workers = podworkers.PodWorkers(client, node=NODE, host_ip="127.0.0.1", rt=rt,
+                                    recorder=events_mod.Recorder(client, host=NODE, clock=clk), clock=clk)
+    cache: dict[str, dict] = {}
+    workers.informer.get = cache.get  # type: ignore[method-assign]
+    put(client, cache, make_pod())
+    await workers.reconcile("default/web")
+    again = make_pod()
+    again["metadata"]["uid"] = "u2"
+    put(client, cache, again)
+    sync = asyncio.create_task(workers.reconcile("default/web"))
+    await asyncio.sleep(0.01)
+    assert not sync.done() and rt.pod_status("u2") is None
+    rt.release.set()
+    assert await asyncio.wait_for(sync, 1) == controller.DONE
+    assert rt.pod_status("u1") is None and rt.pod_status("u2") is not None
