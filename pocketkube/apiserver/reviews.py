@@ -143,7 +143,8 @@ async def bind(server: context.Server, call: context.Call, binding: dict[str, An
         pod["status"]["conditions"] = conds
         try:
             if not call.dry_run:
-                await server.objects.write(pods, pod, expected_revision=revision)
+                # the pod is dropped after this write: its watchers may have it as it is, undecoded
+                await server.objects.write(pods, pod, expected_revision=revision, shared=True)
         except errors.Conflict:
             continue
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
