@@ -9,6 +9,7 @@ import orjson
 
 from pocketkube.api import errors
 from pocketkube.apiserver import context, filters, objects, render
+from pocketkube.base import gcpolicy
 from pocketkube.store import base as store_base
 
 _CONTINUE_EXPIRED = (
@@ -17,6 +18,10 @@ _CONTINUE_EXPIRED = (
     "remainder of the results. Continuing with the provided token results in an inconsistent list - "
     "objects that were created, modified, or deleted between the time the first chunk was returned and "
     "now may show up in the list.")
+
+
+# Entries a filtered page reads from the store at a time.
+_FILTERED_BATCH = 5000
 
 
 def encode_continue(revision: int, start: str) -> str:
@@ -85,43 +90,57 @@ async def list_objects(server: context.Server, call: context.Call, *, limit_over
             raise errors.Timeout(f"Too large resource version: {wanted}, current: {current}")
         if match == "Exact":
             revision = wanted
-    try:
-        result = await server.store.list(prefix, revision=revision, start_after=start_after)
-    except store_base.Compacted:
-        if token:
-            raise errors.Gone(_CONTINUE_EXPIRED) from None
-        raise errors.Gone(f"too old resource version: {revision} ({server.store.compacted_revision()})") from None
-
     items: list[dict[str, Any]] = []
-    consumed = 0
-    entries = result.entries
     last_key = ""
+    cont = ""
+    remaining = None
     # A kubelet's `spec.nodeName=NODE` list wants a few pods of thousands: skip, undecoded, every pod
     # whose stored JSON cannot name the node (kube serves these lists from its watch cache's index).
     needle = filters.node_needle(filters.pinned_node(res, call.param("fieldSelector")))
-    for entry in entries:
+    # A page reads no more than it may return (plus one, to know whether more follow): reading everything
+    # after the continue key made each of kubectl's 500-item chunks cost the whole rest of the list. Filtered
+    # lists read bigger batches, as most of what they read is skipped.
+    batch = 0 if not limit else limit + 1 if predicate is None and needle is None else max(limit + 1, _FILTERED_BATCH)
+    while True:
+        try:
+            result = await server.store.list(prefix, revision=revision, start_after=start_after, limit=batch)
+        except store_base.Compacted:
+            if token:
+                raise errors.Gone(_CONTINUE_EXPIRED) from None
+            raise errors.Gone(f"too old resource version: {revision} ({server.store.compacted_revision()})") from None
+        # Every further batch reads the snapshot the first one did.
+        revision = result.revision
+        entries = result.entries
+        consumed = 0
+        # Decoding makes only live, acyclic objects: no cyclic collection in between (see gcpolicy.paused).
+        with gcpolicy.paused():
+            for entry in entries:
+                if limit and len(items) >= limit:
+                    break
+                consumed += 1
+                if res.namespaced and not call.namespace and entry.key.count("/") != prefix.count("/") + 1:
+                    continue
+                if needle is not None and needle not in entry.value and entry.value.startswith(b"{"):
+                    last_key = entry.key
+                    continue
+                obj = res_obj = objects.decode(entry.value, entry.mod_revision)
+                if predicate is not None and not predicate(res_obj):
+                    last_key = entry.key
+                    continue
+                items.append(server.objects.from_storage(res, obj))
+                last_key = entry.key
+        left = len(entries) - consumed + (result.remaining if result.more else 0)
         if limit and len(items) >= limit:
+            if left:
+                # another page exists only if something after the cut could still match
+                cont = encode_continue(result.revision, last_key[len(prefix):])
+                if predicate is None:
+                    remaining = left
             break
-        consumed += 1
-        if res.namespaced and not call.namespace and entry.key.count("/") != prefix.count("/") + 1:
-            continue
-        if needle is not None and needle not in entry.value and entry.value.startswith(b"{"):
-            last_key = entry.key
-            continue
-        obj = res_obj = objects.decode(entry.value, entry.mod_revision)
-        if predicate is not None and not predicate(res_obj):
-            last_key = entry.key
-            continue
-        items.append(server.objects.from_storage(res, obj))
-        last_key = entry.key
-    cont = ""
-    remaining = None
-    if limit and consumed < len(entries):
-        # another page exists only if something after the cut could still match
-        cont = encode_continue(result.revision, last_key[len(prefix):])
-        if predicate is None:
-            remaining = len(entries) - consumed
-    return items, result.revision, cont, remaining
+        if not result.more or not entries:
+            break
+        start_after = entries[-1].key
+    return items, revision, cont, remaining
 
 
 async def handle(server: context.Server, call: context.Call) -> tuple[Any, int]:

@@ -255,6 +255,8 @@ class NodeLifecycleController(controller.Reconciler):
         self.nodes = self.watch(NODES, _on_node)
         self.leases = self.watch(LEASES, controller.no_keys, namespace=LEASE_NAMESPACE)
         self.pods = self.watch(PODS, controller.no_keys)
+        # Each pass looks at the pods of the nodes that are not ready only: through the index, not all pods.
+        self.pods.add_indexer(podutil.NODE_NAME_INDEX, podutil.node_name_index)
 
     async def run(self) -> None:
         self.controller.enqueue(MONITOR)
@@ -277,18 +279,16 @@ class NodeLifecycleController(controller.Reconciler):
             current.append(await self._check_health(node, now))
         states = zone_states(current, self.settings)
         all_disrupted = bool(states) and all(s == FULL for s, _ in states.values())
-        pods_by_node: dict[str, list[dict[str, Any]]] = {}
-        for pod in self.pods.list():
-            nn = (pod.get("spec") or {}).get("nodeName")
-            if nn:
-                pods_by_node.setdefault(nn, []).append(pod)
         for node in current:
             state, size = states.get(zone_key(node), (NORMAL, 0))
             taints = plan_taints(node, zone_state=state, zone_size=size, all_disrupted=all_disrupted,
                                  settings=self.settings, now=stamp)
             if taints is not None:
                 await self._set_taints(node, taints)
-            for pod in pods_to_mark_not_ready(node, pods_by_node.get(node["metadata"]["name"], [])):
+            if ready_status(node) in (None, "True"):
+                continue  # nothing to mark on a ready node: skip the lookup
+            pods = self.pods.by_index(podutil.NODE_NAME_INDEX, node["metadata"]["name"])
+            for pod in pods_to_mark_not_ready(node, pods):
                 await self._mark_not_ready(pod, stamp)
 
     async def _check_health(self, node: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:

@@ -30,6 +30,16 @@ def resource_version(obj: dict[str, Any]) -> int:
     return int(value) if value.isdigit() else 0
 
 
+# The pods-by-node index of the shared pod informer (kube's controllers keep the same one, "spec.nodeName").
+NODE_NAME_INDEX = "spec.nodeName"
+
+
+def node_name_index(pod: dict[str, Any]) -> list[str]:
+    """IndexFunc filing a pod under the node it is bound to (unbound pods under nothing)."""
+    name = (pod.get("spec") or {}).get("nodeName")
+    return [name] if isinstance(name, str) and name else []
+
+
 def phase(pod: dict[str, Any]) -> str:
     return str((pod.get("status") or {}).get("phase") or "")
 

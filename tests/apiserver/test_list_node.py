@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from aiohttp import test_utils
 
 from pocketkube.api import resources
-from pocketkube.apiserver import filters, objects
+from pocketkube.apiserver import filters, listing, objects
 from pocketkube.store import memory
 from tests.apiserver import harness
 
@@ -107,3 +108,61 @@ async def test_selected_list_pages_like_a_full_scan(client: test_utils.TestClien
 def test_node_needle(node: str | None, want: bytes | None) -> None:
     """Only names every JSON encoder writes alike get a byte test; the rest are decoded and checked."""
     assert filters.node_needle(node) == want
+
+
+async def test_list_decodes_with_the_cyclic_collector_paused(client: test_utils.TestClient,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list decodes its items with the cyclic collector off and switches it back on before answering."""
+    seen: list[bool] = []
+    decode = objects.decode
+
+    def spy(value: bytes, revision: int) -> dict[str, Any]:
+        seen.append(gc.isenabled())
+        return decode(value, revision)
+
+    monkeypatch.setattr(objects, "decode", spy)
+    body = await _get(client, "/api/v1/pods")
+    assert len(body["items"]) == len(PODS)
+    assert seen and not any(seen)
+    assert gc.isenabled()
+
+
+async def _pages(client: test_utils.TestClient, url: str) -> tuple[list[str], list[Any]]:
+    names: list[str] = []
+    remaining: list[Any] = []
+    cont = ""
+    while True:
+        body = await _get(client, url + (f"&continue={cont}" if cont else ""))
+        names += _names(body)
+        remaining.append(body["metadata"].get("remainingItemCount"))
+        cont = body["metadata"].get("continue") or ""
+        if not cont:
+            return names, remaining
+
+
+async def test_chunks_read_only_their_page_from_the_store(client: test_utils.TestClient,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paging by 2 returns every pod once, counts what is left, and never asks the store for more than 3."""
+    whole = _names(await _get(client, "/api/v1/pods"))
+    asked: list[int] = []
+    original = memory.MemoryStore.list
+
+    async def spy(self: memory.MemoryStore, prefix: str, **kw: Any) -> Any:
+        asked.append(kw.get("limit", 0))
+        return await original(self, prefix, **kw)
+
+    monkeypatch.setattr(memory.MemoryStore, "list", spy)
+    names, remaining = await _pages(client, "/api/v1/pods?limit=2")
+    assert names == whole
+    assert remaining == [len(PODS) - 2 * (i + 1) for i in range(len(PODS) // 2)] + [None]
+    assert asked and all(0 < n <= 3 for n in asked)
+
+
+async def test_filtered_chunks_span_store_batches(client: test_utils.TestClient,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node-selected list read in small store batches pages through exactly the node's pods."""
+    monkeypatch.setattr(listing, "_FILTERED_BATCH", 2)
+    url = "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a"
+    whole = _names(await _get(client, url))
+    names, _ = await _pages(client, url + "&limit=1")
+    assert names == whole == ["default/on-a", "default/on-a-too", "kube-system/on-a-other-ns"]

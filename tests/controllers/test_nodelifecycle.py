@@ -10,6 +10,7 @@ import pytest
 from pocketkube.api import errors
 from pocketkube.base import clock
 from pocketkube.controllers import nodelifecycle as nl
+from pocketkube.controllers import podutil
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 S = nl.Settings()
@@ -230,3 +231,32 @@ async def test_monitor_pass_marks_lost_node_unknown_and_taints_it():
     pod_update = client.status_updates[1]
     assert pod_update["metadata"]["name"] == "p"
     assert pod_update["status"]["conditions"][0]["status"] == "False"
+
+
+@pytest.mark.parametrize("pod,want", [
+    ({"spec": {"nodeName": "n1"}}, ["n1"]),
+    ({"spec": {"nodeName": ""}}, []),
+    ({"spec": {}}, []),
+    ({}, []),
+    ({"spec": None}, []),
+])
+def test_node_name_index(pod, want):
+    """Pods are filed under the node they are bound to; unbound ones under nothing."""
+    assert podutil.node_name_index(pod) == want
+
+
+async def test_monitor_finds_pods_through_the_node_index():
+    """Pods that arrive by watch after the first list are found on their not-ready node; deleted ones are not."""
+    fake = clock.FakeClock(T0)
+    client = FakeClient()
+    ctl = nl.NodeLifecycleController(client, clock=fake)  # type: ignore[arg-type]
+    ctl.nodes._replace([node("n1", ready="False"), node("n2", ready="False")])
+    ctl.leases._replace([])
+    ctl.pods._replace([])
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    for name, on in (("a", "n1"), ("b", "n2"), ("gone", "n1")):
+        ctl.pods._put(f"default/{name}", {"metadata": {"name": name, "namespace": "default"},
+                                          "spec": {"nodeName": on}, "status": ready})
+    ctl.pods._pop("default/gone")
+    await ctl.monitor()
+    assert sorted(u["metadata"]["name"] for u in client.status_updates) == ["a", "b"]
