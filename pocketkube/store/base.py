@@ -114,6 +114,10 @@ class StoreSettings:
     """Tuning for either backend."""
 
     history_revisions: int = 10000  # revisions of history kept by automatic compaction; 0 = never compact
+    # ...and at least this many seconds of it, as kube-apiserver compacts etcd every 5 minutes to the revision it
+    # saw 5 minutes earlier: 1000 kubelets renew ~100 Leases a second, and a revision count alone then kept
+    # under a minute, so chunked lists of many pods expired half way (410) and watches could not resume
+    history_seconds: float = 300.0
     compact_interval: float = 5.0  # seconds between automatic compactions
     watch_queue_limit: int = 10000  # events a watcher may have undelivered before it is dropped
     max_batch: int = 1000  # writes per group commit (SQLite)
@@ -121,6 +125,8 @@ class StoreSettings:
     def __post_init__(self) -> None:
         if self.history_revisions < 0:
             raise ValueError("history_revisions must be >= 0")
+        if self.history_seconds < 0:
+            raise ValueError("history_seconds must be >= 0")
         if self.compact_interval <= 0:
             raise ValueError("compact_interval must be > 0")
         if self.watch_queue_limit < 1:
@@ -486,12 +492,21 @@ class StoreCore:
 
 
 async def compact_periodically(store: StoreCore, *, settings: StoreSettings, clock: clock_mod.Clock) -> None:
-    """Forever: every compact_interval, drop history older than the last history_revisions revisions."""
+    """Forever: every compact_interval, drop history older than both the last history_revisions revisions and
+    the revision current history_seconds ago."""
     if settings.history_revisions == 0:
         return
+    seen: collections.deque[tuple[float, int]] = collections.deque()  # (when, current revision), oldest first
     while True:
         await clock.sleep(settings.compact_interval)
-        target = store.current_revision() - settings.history_revisions
+        now, current = clock.monotonic(), store.current_revision()
+        seen.append((now, current))
+        by_time = 0
+        while seen and seen[0][0] <= now - settings.history_seconds:
+            by_time = seen.popleft()[1]
+        if by_time:
+            seen.appendleft((now - settings.history_seconds, by_time))  # still the newest old-enough revision
+        target = min(current - settings.history_revisions, by_time)
         if target > store.compacted_revision():
             try:
                 await store.compact(target)
