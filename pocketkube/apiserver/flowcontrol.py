@@ -163,6 +163,9 @@ def schema_matches(schema: dict[str, Any], user: context.User, info: requestinfo
 # --- priority levels: seats, fair queues, rejection -------------------------------------------------------
 
 
+# Flows whose hands a level remembers (distinguishers are users or namespaces: few in practice).
+_HANDS_MAX = 4096
+
 class Level:
     """One priority level: a concurrency limit and, for Queue levels, shuffle-sharded queues of waiters."""
 
@@ -177,6 +180,8 @@ class Level:
         self.executing = 0
         self.waiting = 0
         self._next = 0
+        # flow -> its hand: dealing one seeds a Random (~20 us), and a busy level deals for every queued request
+        self._hands: dict[tuple[str, str], list[int]] = {}
 
     def try_acquire(self) -> bool:
         """Take a seat at once if one is free and nobody waits ahead."""
@@ -187,7 +192,12 @@ class Level:
 
     def hand(self, flow: tuple[str, str]) -> list[int]:
         """Shuffle sharding: the queues a flow may join, always the same for one flow."""
-        return random.Random(hash(flow)).sample(range(len(self.queues)), self.hand_size)
+        hand = self._hands.get(flow)
+        if hand is None:
+            if len(self._hands) >= _HANDS_MAX:
+                self._hands.clear()
+            hand = self._hands[flow] = random.Random(hash(flow)).sample(range(len(self.queues)), self.hand_size)
+        return hand
 
     def _pick_queue(self, flow: tuple[str, str]) -> collections.deque[asyncio.Future[None]] | None:
         if not self.queues:

@@ -277,3 +277,13 @@ async def test_slow_header_reads_are_cut_off() -> None:
         writer.close()
     finally:
         await runner.cleanup()
+
+
+def test_hand_is_dealt_once_per_flow_and_stays_the_same() -> None:
+    """A flow's hand (shuffle sharding) is the same on every call and is remembered, not dealt again."""
+    level = flowcontrol.Level("workload-low", limit=1, queues=64, hand_size=6, queue_length_limit=50)
+    first = level.hand(("service-accounts", "ns1"))
+    assert len(set(first)) == 6 and all(0 <= q < 64 for q in first)
+    assert level.hand(("service-accounts", "ns1")) is first
+    assert level.hand(("service-accounts", "ns1")) == flowcontrol.Level(
+        "workload-low", limit=1, queues=64, hand_size=6, queue_length_limit=50).hand(("service-accounts", "ns1"))
