@@ -282,18 +282,8 @@ def fields_of(obj: Mapping[str, Any], group: str, kind: str) -> dict[str, str]:
     fields = {"metadata.name": _s(_get(obj, "metadata", "name")),
               "metadata.namespace": _s(_get(obj, "metadata", "namespace"))}
     if group == "" and kind == "Pod":
-        ips = _get(obj, "status", "podIPs")
-        first = ips[0] if isinstance(ips, list) and ips else None
-        fields.update({
-            "spec.nodeName": pod_node_name(obj),
-            "spec.restartPolicy": _s(_get(obj, "spec", "restartPolicy")),
-            "spec.schedulerName": _s(_get(obj, "spec", "schedulerName")),
-            "spec.serviceAccountName": _s(_get(obj, "spec", "serviceAccountName")),
-            "spec.hostNetwork": _b(_get(obj, "spec", "hostNetwork")),
-            "status.phase": _s(_get(obj, "status", "phase")),
-            "status.podIP": _s(_get(first, "ip")) if first is not None else "",
-            "status.nominatedNodeName": _s(_get(obj, "status", "nominatedNodeName")),
-        })
+        fields["spec.nodeName"] = pod_node_name(obj)
+        fields.update((name, read(obj)) for name, read in _POD_FIELD_READERS.items() if not name.startswith("metadata."))
     elif group == "" and kind == "Node":
         fields["spec.unschedulable"] = _b(_get(obj, "spec", "unschedulable"))
     elif group == "" and kind == "ReplicationController":
@@ -369,7 +359,30 @@ def matcher(selector: str | Selector, group: str, kind: str) -> Callable[[Mappin
         if term.operator == EQUALS:
             return lambda obj: pod_node_name(obj) == term.value
         return lambda obj: pod_node_name(obj) != term.value
+    if group == "" and kind == "Pod" and all(t.field in _POD_FIELD_READERS for t in terms):
+        # Watches run this on every pod event (the scheduler's status.phase terms): read only the named fields.
+        checks = tuple((_POD_FIELD_READERS[t.field], t.operator == EQUALS, t.value) for t in terms)
+        return lambda obj: all((read(obj) == value) == equal for read, equal, value in checks)
     return lambda obj: sel.matches(fields_of(obj, group, kind))
+
+
+def _pod_ip(obj: Mapping[str, Any]) -> str:
+    ips = _get(obj, "status", "podIPs")
+    return _s(_get(ips[0], "ip")) if isinstance(ips, list) and ips else ""
+
+
+# One reader per field of a pod's field set, each giving what fields_of gives for it.
+_POD_FIELD_READERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "metadata.name": lambda o: _s(_get(o, "metadata", "name")),
+    "metadata.namespace": lambda o: _s(_get(o, "metadata", "namespace")),
+    "spec.restartPolicy": lambda o: _s(_get(o, "spec", "restartPolicy")),
+    "spec.schedulerName": lambda o: _s(_get(o, "spec", "schedulerName")),
+    "spec.serviceAccountName": lambda o: _s(_get(o, "spec", "serviceAccountName")),
+    "spec.hostNetwork": lambda o: _b(_get(o, "spec", "hostNetwork")),
+    "status.phase": lambda o: _s(_get(o, "status", "phase")),
+    "status.podIP": _pod_ip,
+    "status.nominatedNodeName": lambda o: _s(_get(o, "status", "nominatedNodeName")),
+}
 
 
 def pod_node_name(obj: Mapping[str, Any]) -> str:

@@ -190,3 +190,35 @@ def test_matching_tolerates_odd_objects():
     odd = {"metadata": [], "spec": "x", "status": {"podIPs": "nope"}}
     assert fieldselectors.matches(odd, "metadata.name=", "", "Pod")
     assert not fieldselectors.matches(odd, "status.podIP=1", "", "Pod")
+
+
+_PODS = [
+    {"metadata": {"name": "a", "namespace": "ns"}, "spec": {"nodeName": "n1", "restartPolicy": "Always",
+                                                         "hostNetwork": True, "schedulerName": "default-scheduler"},
+     "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.5"}], "nominatedNodeName": "n2"}},
+    {"metadata": {"name": "b", "namespace": "other"}, "spec": {"serviceAccountName": "sa"},
+     "status": {"phase": "Succeeded", "podIPs": []}},
+    {"metadata": {"name": "c"}, "spec": {}, "status": {}},
+    {"metadata": {"name": "d", "namespace": "ns"}, "spec": {"hostNetwork": "yes"}, "status": {"phase": 3}},
+]
+
+
+@pytest.mark.parametrize("selector", [
+    "status.phase!=Succeeded,status.phase!=Failed",
+    "status.phase=Running",
+    "status.phase=",
+    "spec.hostNetwork=true",
+    "spec.hostNetwork=false,metadata.namespace=ns",
+    "status.podIP=10.0.0.5",
+    "status.podIP=",
+    "metadata.name=b,spec.serviceAccountName=sa",
+    "spec.nodeName=n1,status.phase=Running",
+    "status.nominatedNodeName!=n2",
+    "spec.restartPolicy=Always,spec.schedulerName=default-scheduler",
+])
+def test_pod_matcher_reads_only_named_fields_with_the_same_result(selector: str) -> None:
+    """A pod matcher that reads only the selector's fields agrees with matching the whole field set."""
+    match = fieldselectors.matcher(selector, "", "Pod")
+    for pod in _PODS:
+        assert match(pod) == fieldselectors.matches(pod, selector, "", "Pod"), (selector, pod)
+        assert match(pod) == fieldselectors.parse(selector).matches(fieldselectors.fields_of(pod, "", "Pod"))
