@@ -416,10 +416,13 @@ class Client:
             propagation_policy, preconditions, grace_period_seconds))
 
     async def delete_collection(self, gvr: GVR, namespace: str = "", *, label_selector: str = "",
-                                field_selector: str = "", propagation_policy: str = "") -> dict[str, Any]:
-        """DELETE a collection (deletecollection verb)."""
+                                field_selector: str = "", propagation_policy: str = "",
+                                metadata_only: bool = False) -> dict[str, Any]:
+        """DELETE a collection (deletecollection verb); metadata_only answers with a PartialObjectMetadataList,
+        as kube's metadata client asks (the namespace controller's deletes answer with every object deleted)."""
         params = {"labelSelector": label_selector, "fieldSelector": field_selector}
-        return await self._object("DELETE", gvr.path(namespace), params=params,
+        accept = f"{METADATA_LIST},{JSON}" if metadata_only else JSON
+        return await self._object("DELETE", gvr.path(namespace), params=params, accept=accept,
                                   body=_delete_options(propagation_policy, None, None))
 
     async def discover(self) -> Discovery:

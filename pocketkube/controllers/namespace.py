@@ -218,7 +218,7 @@ class NamespaceController(controller.Reconciler):
         gvr = res.gvr
         try:
             if "deletecollection" in res.verbs:
-                await self.client.delete_collection(gvr, namespace, propagation_policy="Background")
+                await self.client.delete_collection(gvr, namespace, propagation_policy="Background", metadata_only=True)
             elif "list" in res.verbs:
                 page = await self.client.list(gvr, namespace, metadata_only=True)
                 for item in page.get("items") or []:

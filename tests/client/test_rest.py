@@ -202,6 +202,9 @@ async def test_writes(server):
                            "preconditions": {"uid": "u1"}}
     await client.delete_collection(CM, "ns", propagation_policy="Background")
     assert fake.requests[-1]["path"] == "/api/v1/namespaces/ns/configmaps"
+    assert fake.requests[-1]["accept"] == "application/json"
+    await client.delete_collection(CM, "ns", metadata_only=True)
+    assert fake.requests[-1]["accept"].startswith("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,")
     with pytest.raises(ValueError):
         await client.patch(CM.path("ns", "a"), {}, patch_type="bogus")
 
