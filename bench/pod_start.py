@@ -160,7 +160,9 @@ async def _deployment(s: aiohttp.ClientSession, base: str, ns: str, w: Watcher, 
     n = len(w.ready_at)
     end = max(w.ready_at.values(), default=start)
     if n < args.replicas:
-        print(f"deployment: only {n}/{args.replicas} Ready after {args.timeout}s")
+        print(f"deployment: only {n}/{args.replicas} Ready after {args.timeout}s"
+              + (f" (the watch ended: {w.ended})" if w.ended else ""))
+        await _explain(s, f"{base}/api/v1/namespaces/{ns}/pods", w)
         return
     total = end - start
     print(f"deployment of {args.replicas} replicas, create -> all Ready: {total:.2f}s "
@@ -200,6 +202,25 @@ async def _deployment(s: aiohttp.ClientSession, base: str, ns: str, w: Watcher, 
         # The node stops and removes deleted pods after they left the API (100 take it ~3 s on a busy machine).
         await asyncio.sleep(args.settle)
         print(f"  waited {args.settle:.1f}s more for the node to tear them down")
+
+
+async def _explain(s: aiohttp.ClientSession, pods_url: str, w: Watcher) -> None:
+    """Say which pods the API holds un-Ready, and which ones are Ready there though the watch never said so."""
+    async with s.get(pods_url, params={"labelSelector": f"app={LABEL}"}) as r:
+        pods = (await r.json()).get("items") or []
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        if ready(pod):
+            if name not in w.ready_at:
+                print(f"  {name}: Ready in the API, but the watch never showed it Ready")
+            continue
+        status = pod.get("status") or {}
+        conds = ",".join(f"{c.get('type')}={c.get('status')}" for c in status.get("conditions") or [])
+        states = ",".join(f"{c.get('name')}:{next(iter(c.get('state') or {'?': 0}))}"
+                          for c in status.get("containerStatuses") or [])
+        print(f"  {name} (uid {pod['metadata'].get('uid')}): node {pod['spec'].get('nodeName') or '-'}, "
+              f"phase {status.get('phase')}, conditions {conds or '-'}, containers {states or '-'}, "
+              f"podIP {status.get('podIP') or '-'}")
 
 
 async def _singles(s: aiohttp.ClientSession, pods_url: str, w: Watcher, args: argparse.Namespace) -> None:

@@ -240,8 +240,10 @@ class ProcessRuntime:
                     await self._step(pod, ps, c, init=False, policy=policy, mounts=mounts, now=now, result=result,
                                      wake=wake)
             self.prober.apply(pod, ps)
-            if ps.containers and all(cs.state == runtime.TERMINATED for cs in ps.containers.values()):
-                # Every main container is done for good: stop the sidecars and tear the sandbox down.
+            if ps.containers and all(cs.state == runtime.TERMINATED and not _restarts(policy, cs)
+                                     for cs in ps.containers.values()):
+                # Every main container is done for good: stop the sidecars and tear the sandbox down. (One
+                # that failed to start under restartPolicy Always is not: it restarts after back-off.)
                 await self.containers.stop_all(pod, ps, grace=0, containers=False)
                 ps.network_ready = False
                 wake.clear()
@@ -312,10 +314,17 @@ class ProcessRuntime:
             cs = runtime.ContainerStatus(name=name, image=runtime.normalize_image(str(c.get("image") or "")),
                                          image_id=runtime.image_id(str(c.get("image") or "")))
             statuses[name] = cs
-            await self.starter.start(pod, ps, c, cs, init=init, mounts=mounts, now=now, result=result)
+            try:
+                await self.starter.start(pod, ps, c, cs, init=init, mounts=mounts, now=now, result=result)
+            except BaseException:
+                # Not a container's error (start() reports those) but ours: the reconcile's retry must start
+                # it afresh, not find a status waiting for a start that nothing will make.
+                if statuses.get(name) is cs:
+                    del statuses[name]
+                raise
         elif cs.state == runtime.TERMINATED and cs.termination is not None:
             term = cs.termination
-            if not (policy == "Always" or (policy == "OnFailure" and term.exit_code != 0)):
+            if not _restarts(policy, cs):
                 return cs
             ran = (term.finished_at - term.started_at).total_seconds() if term.started_at else 0.0
             if ran >= runtime.BACKOFF_RESET:
@@ -339,6 +348,8 @@ class ProcessRuntime:
             await self.starter.start(pod, ps, c, cs, init=init, mounts=mounts, now=now, result=result)
         if cs.state == runtime.WAITING and cs.backoff_until is not None:
             wake.append(max(0.0, (cs.backoff_until - now).total_seconds()))
+        elif cs.state == runtime.TERMINATED and _restarts(policy, cs):
+            wake.append(0.0)  # it failed to start (StartError): the next sync restarts it, after back-off
         return cs
 
     async def _probe(self, pod: Mapping[str, Any], ps: runtime.PodStatus, *, now: datetime.datetime,
@@ -375,6 +386,12 @@ def _has_limits(pod: Mapping[str, Any]) -> bool:
     spec = pod.get("spec") or {}
     return any((c.get("resources") or {}).get("limits") for key in ("containers", "initContainers")
                for c in spec.get(key) or [])
+
+
+def _restarts(policy: str, cs: runtime.ContainerStatus) -> bool:
+    """Whether the restart policy runs a terminated container again."""
+    term = cs.termination
+    return term is not None and (policy == "Always" or (policy == "OnFailure" and term.exit_code != 0))
 
 
 def _wake(result: runtime.SyncResult, wake: list[float]) -> None:

@@ -114,15 +114,15 @@ class Process:
         descriptor reuses, and every later pipe or socket given that number then fails with EEXIST."""
         p, loop = self._popen, self._loop
         if p.stdin is not None:
-            pipe, p.stdin = p.stdin, None
+            pipe, p.stdin = _for_transport(loop, p.stdin), None
             transport, protocol = await loop.connect_write_pipe(_WritePipeProtocol, pipe)
             self._transports.append(transport)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         if p.stdout is not None:
-            pipe, p.stdout = p.stdout, None
+            pipe, p.stdout = _for_transport(loop, p.stdout), None
             self.stdout = await _reader(loop, pipe, self._transports)
         if p.stderr is not None:
-            pipe, p.stderr = p.stderr, None
+            pipe, p.stderr = _for_transport(loop, p.stderr), None
             self.stderr = await _reader(loop, pipe, self._transports)
         self._watch()
 
@@ -163,6 +163,23 @@ class Process:
 
     def __repr__(self) -> str:
         return f"<spawn.Process {self.pid} returncode={self.returncode}>"
+
+
+def _for_transport(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> IO[bytes]:
+    """The file object to hand a pipe transport, so that the pipe's descriptor is closed exactly once.
+
+    uvloop's pipe transports close the descriptor themselves (in libuv), then close the file object they were
+    given as well: a second close(2) of a number that another thread (Popen in the spawn pool, a teardown's
+    rmtree or `ip`) may have been given meanwhile. That thread's descriptor is gone: Popen failed with EBADF,
+    and a number a live transport still claimed came back from pidfd_open ("used by transport"), failing pod
+    starts. So under uvloop the transport gets a duplicate wrapped in a file object that never closes it;
+    asyncio's transports close only the file object, which must then own the descriptor."""
+    if not type(loop).__module__.startswith("uvloop"):
+        return pipe
+    fd = os.dup(pipe.fileno())
+    mode = pipe.mode
+    pipe.close()
+    return open(fd, mode, buffering=0, closefd=False)
 
 
 async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 
@@ -10,7 +11,7 @@ import pytest
 
 from pocketkube.base import clock as clock_mod
 from pocketkube.network import podnet
-from pocketkube.node import envvars, process, runtime
+from pocketkube.node import envvars, launcher, process, runtime
 from tests.node import fakes
 
 
@@ -264,3 +265,49 @@ def test_runtime_shows_the_agent_its_pod_network(tmp_path):
     rt = process.ProcessRuntime(fakes.FakeClient(), data_dir=str(tmp_path), pod_cidr="10.244.0.0/24",
                                 host_ip="127.0.0.1", network=network)
     assert rt.network is network
+
+
+def _failing_once(monkeypatch, error):
+    """Make the next container spawn raise error; later ones start as usual."""
+    real = launcher.spawn
+    calls = []
+
+    async def spawn(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(launcher, "spawn", spawn)
+
+
+async def test_failed_start_under_restart_always_is_retried(h, monkeypatch):
+    """A start that fails (StartError) under restartPolicy Always keeps the sandbox and restarts at once, not
+    'done for good' with the pod stuck un-Ready (a stray EBADF in a pod start did that)."""
+    _failing_once(monkeypatch, OSError(errno.EBADF, "Bad file descriptor"))
+    p = pod(policy="Always", command=["sleep", "30"])
+    result = await h.rt.sync_pod(p)
+    cs = h.rt.pod_status("u1").containers["main"]
+    assert (cs.state, cs.termination.reason) == (runtime.TERMINATED, "StartError")
+    assert h.rt.pod_status("u1").network_ready and result.retry_after == 0.0
+    await h.rt.sync_pod(p)
+    cs = h.rt.pod_status("u1").containers["main"]
+    assert cs.state == runtime.RUNNING and cs.last_termination.reason == "StartError"
+
+
+async def test_failed_start_under_restart_never_is_final(h, monkeypatch):
+    """Under restartPolicy Never the same StartError ends the pod: no retry, the sandbox goes."""
+    _failing_once(monkeypatch, OSError(errno.EBADF, "Bad file descriptor"))
+    result = await h.rt.sync_pod(pod(command=["sleep", "30"]))
+    assert not h.rt.pod_status("u1").network_ready and result.retry_after is None
+
+
+async def test_unexpected_error_in_first_start_is_retried(h, monkeypatch):
+    """An error escaping the first start fails the sync, and the retry starts the container (it was left
+    waiting for a start that never came, the pod un-Ready for good)."""
+    _failing_once(monkeypatch, RuntimeError("File descriptor 154 is used by transport"))
+    p = pod(policy="Always", command=["sleep", "30"])
+    with pytest.raises(RuntimeError):
+        await h.rt.sync_pod(p)
+    await h.rt.sync_pod(p)
+    assert h.rt.pod_status("u1").containers["main"].state == runtime.RUNNING

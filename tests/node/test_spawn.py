@@ -251,3 +251,41 @@ def test_failed_start_leaves_no_stale_watch_on_uvloop(monkeypatch):
             assert out == b"ok\n"
 
     uvloop.run(scenario())
+
+
+def test_pipes_are_closed_once_on_uvloop(monkeypatch):
+    """On uvloop a child's pipes are closed once: libuv closes the descriptor, then nothing closes the number again
+    (a second close took whatever another thread had been given meanwhile and failed pod starts)."""
+    import gc
+    import io
+
+    late: list[int] = []
+    real_open = io.open
+
+    class Probe(io.FileIO):
+        def close(self) -> None:
+            if not self.closed:
+                try:
+                    os.fstat(self.fileno())
+                except OSError:
+                    late.append(self.fileno())  # its descriptor was closed already: this close hits another's
+            super().close()
+
+    def probe_open(file, mode="r", buffering=-1, *args, **kwargs):
+        if isinstance(file, int) and buffering == 0 and not args and not kwargs:
+            return Probe(file, mode.replace("b", ""))
+        return real_open(file, mode, buffering, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.io, "open", probe_open)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            proc = await spawn.start(["sh", "-c", "cat; echo out; echo err >&2"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await proc.communicate(b"in\n")
+            assert (out, err) == (b"in\nout\n", b"err\n")
+        await asyncio.sleep(0.1)  # let the transports finish closing
+
+    uvloop.run(scenario())
+    gc.collect()  # the read transports close their pipes when collected
+    assert late == []
