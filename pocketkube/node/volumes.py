@@ -397,20 +397,26 @@ async def materialise(client: rest.Client, pod: Mapping[str, Any], *, data_dir: 
                             continue
                         files.update(await _source_files(client, pod, kind, source or {}, allocatable=allocatable,
                                                          default_mode=proj.get("defaultMode")))
-                write_atomic(target, files, now=now)
+                await _publish(target, files, now=now)
             else:
                 kind = next((k for k in ("configMap", "secret", "downwardAPI") if k in vol), "")
                 if not kind:
                     other = next((k for k in vol if k != "name"), "unknown")
                     raise VolumeError(f"{other} volumes are not supported by the process runtime")
-                write_atomic(target, await _source_files(client, pod, kind, vol[kind] or {}, allocatable=allocatable),
-                             now=now)
+                await _publish(target, await _source_files(client, pod, kind, vol[kind] or {}, allocatable=allocatable),
+                               now=now)
         except MountError:
             raise
         except (VolumeError, ConfigError) as e:
             raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
         out[name] = target
     return out
+
+
+async def _publish(target: str, files: Files, *, now: datetime.datetime) -> bool:
+    """write_atomic off the event loop: a pod's volumes are a dozen file system calls each (directories, files,
+    modes, links, a rename), which held every request of the process while a Deployment started."""
+    return await asyncio.to_thread(write_atomic, target, files, now=now)
 
 
 def has_refreshable(pod: Mapping[str, Any]) -> bool:
