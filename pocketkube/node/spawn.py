@@ -21,8 +21,9 @@ log = logging.getLogger("pocketkube.node.spawn")
 #
 # PR_SET_PDEATHSIG fires when the *thread* that started a child ends, so children must be started by
 # threads that live as long as the process: a pool of its own that nothing shuts down (the default
-# executor goes away with each event loop). Four threads made tests/node/test_spawn.py fail with EBADF in
-# Popen's own descriptor clean-up about one run in four (cause not found); two never did in 8 runs.
+# executor goes away with each event loop). Four threads once made tests/node/test_spawn.py fail with EBADF
+# in Popen's descriptor clean-up, very likely uvloop's double close that _for_transport now prevents; four
+# gave no gain over two in pod_start runs since, so two it stays.
 _POOL_SIZE = 2
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
