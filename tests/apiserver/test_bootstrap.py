@@ -9,26 +9,26 @@ import pytest
 from pocketkube.api import bootstrappolicy, conversion, resources
 from pocketkube.apiserver import allocators, bootstrap, context, objects, rbac_escalation
 from pocketkube.base import clock as clock_mod
-from pocketkube.store import memory
 
 
-async def test_local_path_provisioner_binding_has_one_definition() -> None:
+@pytest.fixture
+def server(store: Any) -> context.Server:
+    """An API server context over the store, with a fake clock and the service allocators bootstrap needs."""
+    server = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
+                            store=store, clock=clock_mod.FakeClock())
+    server.allocators = allocators.Allocators()
+    return server
+
+
+async def test_local_path_provisioner_binding_has_one_definition(server: context.Server) -> None:
     """The provisioner's binding always points at its own role (it used to race a second definition)."""
-    store = memory.MemoryStore()
-    await store.start()
-    try:
-        server = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
-                                store=store, clock=clock_mod.FakeClock())
-        server.allocators = allocators.Allocators()
-        await bootstrap.run(server, secure_port=6443)
-        res = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
-        assert res is not None
-        binding = await server.objects.get(res, "", "local-path-provisioner-bind")
-        assert binding["roleRef"]["name"] == "local-path-provisioner-role"
-        assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                                        "name": "system:local-path-provisioner"}]
-    finally:
-        await store.close()
+    await bootstrap.run(server, secure_port=6443)
+    res = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+    assert res is not None
+    binding = await server.objects.get(res, "", "local-path-provisioner-bind")
+    assert binding["roleRef"]["name"] == "local-path-provisioner-role"
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                    "name": "system:local-path-provisioner"}]
 
 
 def _role(rules: list[dict[str, Any]], *, annotations: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -92,63 +92,47 @@ def test_reconcile_binding(existing: dict[str, Any], expected: dict[str, Any],
     assert (op, got if got is None else got["subjects"]) == want
 
 
-async def test_restart_adds_missing_rules_and_subjects_but_spares_protected() -> None:
+async def test_restart_adds_missing_rules_and_subjects_but_spares_protected(server: context.Server, store: Any) -> None:
     """An old data dir's default roles and bindings gain what they lack on the next start; autoupdate=false stays."""
-    store = memory.MemoryStore()
-    await store.start()
-    try:
-        server = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
-                                store=store, clock=clock_mod.FakeClock())
-        server.allocators = allocators.Allocators()
-        await bootstrap.run(server, secure_port=6443)
-        before = store.current_revision()
-        await bootstrap.run(server, secure_port=6443)
-        assert store.current_revision() == before  # an up-to-date policy is not rewritten
-        roles = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterroles")
-        bindings = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
-        assert roles is not None and bindings is not None
-        node = await server.objects.get(roles, "", "system:node")
-        full = list(node["rules"])
-        node["rules"] = full[:1]
-        await server.objects.update(roles, node, expected_revision=int(node["metadata"]["resourceVersion"]))
-        basic = await server.objects.get(bindings, "", "system:basic-user")
-        basic["subjects"] = []
-        await server.objects.update(bindings, basic, expected_revision=int(basic["metadata"]["resourceVersion"]))
-        view = await server.objects.get(roles, "", "system:discovery")
-        view["metadata"]["annotations"][bootstrappolicy.AUTOUPDATE] = "false"
-        view["rules"] = []
-        await server.objects.update(roles, view, expected_revision=int(view["metadata"]["resourceVersion"]))
-        await bootstrap.run(server, secure_port=6443)
-        node = await server.objects.get(roles, "", "system:node")
-        assert not rbac_escalation.missing(node["rules"], full)
-        basic = await server.objects.get(bindings, "", "system:basic-user")
-        assert basic["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                                      "name": "system:authenticated"}]
-        assert basic["metadata"]["managedFields"][-1]["manager"] == "kube-apiserver"
-        assert (await server.objects.get(roles, "", "system:discovery"))["rules"] == []
-    finally:
-        await store.close()
+    await bootstrap.run(server, secure_port=6443)
+    before = store.current_revision()
+    await bootstrap.run(server, secure_port=6443)
+    assert store.current_revision() == before  # an up-to-date policy is not rewritten
+    roles = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterroles")
+    bindings = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+    assert roles is not None and bindings is not None
+    node = await server.objects.get(roles, "", "system:node")
+    full = list(node["rules"])
+    node["rules"] = full[:1]
+    await server.objects.update(roles, node, expected_revision=int(node["metadata"]["resourceVersion"]))
+    basic = await server.objects.get(bindings, "", "system:basic-user")
+    basic["subjects"] = []
+    await server.objects.update(bindings, basic, expected_revision=int(basic["metadata"]["resourceVersion"]))
+    view = await server.objects.get(roles, "", "system:discovery")
+    view["metadata"]["annotations"][bootstrappolicy.AUTOUPDATE] = "false"
+    view["rules"] = []
+    await server.objects.update(roles, view, expected_revision=int(view["metadata"]["resourceVersion"]))
+    await bootstrap.run(server, secure_port=6443)
+    node = await server.objects.get(roles, "", "system:node")
+    assert not rbac_escalation.missing(node["rules"], full)
+    basic = await server.objects.get(bindings, "", "system:basic-user")
+    assert basic["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                  "name": "system:authenticated"}]
+    assert basic["metadata"]["managedFields"][-1]["manager"] == "kube-apiserver"
+    assert (await server.objects.get(roles, "", "system:discovery"))["rules"] == []
 
 
-async def test_periodic_round_leaves_rbac_to_start_up() -> None:
+async def test_periodic_round_leaves_rbac_to_start_up(server: context.Server) -> None:
     """A deleted system namespace comes back in the periodic round, a default ClusterRole only at the next start-up."""
-    store = memory.MemoryStore()
-    await store.start()
-    try:
-        server = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
-                                store=store, clock=clock_mod.FakeClock())
-        server.allocators = allocators.Allocators()
-        await bootstrap.run(server, secure_port=6443)
-        roles = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterroles")
-        namespaces = server.registry.get("", "v1", "namespaces")
-        assert roles is not None and namespaces is not None
-        for res, ns, name in ((roles, "", "view"), (namespaces, "", "kube-node-lease")):
-            current = await server.objects.get(res, ns, name)
-            await server.objects.delete(res, ns, name, expected_revision=int(current["metadata"]["resourceVersion"]))
-        await bootstrap.run(server, secure_port=6443, rbac=False)
-        assert await server.objects.get_or_none(namespaces, "", "kube-node-lease") is not None
-        assert await server.objects.get_or_none(roles, "", "view") is None
-        await bootstrap.run(server, secure_port=6443)
-        assert await server.objects.get_or_none(roles, "", "view") is not None
-    finally:
-        await store.close()
+    await bootstrap.run(server, secure_port=6443)
+    roles = server.registry.get("rbac.authorization.k8s.io", "v1", "clusterroles")
+    namespaces = server.registry.get("", "v1", "namespaces")
+    assert roles is not None and namespaces is not None
+    for res, ns, name in ((roles, "", "view"), (namespaces, "", "kube-node-lease")):
+        current = await server.objects.get(res, ns, name)
+        await server.objects.delete(res, ns, name, expected_revision=int(current["metadata"]["resourceVersion"]))
+    await bootstrap.run(server, secure_port=6443, rbac=False)
+    assert await server.objects.get_or_none(namespaces, "", "kube-node-lease") is not None
+    assert await server.objects.get_or_none(roles, "", "view") is None
+    await bootstrap.run(server, secure_port=6443)
+    assert await server.objects.get_or_none(roles, "", "view") is not None

@@ -30,15 +30,19 @@ def clk():
     return clock_mod.FakeClock()
 
 
-@pytest.fixture
-def setup(clk):
+def _workers(clk, rt):
+    """Pod workers over a fake client and rt, reading pods from the returned cache dict."""
     client = fakes.FakeClient()
-    rt = runtime.VirtualRuntime(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
     rec = events_mod.Recorder(client, host=NODE, clock=clk)
     workers = podworkers.PodWorkers(client, node=NODE, host_ip="127.0.0.1", rt=rt, recorder=rec, clock=clk)
     cache: dict[str, dict] = {}
     workers.informer.get = cache.get  # type: ignore[method-assign]
     return client, workers, cache, rec
+
+
+@pytest.fixture
+def setup(clk):
+    return _workers(clk, runtime.VirtualRuntime(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk))
 
 
 def put(client, cache, pod):
@@ -187,12 +191,8 @@ class SlowRemoval(runtime.VirtualRuntime):
 
 async def test_teardowns_run_in_the_background_a_few_at_a_time(clk):
     """Pods that went away are torn down in the background, TEARDOWNS at once, while a new pod starts meanwhile."""
-    client = fakes.FakeClient()
     rt = SlowRemoval(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
-    workers = podworkers.PodWorkers(client, node=NODE, host_ip="127.0.0.1", rt=rt,
-                                    recorder=events_mod.Recorder(client, host=NODE, clock=clk), clock=clk)
-    cache: dict[str, dict] = {}
-    workers.informer.get = cache.get  # type: ignore[method-assign]
+    client, workers, cache, _ = _workers(clk, rt)
     for i in range(10):
         pod = make_pod()
         pod["metadata"].update(name=f"old-{i}", uid=f"old-{i}")
@@ -213,12 +213,8 @@ async def test_teardowns_run_in_the_background_a_few_at_a_time(clk):
 
 async def test_a_pod_created_again_under_its_name_starts_once_the_old_one_is_torn_down(clk):
     """A pod deleted and created again under the same name (new uid) starts only after the old one is gone."""
-    client = fakes.FakeClient()
     rt = SlowRemoval(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
-    workers = podworkers.PodWorkers(client, node=NODE, host_ip="127.0.0.1", rt=rt,
-                                    recorder=events_mod.Recorder(client, host=NODE, clock=clk), clock=clk)
-    cache: dict[str, dict] = {}
-    workers.informer.get = cache.get  # type: ignore[method-assign]
+    client, workers, cache, _ = _workers(clk, rt)
     put(client, cache, make_pod())
     await workers.reconcile("default/web")
     again = make_pod()
