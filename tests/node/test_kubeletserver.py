@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime
 import os
 import re
 import ssl
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -249,6 +252,32 @@ async def _pumped(path: str) -> tuple[asyncio.StreamReader, asyncio.Task[None]]:
     return output, task
 
 
+@dataclasses.dataclass
+class _Followed:
+    """A kubelet server with a pumped container log: the fake runtime, the log's path, the pump and its input, the URL."""
+
+    fake: FakeRuntime
+    path: str
+    output: asyncio.StreamReader
+    pump: asyncio.Task[None]
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def _followed_log(tmp_path: Any) -> AsyncIterator[_Followed]:
+    """Serve a running container's log fed by a real pump; the pump ends and the server closes afterwards."""
+    server, fake, _ = await _serve(tmp_path)
+    fake.writing = True
+    path = fake.log_path("u1", "c", 0)
+    output, pump = await _pumped(path)
+    try:
+        yield _Followed(fake, path, output, pump, f"http://127.0.0.1:{server.port}/containerLogs/default/p/c")
+    finally:
+        output.feed_eof()
+        await pump
+        await server.close()
+
+
 def _listeners(path: str) -> int:
     """How many listen to the live output of the run whose log is at path."""
     probe = containerio.LIVE.listen(os.path.dirname(path))
@@ -259,29 +288,21 @@ def _listeners(path: str) -> int:
 async def test_follow_wakes_when_the_pump_writes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A followed log sends each line the pump writes at once (no fallback poll helps here), then ends with the run."""
     monkeypatch.setattr(ks, "FOLLOW_FALLBACK_SECONDS", 60.0)
-    server, fake, _ = await _serve(tmp_path)
-    fake.writing = True
-    path = fake.log_path("u1", "c", 0)
-    output, pump = await _pumped(path)
-    try:
-        async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
-            async with s.get(url, params={"follow": "true", "timestamps": "true"}) as r:
-                for n in range(3):
-                    await asyncio.sleep(0.15)  # quiet, so the follow waits on the pump's output
-                    sent = time.monotonic()
-                    output.feed_data(b"line %d\n" % n)
-                    line = await asyncio.wait_for(r.content.readline(), 5)
-                    assert time.monotonic() - sent < 0.3
-                    assert re.fullmatch(rb"\S+Z line %d\n" % n, line), line
-                assert _listeners(path) == 1
-                output.feed_data(b"no line end")
-                output.feed_eof()
-                await pump
-                fake.writing = False
-                assert (await asyncio.wait_for(r.content.read(), 2)).endswith(b"Z no line end")
-    finally:
-        await server.close()
+    async with _followed_log(tmp_path) as log, aiohttp.ClientSession() as s:
+        async with s.get(log.url, params={"follow": "true", "timestamps": "true"}) as r:
+            for n in range(3):
+                await asyncio.sleep(0.15)  # quiet, so the follow waits on the pump's output
+                sent = time.monotonic()
+                log.output.feed_data(b"line %d\n" % n)
+                line = await asyncio.wait_for(r.content.readline(), 5)
+                assert time.monotonic() - sent < 0.3
+                assert re.fullmatch(rb"\S+Z line %d\n" % n, line), line
+            assert _listeners(log.path) == 1
+            log.output.feed_data(b"no line end")
+            log.output.feed_eof()
+            await log.pump
+            log.fake.writing = False
+            assert (await asyncio.wait_for(r.content.read(), 2)).endswith(b"Z no line end")
 
 
 def _count_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -302,73 +323,46 @@ async def test_follow_reads_a_line_written_in_parts_once_whole(tmp_path: Any, mo
     monkeypatch.setattr(ks, "FOLLOW_FALLBACK_SECONDS", 60.0)
     monkeypatch.setattr(ks, "FOLLOW_INTERVAL_SECONDS", 0.5)
     polls = _count_polls(monkeypatch)
-    server, fake, _ = await _serve(tmp_path)
-    fake.writing = True
-    output, pump = await _pumped(fake.log_path("u1", "c", 0))
-    try:
-        async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
-            async with s.get(url, params={"follow": "true"}) as r:
-                await asyncio.sleep(0.6)  # longer than the read interval since the follow's first reads
-                before = polls[0]
-                for part in (b"a", b"b", b"c"):
-                    output.feed_data(part)
-                    await asyncio.sleep(0.01)
-                assert polls[0] == before
-                sent = time.monotonic()
-                output.feed_data(b"\n")
-                assert await asyncio.wait_for(r.content.readline(), 5) == b"abc\n"
-                assert time.monotonic() - sent < 0.3
-                assert polls[0] == before + 1
-    finally:
-        output.feed_eof()
-        await pump
-        await server.close()
+    async with _followed_log(tmp_path) as log, aiohttp.ClientSession() as s:
+        async with s.get(log.url, params={"follow": "true"}) as r:
+            await asyncio.sleep(0.6)  # longer than the read interval since the follow's first reads
+            before = polls[0]
+            for part in (b"a", b"b", b"c"):
+                log.output.feed_data(part)
+                await asyncio.sleep(0.01)
+            assert polls[0] == before
+            sent = time.monotonic()
+            log.output.feed_data(b"\n")
+            assert await asyncio.wait_for(r.content.readline(), 5) == b"abc\n"
+            assert time.monotonic() - sent < 0.3
+            assert polls[0] == before + 1
 
 
 async def test_follow_reads_a_burst_in_few_reads(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Output that keeps coming is read in batches, at most every FOLLOW_INTERVAL_SECONDS, not once per chunk."""
     polls = _count_polls(monkeypatch)
-    server, fake, _ = await _serve(tmp_path)
-    fake.writing = True
-    output, pump = await _pumped(fake.log_path("u1", "c", 0))
-    try:
-        async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
-            async with s.get(url, params={"follow": "true"}) as r:
-                for n in range(300):
-                    output.feed_data(b"%d\n" % n)
-                    await asyncio.sleep(0.001)
-                got = b""
-                while got.count(b"\n") < 300:
-                    got += await asyncio.wait_for(r.content.read(65536), 5)
-                assert got == b"".join(b"%d\n" % n for n in range(300))
-        assert polls[0] < 60, polls
-    finally:
-        output.feed_eof()
-        await pump
-        await server.close()
+    async with _followed_log(tmp_path) as log, aiohttp.ClientSession() as s:
+        async with s.get(log.url, params={"follow": "true"}) as r:
+            for n in range(300):
+                log.output.feed_data(b"%d\n" % n)
+                await asyncio.sleep(0.001)
+            got = b""
+            while got.count(b"\n") < 300:
+                got += await asyncio.wait_for(r.content.read(65536), 5)
+            assert got == b"".join(b"%d\n" % n for n in range(300))
+    assert polls[0] < 60, polls
 
 
 async def test_follow_ends_when_the_client_goes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A follow of a quiet log stops, and stops listening to the pump, once its client has gone."""
     monkeypatch.setattr(ks, "FOLLOW_FALLBACK_SECONDS", 0.05)
-    server, fake, _ = await _serve(tmp_path)
-    fake.writing = True
-    path = fake.log_path("u1", "c", 0)
-    output, pump = await _pumped(path)
-    try:
+    async with _followed_log(tmp_path) as log:
         async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{server.port}/containerLogs/default/p/c"
-            async with s.get(url, params={"follow": "true"}) as r:
-                output.feed_data(b"hello\n")
+            async with s.get(log.url, params={"follow": "true"}) as r:
+                log.output.feed_data(b"hello\n")
                 assert await asyncio.wait_for(r.content.readline(), 5) == b"hello\n"
-            assert _listeners(path) == 1
+            assert _listeners(log.path) == 1
         deadline = time.monotonic() + 2
-        while _listeners(path) and time.monotonic() < deadline:
+        while _listeners(log.path) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        assert _listeners(path) == 0
-    finally:
-        output.feed_eof()
-        await pump
-        await server.close()
+        assert _listeners(log.path) == 0
