@@ -501,11 +501,10 @@ async def compact_periodically(store: StoreCore, *, settings: StoreSettings, clo
         await clock.sleep(settings.compact_interval)
         now, current = clock.monotonic(), store.current_revision()
         seen.append((now, current))
-        by_time = 0
-        while seen and seen[0][0] <= now - settings.history_seconds:
-            by_time = seen.popleft()[1]
-        if by_time:
-            seen.appendleft((now - settings.history_seconds, by_time))  # still the newest old-enough revision
+        old_enough = now - settings.history_seconds
+        while len(seen) > 1 and seen[1][0] <= old_enough:
+            seen.popleft()  # the next sample is old enough too: the newest such one is what counts
+        by_time = seen[0][1] if seen[0][0] <= old_enough else 0
         target = min(current - settings.history_revisions, by_time)
         if target > store.compacted_revision():
             try:
