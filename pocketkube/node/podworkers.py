@@ -72,6 +72,8 @@ class PodWorkers:
         self._written: dict[str, dict[str, Any]] = {}
         # uid -> the background removal of a pod that is gone (see TEARDOWNS)
         self._teardowns: dict[str, asyncio.Task[None]] = {}
+        # uid -> the grace period and task of a deleted pod's termination (see _terminate_in_background)
+        self._terminating: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._teardown_slots = asyncio.Semaphore(TEARDOWNS)
         rt.set_notify(self._on_runtime_change)
 
@@ -84,14 +86,16 @@ class PodWorkers:
         try:
             await self.controller.run()
         finally:
-            for task in list(self._teardowns.values()):
+            tasks = [*(task for _, task in self._terminating.values()), *self._teardowns.values()]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def settled(self) -> None:
-        """Wait until the pods removed so far are torn down."""
-        while self._teardowns:
-            await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
+        """Wait until the pods deleted so far are stopped and the pods removed so far are torn down."""
+        while self._terminating or self._teardowns:
+            await asyncio.gather(*(task for _, task in self._terminating.values()), *self._teardowns.values(),
+                                 return_exceptions=True)
 
     async def reconcile(self, key: str) -> controller.Outcome:
         pod = self.informer.get(key)
@@ -112,7 +116,7 @@ class PodWorkers:
         if (pod.get("spec") or {}).get("nodeName") != self.node:
             return controller.DONE
         if pod["metadata"].get("deletionTimestamp"):
-            await self._terminate(pod, deleting=True)
+            self._terminate_in_background(key, pod)
             return controller.DONE
         phase = (pod.get("status") or {}).get("phase")
         if phase in podstatus.TERMINAL:
@@ -131,6 +135,32 @@ class PodWorkers:
         left = deadline_left({"spec": pod.get("spec"), "status": status}, self.clock.now())
         waits = [w for w in (result.retry_after, left) if w is not None]
         return controller.requeue_after(min(waits)) if waits else controller.DONE
+
+    def _terminate_in_background(self, key: str, pod: dict[str, Any]) -> None:
+        """Stop a deleted pod in a task of its own, as the kubelet's per-pod workers do, so that a long grace
+        period holds up neither the other pods' starts nor this pod's queue.
+
+        A shorter grace period than the one being waited out (a forced deletion meanwhile) replaces it with a
+        quicker kill; a termination that fails is tried again through the queue, with back-off."""
+        uid = str(pod["metadata"].get("uid") or "")
+        grace = int(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+        running = self._terminating.get(uid)
+        if running is not None:
+            if grace >= running[0]:
+                return
+            running[1].cancel()  # the new kill signals the same processes, sooner
+        task = asyncio.get_running_loop().create_task(self._terminate(pod, deleting=True), name=f"terminate-{uid}")
+        self._terminating[uid] = (grace, task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            if self._terminating.get(uid, (0, None))[1] is t:
+                del self._terminating[uid]
+            if t.cancelled() or t.exception() is None:
+                return
+            log.warning("stopping deleted pod %s failed: %s (retrying)", key, t.exception())
+            self.controller.queue.add_rate_limited(key)
+
+        task.add_done_callback(finished)
 
     def _record(self, pod: dict[str, Any], evs: list[runtime.Event]) -> None:
         for ev in evs:
@@ -179,7 +209,8 @@ class PodWorkers:
                                      preconditions={"uid": uid})
         except (errors.NotFound, errors.Conflict):
             pass  # already gone, or a new pod with this name
-        self._remove(uid)
+        if uid in self._keys:  # else it was forgotten meanwhile, which started its teardown already
+            self._remove(uid)
 
     async def _forget(self, key: str, uid: str) -> None:
         self._remove(uid)

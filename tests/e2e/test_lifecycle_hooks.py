@@ -77,3 +77,26 @@ def test_sleep_pre_stop_and_tcp_socket_hook(cluster: cluster_mod.Cluster, agent:
                            in _events(cluster, "tcphook"), timeout=20)
     cluster_mod.eventually(lambda: _get(cluster, "tcphook")["status"].get("phase") == "Failed", timeout=20)
     cluster.kubectl("delete", "pod", "tcphook", "--wait=true")
+
+
+def test_pods_waiting_out_their_grace_period_hold_up_no_new_pod(cluster: cluster_mod.Cluster, agent: str) -> None:
+    """More deleted pods ignoring SIGTERM than the node has pod workers: a new pod still starts at once, and a
+    forced deletion then ends them without waiting their grace period out."""
+    stubborn = 18  # more than node/podworkers.WORKERS
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "stubborn"},
+                "spec": {"replicas": stubborn, "selector": {"matchLabels": {"app": "stubborn"}},
+                         "template": {"metadata": {"labels": {"app": "stubborn"}},
+                                      "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 120,
+                                               "containers": [{"name": "main", "image": "busybox", "command": [
+                                                   "sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}]}}}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    cluster.kubectl("rollout", "status", "deployment/stubborn", "--timeout=60s")
+    cluster.kubectl("delete", "deployment", "stubborn", "--wait=false")
+    cluster_mod.eventually(lambda: sum(1 for p in cluster.json("get", "pods", "-l", "app=stubborn")["items"]
+                                       if p["metadata"].get("deletionTimestamp")) == stubborn, timeout=20)
+    cluster.kubectl("apply", "-f", "-", input=_pod("quick", ["sleep", "3600"], grace=0))
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/quick", "--timeout=15s")
+    assert len(cluster.json("get", "pods", "-l", "app=stubborn")["items"]) == stubborn  # still in their grace
+    cluster.kubectl("delete", "pod", "-l", "app=stubborn", "--force", "--grace-period=0")
+    cluster_mod.eventually(lambda: not cluster.json("get", "pods", "-l", "app=stubborn")["items"], timeout=20)
+    cluster.kubectl("delete", "pod", "quick", "--wait=true")

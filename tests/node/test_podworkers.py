@@ -93,7 +93,8 @@ async def test_deleted_pod_is_stopped_and_removed(setup):
     pod["metadata"]["deletionGracePeriodSeconds"] = 30
     put(client, cache, pod)
     client.calls.clear()
-    await workers.reconcile("default/web")
+    assert await workers.reconcile("default/web") == controller.DONE
+    await workers.settled()
     await rec.close()
     status_write = next(c for c in client.calls if c[0] == "update/status")
     assert status_write[2]["status"]["phase"] == "Succeeded"
@@ -226,3 +227,88 @@ async def test_a_pod_created_again_under_its_name_starts_once_the_old_one_is_tor
     rt.release.set()
     assert await asyncio.wait_for(sync, 1) == controller.DONE
     assert rt.pod_status("u1") is None and rt.pod_status("u2") is not None
+
+
+class SlowKill(runtime.VirtualRuntime):
+    """A runtime whose pod kills wait out the grace period they are given (on the real loop clock)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.kills: list[int] = []
+        self.fail_once = False
+
+    async def kill_pod(self, pod, *, grace_seconds):
+        self.kills.append(grace_seconds)
+        if self.fail_once:
+            self.fail_once = False
+            raise OSError("cannot signal the container")
+        await asyncio.sleep(grace_seconds / 100)  # a hundredth, so a 30 s grace is 0.3 s here
+        return await super().kill_pod(pod, grace_seconds=0)
+
+
+def _deleted(client, cache, name: str, uid: str, grace: int) -> None:
+    pod = make_pod()
+    pod["metadata"].update(name=name, uid=uid, deletionTimestamp="2026-01-01T00:00:30Z",
+                           deletionGracePeriodSeconds=grace)
+    cache[f"default/{name}"] = pod
+    client.objects[f"/api/v1/namespaces/default/pods/{name}"] = pod
+
+
+async def test_a_pod_in_its_grace_period_holds_up_no_other_pod(clk):
+    """Deleted pods wait out their grace periods in the background: the worker is free at once, a new pod
+    starts meanwhile, and the deleted pods are removed once stopped."""
+    rt = SlowKill(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
+    client, workers, cache, _ = _workers(clk, rt)
+    for i in range(podworkers.WORKERS + 2):
+        pod = make_pod()
+        pod["metadata"].update(name=f"old-{i}", uid=f"old-{i}")
+        cache[f"default/old-{i}"] = pod
+        client.objects[f"/api/v1/namespaces/default/pods/old-{i}"] = pod
+        await workers.reconcile(f"default/old-{i}")
+        _deleted(client, cache, f"old-{i}", f"old-{i}", grace=30)
+        assert await asyncio.wait_for(workers.reconcile(f"default/old-{i}"), 0.1) == controller.DONE
+    # Each further event of a pod that is stopping changes nothing.
+    assert await asyncio.wait_for(workers.reconcile("default/old-0"), 0.1) == controller.DONE
+    assert rt.kills.count(30) == podworkers.WORKERS + 2
+    put(client, cache, make_pod())
+    assert await asyncio.wait_for(workers.reconcile("default/web"), 0.1) == controller.DONE
+    assert rt.pod_status("u1") is not None
+    await asyncio.wait_for(workers.settled(), 5)
+    assert not any(p.startswith("/api/v1/namespaces/default/pods/old-") for p in client.objects)
+
+
+async def test_a_shorter_grace_period_kills_at_once(clk):
+    """A forced deletion during a long grace period kills the pod without waiting the first period out."""
+    rt = SlowKill(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
+    client, workers, cache, _ = _workers(clk, rt)
+    put(client, cache, make_pod())
+    await workers.reconcile("default/web")
+    _deleted(client, cache, "web", "u1", grace=3000)  # 30 s here
+    await workers.reconcile("default/web")
+    await asyncio.sleep(0)
+    _deleted(client, cache, "web", "u1", grace=0)
+    await workers.reconcile("default/web")
+    await asyncio.sleep(0)
+    assert rt.kills == [3000, 0]
+    for _ in range(100):
+        if PATH not in client.objects:
+            break
+        await asyncio.sleep(0.01)
+    assert PATH not in client.objects
+
+
+async def test_a_failed_termination_is_retried(clk):
+    """A termination that fails puts the pod back on the queue, and the next try stops and removes it."""
+    rt = SlowKill(pod_cidr="10.244.0.0/24", host_ip="127.0.0.1", clock=clk)
+    client, workers, cache, _ = _workers(clk, rt)
+    put(client, cache, make_pod())
+    await workers.reconcile("default/web")
+    rt.fail_once = True
+    _deleted(client, cache, "web", "u1", grace=0)
+    await workers.reconcile("default/web")
+    await workers.settled()
+    assert PATH in client.objects
+    assert len(workers.controller.queue) == 1 or workers.controller.queue.backoff("default/web") > 0
+    await workers.reconcile("default/web")
+    await workers.settled()
+    assert PATH not in client.objects and rt.kills == [0, 0]
