@@ -289,3 +289,76 @@ def test_pipes_are_closed_once_on_uvloop(monkeypatch):
     uvloop.run(scenario())
     gc.collect()  # the read transports close their pipes when collected
     assert late == []
+
+
+@pytest.fixture
+def netns():
+    """A fresh network namespace (as `ip netns add` makes it), removed afterwards; skipped without root."""
+    if os.geteuid() != 0 or subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
+        pytest.skip("needs root and iproute2 to make a network namespace")
+    name = f"pk-spawn-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield f"/run/netns/{name}"
+    subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _netns_of(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
+async def test_child_starts_in_the_given_network_namespace(netns):
+    """A child started with netns runs in that namespace; the next child without it runs in the agent's again."""
+    inside = await spawn.start(["sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, netns=netns)
+    outside = await spawn.start(["sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        want = f"net:[{os.stat(netns).st_ino}]"
+        assert _netns_of(inside.pid) == want
+        assert _netns_of(outside.pid) == _netns_of(os.getpid()) != want
+    finally:
+        for proc in (inside, outside):
+            proc.kill()
+            await proc.wait()
+
+
+async def test_missing_network_namespace_fails_like_a_missing_program(tmp_path):
+    """A netns path that does not exist raises OSError (the container's StartError), and starts nothing."""
+    with pytest.raises(FileNotFoundError):
+        await spawn.start(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          netns=str(tmp_path / "gone"))
+
+
+async def test_a_thread_that_cannot_go_home_fails_its_next_start(monkeypatch, netns):
+    """A spawn thread that could not return to the agent's namespace never starts a child elsewhere: its next
+    start fails until it is back."""
+    real = spawn._setns
+    home = spawn._own_netns()
+    broken = {"on": True}
+
+    def setns(fd: int) -> None:
+        if fd == home and broken["on"]:
+            raise PermissionError(1, "setns: Operation not permitted")
+        real(fd)
+
+    monkeypatch.setattr(spawn, "_setns", setns)
+    monkeypatch.setattr(spawn, "_pool", None)
+    monkeypatch.setattr(spawn, "_POOL_SIZE", 1)  # one thread, so the next start lands on the stranded one
+    first = await spawn.start(["sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, netns=netns)
+    try:
+        with pytest.raises(PermissionError):
+            await spawn.start(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        broken["on"] = False
+        later = await spawn.start(["sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        assert _netns_of(later.pid) == _netns_of(os.getpid())
+        later.kill()
+        await later.wait()
+    finally:
+        first.kill()
+        await first.wait()
+        pool = spawn._pool
+        if pool is not None:
+            pool.shutdown(wait=False)
