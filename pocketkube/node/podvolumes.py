@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
@@ -17,9 +17,11 @@ class PodVolumes:
     """Each pod's materialised volumes, reused between refreshes as the kubelet's volume manager does."""
 
     def __init__(self, client: rest.Client, *, data_dir: str, allocatable: Mapping[str, str],
-                 clock: clock_mod.Clock) -> None:
+                 clock: clock_mod.Clock, run_dir: Callable[[str], str] | None = None) -> None:
         self.client = client
         self.data_dir = data_dir
+        # A pod's directory in the node's state root, which holds its memory-backed volumes (None: all on disk).
+        self.run_dir = run_dir
         self.allocatable = allocatable
         self.clock = clock
         # Per pod: when its volumes were last set up, the metadata the downward API wrote, the mounts.
@@ -37,7 +39,7 @@ class PodVolumes:
         if last is not None and at - last[0] < REFRESH_SECONDS and last[1] == fingerprint:
             return last[2]
         mounts = await volumes.materialise(self.client, pod, data_dir=self.data_dir, allocatable=self.allocatable,
-                                           now=now)
+                                           now=now, run_dir=self.run_dir(uid) if self.run_dir is not None else "")
         self._mounted[uid] = (at, fingerprint, mounts)
         return mounts
 

@@ -28,6 +28,7 @@ from pocketkube.node import (
     reaper,
     runtime,
     sandbox,
+    statedir,
     volumes,
 )
 
@@ -60,9 +61,12 @@ class ProcessRuntime:
                  allocatable: Mapping[str, str] | None = None, clock: clock_mod.Clock | None = None,
                  log_policy: logrotate.Policy | None = None, cgroup_layout: cgroups.Layout | None = None,
                  pids_limit: int | None = None, network: podnet.PodNetwork | None = None,
-                 dns: resolvconf.Settings | None = None) -> None:
+                 dns: resolvconf.Settings | None = None, state_root: str | None = None) -> None:
         self.client = client
         self.data_dir = data_dir
+        # Pods' sandbox files, container markers and memory-backed volumes: on tmpfs, as containerd's /run.
+        self.state = statedir.StateDir(data_dir, root=state_root)
+        self._state_ready: asyncio.Future[None] | None = None
         self.host_ip = host_ip
         self.allocatable = dict(allocatable or {})
         self.clock = clock or clock_mod.Clock()
@@ -74,17 +78,17 @@ class ProcessRuntime:
         self._reaper = reaper.Reaper()
         self.containers = containerwatch.Containers(clock=self.clock, reaper=self._reaper)
         self._runs = self.containers.runs
-        self.sandboxes = sandbox.Sandboxes(pod_cidr=pod_cidr, host_ip=host_ip, pod_dir=self.pod_dir,
+        self.sandboxes = sandbox.Sandboxes(pod_cidr=pod_cidr, host_ip=host_ip, run_dir=self.run_dir,
                                            network=network, dns=dns)
-        self.volumes = podvolumes.PodVolumes(client, data_dir=data_dir, allocatable=self.allocatable,
-                                             clock=self.clock)
+        self.volumes = podvolumes.PodVolumes(client, data_dir=data_dir, run_dir=self.run_dir,
+                                             allocatable=self.allocatable, clock=self.clock)
         self.prober = probes.Prober()
         # The kubelet's service informer: service links come from its cache, not two API reads per container.
         self.services = envvars.ServiceCache(client, clock=self.clock) if isinstance(client, rest.Client) else None
         self.starter = containerstart.Starter(
             client, clock=self.clock, sandboxes=self.sandboxes, containers=self.containers, reaper=self._reaper,
             allocatable=self.allocatable, log_policy=self.log_policy, services=self.services, pod_dir=self.pod_dir,
-            log_path=self.log_path)
+            log_path=self.log_path, run_dir=self.run_dir)
 
     @property
     def network(self) -> podnet.PodNetwork | None:
@@ -98,8 +102,13 @@ class ProcessRuntime:
         return self._pods.get(uid)
 
     def pod_dir(self, uid: str) -> str:
-        """DATA_DIR/pods/<uid>: the pod's volumes and container logs."""
+        """DATA_DIR/pods/<uid>: the pod's container logs and its volumes kept on disk."""
         return os.path.join(self.data_dir, "pods", uid)
+
+    def run_dir(self, uid: str) -> str:
+        """<state root>/pods/<uid>: the pod's resolv.conf, its containers' marker and termination message files
+        and its memory-backed volumes (secret, projected, emptyDir of medium Memory)."""
+        return self.state.pod(uid)
 
     def log_path(self, uid: str, container: str, restart: int) -> str:
         """Where one run of a container writes its stdout and stderr."""
@@ -137,6 +146,10 @@ class ProcessRuntime:
 
     async def _ensure_started(self) -> None:
         """On first use: find the cgroup hierarchy, remove a previous agent's leftovers, start the watchdog."""
+        if self._state_ready is None:
+            # One reset however many pods sync at once: a second would empty the root under the first's pods.
+            self._state_ready = asyncio.ensure_future(asyncio.to_thread(self.state.reset))
+        await asyncio.shield(self._state_ready)
         if self.cgroups is None:
             layout = self._layout
             if layout is None:
@@ -183,7 +196,7 @@ class ProcessRuntime:
             vols = asyncio.get_running_loop().create_task(
                 self.volumes.mounts(self.sandboxes.with_ips(pod, ips), uid, now=now), name=f"volumes-{uid}")
             try:
-                resolv_events = await asyncio.to_thread(self.sandboxes.create, pod, uid, ips[0] if own_netns else "")
+                resolv_events = await asyncio.to_thread(self._create_sandbox, pod, uid, ips[0] if own_netns else "")
             except podnet.NetworkError as e:
                 await _drop(vols)
                 self.sandboxes.ips.release(ips[0])
@@ -283,7 +296,7 @@ class ProcessRuntime:
         await self.sandboxes.remove(uid, ps.ips if ps is not None else [])
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_pod, uid)
-        await asyncio.to_thread(shutil.rmtree, self.pod_dir(uid), True)
+        await asyncio.to_thread(self._remove_dirs, uid)
 
     async def close(self) -> None:
         # Container processes live in their own sessions: without this they would outlive the agent.
@@ -293,6 +306,8 @@ class ProcessRuntime:
         await asyncio.gather(*(self.containers.stop(run, grace=2, pre_stop=False) for run in list(self._runs.values())),
                              return_exceptions=True)
         self._runs.clear()
+        # Nothing in it is needed by the next start (restarts are counted from the logs, which stay on disk).
+        self.state.remove()
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.clean, keep_root=False)
         if self.network is not None:
@@ -300,6 +315,19 @@ class ProcessRuntime:
         if self.services is not None:
             await self.services.close()
         await self._reaper.close()
+
+    def _create_sandbox(self, pod: Mapping[str, Any], uid: str, ip: str) -> list[runtime.Event]:
+        """In a thread: the sandbox (Sandboxes.create) and the on-disk log directory of each container."""
+        spec = pod.get("spec") or {}
+        for key in ("initContainers", "containers"):
+            for c in spec.get(key) or []:
+                os.makedirs(os.path.join(self.pod_dir(uid), str(c.get("name") or "")), exist_ok=True)
+        return self.sandboxes.create(pod, uid, ip)
+
+    def _remove_dirs(self, uid: str) -> None:
+        """In a thread: the pod's directory on disk (its logs, volumes) and in the state root."""
+        shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
+        self.state.remove_pod(uid)
 
     # --- containers
 

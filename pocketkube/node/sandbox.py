@@ -17,7 +17,7 @@ RESOLV_CONF = "/etc/resolv.conf"
 class Sandboxes:
     """The pod sandboxes of one process runtime: IPs from the node's pod CIDR, network namespaces, resolv.conf files."""
 
-    def __init__(self, *, pod_cidr: str, host_ip: str, pod_dir: Callable[[str], str],
+    def __init__(self, *, pod_cidr: str, host_ip: str, run_dir: Callable[[str], str],
                  network: podnet.PodNetwork | None = None, dns: resolvconf.Settings | None = None) -> None:
         self.host_ip = host_ip
         # The node's pod network: each pod in its own namespace on the bridge (None: pods share the host's).
@@ -25,7 +25,8 @@ class Sandboxes:
         # The kubelet's cluster DNS settings, for each pod's /etc/resolv.conf (None: pods see the host's file).
         self.dns = dns
         self.ips = runtime.IPAllocator(pod_cidr)
-        self._pod_dir = pod_dir
+        # A pod's directory in the node's state root, where its resolv.conf goes.
+        self._run_dir = run_dir
         # Per pod: its resolv.conf, when one was formed.
         self._resolv: dict[str, str] = {}
 
@@ -75,11 +76,12 @@ class Sandboxes:
             await self.network.remove_pod(uid)
 
     def _write_resolv(self, pod: Mapping[str, Any], uid: str) -> list[runtime.Event]:
-        """Form the pod's resolv.conf in its directory, as the kubelet does per dnsPolicy; the events it warrants."""
+        """Form the pod's resolv.conf in its run directory, as the kubelet does per dnsPolicy; the events it
+        warrants."""
         if self.dns is None or resolvconf.uses_host_file(pod):
             return []
         try:
-            formed, path = resolvconf.pod_file(pod, self.dns, self._pod_dir(uid))
+            formed, path = resolvconf.pod_file(pod, self.dns, self._run_dir(uid))
         except OSError as e:
             log.warning("cannot write the resolv.conf of %s: %s", runtime.pod_ref(pod), e)
             return []

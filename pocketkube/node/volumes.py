@@ -217,9 +217,21 @@ def write_atomic(target: str, files: Files, *, now: datetime.datetime) -> bool:
 # --- a pod's volumes ------------------------------------------------------------------------------
 
 
-def volume_dir(data_dir: str, uid: str, name: str) -> str:
-    """Where a pod's volume lives on this host: DATA_DIR/pods/<uid>/volumes/<name>."""
+def volume_dir(data_dir: str, uid: str, name: str, *, run_dir: str = "") -> str:
+    """Where a pod's volume lives on this host: <run_dir>/volumes/<name> for one in memory (run_dir: the pod's
+    directory in the node's state root), else DATA_DIR/pods/<uid>/volumes/<name>."""
+    if run_dir:
+        return os.path.join(run_dir, "volumes", name)
     return os.path.join(data_dir, "pods", uid, "volumes", name)
+
+
+def in_memory(vol: Mapping[str, Any]) -> bool:
+    """Whether the kubelet backs a volume with tmpfs: secret and projected ones (its wrapper emptyDir has medium
+    Memory: a secret never reaches the node's disk) and emptyDirs of medium Memory; configMap and downwardAPI
+    volumes are on disk."""
+    if "secret" in vol or "projected" in vol:
+        return True
+    return "emptyDir" in vol and (vol.get("emptyDir") or {}).get("medium") == "Memory"
 
 
 async def _fetch(client: rest.Client, gvr: rest.GVR, namespace: str, name: str) -> dict[str, Any] | None:
@@ -368,15 +380,16 @@ def forces_read_only(vol: Mapping[str, Any]) -> bool:
 
 
 async def materialise(client: rest.Client, pod: Mapping[str, Any], *, data_dir: str,
-                      allocatable: Mapping[str, str], now: datetime.datetime) -> dict[str, str]:
-    """Create or refresh every volume of pod on disk; volume name -> host directory.
+                      allocatable: Mapping[str, str], now: datetime.datetime, run_dir: str = "") -> dict[str, str]:
+    """Create or refresh every volume of pod on disk, or in run_dir (the pod's directory on the node's tmpfs)
+    for those in memory; volume name -> host directory.
 
     Raises VolumeError naming the volume for the first one that cannot be set up."""
     uid = str((pod.get("metadata") or {}).get("uid") or "")
     out: dict[str, str] = {}
     for vol in (pod.get("spec") or {}).get("volumes") or []:
         name = str(vol.get("name") or "")
-        target = volume_dir(data_dir, uid, name)
+        target = volume_dir(data_dir, uid, name, run_dir=run_dir if in_memory(vol) else "")
         try:
             if "emptyDir" in vol:
                 os.makedirs(target, exist_ok=True)

@@ -134,8 +134,8 @@ def dns_harness(tmp_path, host: str = "nameserver 192.0.2.53\nsearch corp.exampl
 
 
 def resolv_of(h: Harness, uid: str = "u1") -> str:
-    return (open(os.path.join(h.rt.pod_dir(uid), "resolv.conf")).read()
-            if os.path.exists(os.path.join(h.rt.pod_dir(uid), "resolv.conf")) else "")
+    return (open(os.path.join(h.rt.run_dir(uid), "resolv.conf")).read()
+            if os.path.exists(os.path.join(h.rt.run_dir(uid), "resolv.conf")) else "")
 
 
 @pytest.mark.skipif(not CAN_MOUNT, reason="mount namespaces are not permitted here")

@@ -183,7 +183,7 @@ from pocketkube.node import process
 from tests.node import fakes
 async def main():
     rt = process.ProcessRuntime(fakes.FakeClient(), data_dir={str(tmp_path)!r}, pod_cidr="10.244.0.0/24",
-                                host_ip="127.0.0.1")
+                                host_ip="127.0.0.1", state_root={str(tmp_path / "run")!r})
     await rt.sync_pod({{"metadata": {{"name": "p", "namespace": "ns", "uid": "u1"}},
                        "spec": {{"containers": [{{"name": "main", "image": "busybox",
                                                   "command": ["sh", "-c", "sleep 61.5 & sleep 62.5"]}}]}}}})
