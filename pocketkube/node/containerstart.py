@@ -38,7 +38,8 @@ class Starter:
     def __init__(self, client: rest.Client, *, clock: clock_mod.Clock, sandboxes: sandbox.Sandboxes,
                  containers: containerwatch.Containers, reaper: reaper.Reaper, allocatable: Mapping[str, str],
                  log_policy: logrotate.Policy, services: envvars.ServiceCache | None,
-                 pod_dir: Callable[[str], str], log_path: Callable[[str, str, int], str]) -> None:
+                 pod_dir: Callable[[str], str], log_path: Callable[[str, str, int], str],
+                 run_dir: Callable[[str], str] | None = None) -> None:
         self.client = client
         self.clock = clock
         self.sandboxes = sandboxes
@@ -50,6 +51,8 @@ class Starter:
         self.services = services
         self.pod_dir = pod_dir
         self.log_path = log_path
+        # Where a pod's per-run marker and termination message files go: its state on tmpfs (default: pod_dir).
+        self.run_dir = run_dir or pod_dir
         self.unshare = shutil.which("unshare")
         self.setsid = shutil.which("setsid")
         # Set once the runtime has found the cgroup hierarchy (its first sync).
@@ -95,7 +98,7 @@ class Starter:
             return
         binds += await self._resolv_bind(uid, binds)
         argv = [envvars.expand(a, env) for a in res.argv]
-        cdir = os.path.join(self.pod_dir(uid), name)
+        cdir = os.path.join(self.run_dir(uid), name)
         # A container that ran before counts a restart now that it runs again.
         attempt = cs.restart_count + (1 if cs.container_id else 0)
         error_file = os.path.join(cdir, f"{attempt}.error")
@@ -103,20 +106,19 @@ class Starter:
         message_file = await self._message_bind(c, binds, os.path.join(cdir, f"{attempt}.termination-log"))
         try:
             # One trip to a thread for the container's files and cgroup: each trip costs more than the work.
-            procs = await asyncio.to_thread(self._prepare, pod, c, cdir=cdir, stale=(error_file, started_file),
-                                            message_file=message_file)
+            procs, batches = await asyncio.to_thread(
+                self._prepare, pod, c, cdir=cdir, stale=(error_file, started_file), message_file=message_file,
+                binds=binds, fstab=os.path.join(cdir, f"{attempt}.fstab"))
         except _CgroupError as e:
             cs.termination = runtime.Termination(
                 exit_code=launcher.START_ERROR_CODE, reason="StartError", finished_at=now, started_at=now,
                 message=f"{launcher.OCI_PREFIX}failed to set up the container's cgroup: {e.__cause__}")
             cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
             return
-        script = launcher.launcher(binds, working_dir=str(c.get("workingDir") or ""), error_file=error_file,
+        script = launcher.launcher(batches, working_dir=str(c.get("workingDir") or ""), error_file=error_file,
                                    started_file=started_file, cgroup_procs=procs)
         cmd = ["/bin/sh", "-c", script, "launcher", *argv]
-        netns = self.sandboxes.netns_path(uid)
-        if netns:
-            cmd = ["nsenter", f"--net={netns}", "--", *cmd]  # every container of the pod shares its namespace
+        netns = self.sandboxes.netns_path(uid)  # every container of the pod shares its network namespace
         if binds and self.unshare:
             cmd = [self.unshare, "--mount", "--propagation", "private", "--", *cmd]
         targets = [m.target for m in binds]
@@ -124,7 +126,7 @@ class Starter:
         stdio: containerio.Stdio | None = None
         try:
             stdio = containerio.Stdio.for_container(c)
-            proc = await launcher.spawn(cmd, env=env, stdio=stdio, setsid=self.setsid)
+            proc = await launcher.spawn(cmd, env=env, stdio=stdio, setsid=self.setsid, netns=netns)
         except (OSError, subprocess.SubprocessError) as e:
             launcher.release_mount_points(targets)
             if stdio is not None:
@@ -133,6 +135,12 @@ class Starter:
                                                  finished_at=now, started_at=now, message=launcher.OCI_PREFIX + str(e))
             cs.state, cs.ready, cs.started = runtime.TERMINATED, False, False
             return
+        except BaseException:
+            # Cancelled (the pod is going away) or an unexpected failure: nothing runs on these mount points.
+            launcher.release_mount_points(targets)
+            if stdio is not None:
+                await stdio.close()
+            raise
         self._reaper.tell(f"+pg {proc.pid}", *(f"+cg {procs_file}" for procs_file in procs))
         if stdio is not None:
             stdio.started()
@@ -183,9 +191,11 @@ class Starter:
         return [launcher.Mount(source=path, target=sandbox.RESOLV_CONF, read_only=False)]
 
     def _prepare(self, pod: Mapping[str, Any], c: Mapping[str, Any], *, cdir: str, stale: tuple[str, ...],
-                 message_file: str) -> list[str]:
+                 message_file: str, binds: list[launcher.Mount],
+                 fstab: str) -> tuple[list[str], list[launcher.Batch]]:
         """In a thread: the container's directory, no stale marker files, an empty termination message file,
-        and its cgroups (the cgroup.procs files to join; _CgroupError when the kernel refuses a setting)."""
+        the binds' plan and fstab files (fstab: the first one's path), and its cgroups (the cgroup.procs files
+        to join; _CgroupError when the kernel refuses a setting)."""
         os.makedirs(cdir, exist_ok=True)
         for path in stale:
             with contextlib.suppress(FileNotFoundError):
@@ -194,10 +204,11 @@ class Starter:
             with open(message_file, "w"):
                 pass
             os.chmod(message_file, 0o666)  # as the kubelet leaves it: any user of the container may write it
+        batches = launcher.write_fstabs(binds, fstab=fstab)
         if self.cgroups is None:
-            return []
+            return [], batches
         try:
-            return self.cgroups.create(pod, c)
+            return self.cgroups.create(pod, c), batches
         except OSError as e:
             raise _CgroupError() from e
 

@@ -8,11 +8,12 @@ import dataclasses
 import errno
 import functools
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pocketkube.node import containerio, mountclaims, volumes
@@ -140,36 +141,146 @@ class Mount:
     read_only: bool
 
 
-def launcher(mounts: list[Mount], *, working_dir: str, error_file: str, started_file: str,
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Binds whose mount points can all be made before any of them is mounted: none lies in another's target.
+
+    The ones in table are bound by one `mount -a -T fstab` (write_fstabs writes it), the rest one by one."""
+
+    mounts: tuple[Mount, ...]
+    fstab: str = ""
+    table: tuple[Mount, ...] = ()
+
+
+def plan(mounts: list[Mount], *, fstab: str, mounted: Collection[str] = ()) -> list[Batch]:
+    """The binds in batches by depth, so a mount inside another one's target lands on top of it.
+
+    fstab is the path of the first batch's fstab file ("" for none: every bind its own mount). libmount's
+    `mount -a` skips an entry whose target already has the same source mounted, whatever its options (a
+    read-only bind would stay writable), so mounted (the targets already mount points) are bound one by one."""
+    batches: list[list[Mount]] = []
+    level: dict[str, int] = {}
+    for m in sorted(mounts, key=lambda m: os.path.normpath(m.target).count("/")):
+        # The batch after the last one mounting a target that encloses m's (those come first, being shallower).
+        n = max((lv + 1 for t, lv in level.items() if _within(m.target, t)), default=0)
+        level[m.target] = n
+        if n == len(batches):
+            batches.append([])
+        batches[n].append(m)
+    out = []
+    for i, batch in enumerate(batches):
+        table = [m for m in batch if m.target not in mounted] if fstab else []
+        # One plain bind is one process either way: the file only pays when it saves processes.
+        if len(table) == 1 and not table[0].read_only:
+            table = []
+        out.append(Batch(mounts=tuple(batch), fstab=(fstab if i == 0 else f"{fstab}.{i}") if table else "",
+                         table=tuple(table)))
+    return out
+
+
+def _within(path: str, top: str) -> bool:
+    path, top = os.path.normpath(path), os.path.normpath(top)
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def fstab_line(m: Mount) -> str:
+    """m as a line of fstab(5), its paths escaped as libmount reads them back."""
+    return f"{_fstab_escape(m.source)} {_fstab_escape(m.target)} none {'bind,ro' if m.read_only else 'bind'} 0 0\n"
+
+
+def _fstab_escape(path: str) -> str:
+    # Backslash first, so the escapes added after it stay as they are. libmount splits fields at any
+    # isspace() character, and '#' would start a comment.
+    for ch in "\\ \t\n\r\v\f#":
+        path = path.replace(ch, f"\\{ord(ch):03o}")
+    return path
+
+
+def mount_points() -> set[str]:
+    """The mount points of this process's mount namespace (a container's starts as a copy of it)."""
+    points = set()
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f.read().splitlines():
+            fields = line.split(" ", 5)
+            if len(fields) > 4:
+                p = fields[4]
+                points.add(_OCTAL.sub(lambda o: chr(int(o.group(1), 8)), p) if "\\" in p else p)
+    return points
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def write_fstabs(mounts: list[Mount], *, fstab: str) -> list[Batch]:
+    """Plan the binds and write the plan's fstab files (a regular file: `mount -T` cannot parse a pipe).
+
+    In a thread: it reads the mount table and resolves the targets' symlinks as mount(8) does."""
+    if not mounts:
+        return []
+    try:
+        points = mount_points()
+    except OSError:
+        fstab = ""  # without the mount table no entry is known not to be skipped: bind each on its own
+        points = set()
+    mounted = {m.target for m in mounts if os.path.realpath(m.target) in points}
+    batches = plan(mounts, fstab=fstab, mounted=mounted)
+    for b in batches:
+        if b.fstab:
+            with open(b.fstab, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write("".join(fstab_line(m) for m in b.table))
+    return batches
+
+
+def launcher(batches: list[Batch], *, working_dir: str, error_file: str, started_file: str,
              cgroup_procs: list[str] | None = None) -> str:
     """The shell that sets a container up (cgroups, mounts, working dir, command lookup) and execs its argv ("$@").
 
     It joins the container's cgroups first, so everything it becomes or starts is limited and counted.
     Anything failing before the exec is written to error_file and ends the launcher with 128, so a
-    container never runs without its volumes or limits; started_file marks that the exec happened."""
+    container never runs without its volumes or limits; started_file marks that the exec happened.
+    Only builtins run when mount points exist: each program started costs more than the container's start."""
     q = shlex.quote
     lines = [f"fail() {{ printf '%s\\n' \"$1\" > {q(error_file)}; exit {START_ERROR_CODE}; }}"]
     for procs in cgroup_procs or []:
         msg = f"failed to join cgroup: cannot write {procs}"
         lines.append(f"echo $$ > {q(procs)} || fail {q(OCI_PREFIX + msg)}")
-    for m in sorted(mounts, key=lambda m: m.target.count("/")):
-        src, dst = q(m.source), q(m.target)
-        lines.append(f"if [ -d {src} ]; then mkdir -p {dst}; "
-                     f"else mkdir -p \"$(dirname {dst})\" && {{ [ -e {dst} ] || : > {dst}; }}; fi "
-                     f"|| fail {q(f'error mounting {m.source!r} to rootfs at {m.target!r}: cannot create mount point')}")
-        lines.append(f"mount --bind {src} {dst} "
-                     f"|| fail {q(f'error mounting {m.source!r} to rootfs at {m.target!r}: bind mount failed')}")
-        if m.read_only:
-            lines.append(f"mount -o remount,bind,ro {dst} "
-                         f"|| fail {q(f'error mounting {m.target!r} read-only: remount failed')}")
+    for b in batches:
+        lines += [_mount_point(m) for m in b.mounts]
+        if b.table:
+            # Any failure (32: none mounted, 64: some) binds them again one by one for the precise error;
+            # binding again the ones that were mounted only stacks the same source.
+            fallback = "; ".join(_bind(m) for m in b.table)
+            lines.append(f"mount -a -n -T {q(b.fstab)} 2>/dev/null || {{ {fallback}; }}")
+        lines += [_bind(m) for m in b.mounts if m not in b.table]
     if working_dir:
         msg = f'chdir to cwd ("{working_dir}") set in config.json failed: no such file or directory'
-        lines.append(f"mkdir -p {q(working_dir)} && cd {q(working_dir)} || fail {q(OCI_PREFIX + msg)}")
+        wd = q(working_dir)
+        lines.append(f"{{ [ -d {wd} ] || mkdir -p {wd}; }} && cd {wd} || fail {q(OCI_PREFIX + msg)}")
     lines.append('command -v "$1" >/dev/null 2>&1 || fail "' + OCI_PREFIX.replace('"', '\\"')
                  + 'exec: \\"$1\\": executable file not found in \\$PATH: unknown"')
     lines.append(f": > {q(started_file)}")
     lines.append('exec "$@"')
     return "\n".join(lines) + "\n"
+
+
+def _mount_point(m: Mount) -> str:
+    """The shell making m's mount point: a directory for a directory, else an empty file (and its parents)."""
+    q = shlex.quote
+    src, dst = q(m.source), q(m.target)
+    parent = q(os.path.dirname(os.path.normpath(m.target)) or ".")
+    return (f"if [ -d {src} ]; then [ -d {dst} ] || mkdir -p {dst}; "
+            f"else [ -e {dst} ] || {{ {{ [ -d {parent} ] || mkdir -p {parent}; }} && : > {dst}; }}; fi "
+            f"|| fail {q(f'error mounting {m.source!r} to rootfs at {m.target!r}: cannot create mount point')}")
+
+
+def _bind(m: Mount) -> str:
+    """The shell binding m with mount(8), read-only with a second call, failing with runc's message."""
+    q = shlex.quote
+    src, dst = q(m.source), q(m.target)
+    line = f"mount --bind {src} {dst} || fail {q(f'error mounting {m.source!r} to rootfs at {m.target!r}: bind mount failed')}"
+    if m.read_only:
+        line += f"; mount -o remount,bind,ro {dst} || fail {q(f'error mounting {m.target!r} read-only: remount failed')}"
+    return line
 
 
 def binds(pod: Mapping[str, Any], c: Mapping[str, Any], mounts: Mapping[str, str]) -> list[Mount]:
@@ -214,18 +325,19 @@ def _must_exist(program: str, env: Mapping[str, str]) -> None:
 
 
 async def spawn(cmd: list[str], *, env: Mapping[str, str], stdio: containerio.Stdio | None,
-                setsid: str | None) -> spawn_mod.Process:
-    """Start a container's process in a session of its own, its stdin /dev/null, a pipe or its terminal.
+                setsid: str | None, netns: str | None = None) -> spawn_mod.Process:
+    """Start a container's process in a session of its own, its stdin /dev/null, a pipe or its terminal, in the
+    pod's network namespace at path netns when given.
 
     Without a terminal its stdout and stderr are two pipes, kept apart in its log and for attach, as kube does."""
     _must_exist(cmd[0], env)
     if stdio is None or not stdio.tty:
         stdin = subprocess.DEVNULL if stdio is None else stdio.child_stdin
         return await spawn_mod.start(die_with_agent(cmd), stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
+                                     stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True, netns=netns)
     # setsid makes the pty on its stdin the new session's controlling terminal (job control, ^C), as runc does.
     tty = stdio.child_stdin
     if setsid:
         cmd = [setsid, "--ctty", *cmd]
     return await spawn_mod.start(die_with_agent(cmd), stdin=tty, stdout=tty, stderr=tty, env=env, cwd="/",
-                                 start_new_session=not setsid)
+                                 start_new_session=not setsid, netns=netns)

@@ -186,6 +186,7 @@ async def test_volumes_are_bind_mounted_in_a_private_namespace(tmp_path):
     assert not os.path.exists(tmp_path / "etc"), "mount points the runtime made are removed after the exit"
     await h.rt.remove_pod("u1")
     assert not os.path.exists(tmp_path / "data" / "pods" / "u1")
+    await h.rt.close()
 
 
 async def test_env_from_and_secret_refs():
@@ -311,3 +312,18 @@ async def test_unexpected_error_in_first_start_is_retried(h, monkeypatch):
         await h.rt.sync_pod(p)
     await h.rt.sync_pod(p)
     assert h.rt.pod_status("u1").containers["main"].state == runtime.RUNNING
+
+
+@pytest.mark.skipif(process.probe_mounts(process.shutil.which("unshare")) != "",
+                    reason="mount namespaces are not permitted here")
+async def test_a_start_that_raises_unexpectedly_releases_its_mount_points(h, tmp_path, monkeypatch):
+    """A spawn failing with something other than OSError (or cancelled) still gives back the mount points it
+    claimed, so the runtime removes the ones it made and counts no phantom user."""
+    _failing_once(monkeypatch, RuntimeError("unexpected"))
+    target = str(tmp_path / "made" / "m")
+    p = pod(command=["true"], volumeMounts=[{"name": "v", "mountPath": target}],
+            _volumes=[{"name": "v", "emptyDir": {}}])
+    with pytest.raises(RuntimeError):
+        await h.rt.sync_pod(p)
+    assert target not in launcher._IN_USE
+    assert not os.path.exists(tmp_path / "made")
