@@ -87,7 +87,8 @@ class Starter:
         try:
             in_netns = bool(self.sandboxes.netns_path(uid))
             env = await envvars.resolve(self.client, self.sandboxes.with_ips(pod, ps.ips), c,
-                                        allocatable=self.allocatable, in_pod_network=in_netns, services=self.services)
+                                        allocatable=self.allocatable, in_pod_network=in_netns, services=self.services,
+                                        cluster_domain=self.sandboxes.cluster_domain())
             binds = launcher.binds(pod, c, mounts)
             if binds and (problem := await self._why_no_mounts()):
                 raise volumes.ConfigError(f"the process runtime cannot mount volumes for this container: "
@@ -97,6 +98,7 @@ class Starter:
             _wait(cs, "CreateContainerConfigError", str(e), seconds=CONFIG_RETRY_SECONDS, now=now)
             return
         binds += await self._resolv_bind(uid, binds)
+        binds += await self._hosts_bind(uid, binds)
         argv = [envvars.expand(a, env) for a in res.argv]
         cdir = os.path.join(self.run_dir(uid), name)
         # A container that ran before counts a restart now that it runs again.
@@ -126,7 +128,8 @@ class Starter:
         stdio: containerio.Stdio | None = None
         try:
             stdio = containerio.Stdio.for_container(c)
-            proc = await launcher.spawn(cmd, env=env, stdio=stdio, setsid=self.setsid, netns=netns)
+            proc = await launcher.spawn(cmd, env=env, stdio=stdio, setsid=self.setsid, netns=netns,
+                                        hostname=self.sandboxes.hostname(pod))
         except (OSError, subprocess.SubprocessError) as e:
             launcher.release_mount_points(targets)
             if stdio is not None:
@@ -189,6 +192,15 @@ class Starter:
         if await self._why_no_mounts() or not os.path.exists(sandbox.RESOLV_CONF):
             return []
         return [launcher.Mount(source=path, target=sandbox.RESOLV_CONF, read_only=False)]
+
+    async def _hosts_bind(self, uid: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
+        """The bind of the pod's managed hosts file at /etc/hosts, unless the container mounts its own there."""
+        path = self.sandboxes.hosts_file(uid)
+        if path is None or any(os.path.normpath(m.target) in ("/", "/etc", sandbox.HOSTS) for m in binds):
+            return []
+        if await self._why_no_mounts() or not os.path.exists(sandbox.HOSTS):
+            return []
+        return [launcher.Mount(source=path, target=sandbox.HOSTS, read_only=False)]
 
     def _prepare(self, pod: Mapping[str, Any], c: Mapping[str, Any], *, cdir: str, stale: tuple[str, ...],
                  message_file: str, binds: list[launcher.Mount],

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ from pocketkube.api import errors
 from pocketkube.base import clock as clock_mod
 from pocketkube.client import informer as informer_mod
 from pocketkube.client import rest
+from pocketkube.network import etchosts, resolvconf
 from pocketkube.node import satoken, volumes
 
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -187,13 +189,16 @@ async def _key_ref(objs: _Objects, kind: str, ref: Mapping[str, Any]) -> str | N
 
 async def resolve(client: rest.Client, pod: Mapping[str, Any], container: Mapping[str, Any], *,
                   allocatable: Mapping[str, str], in_pod_network: bool = False,
-                  services: ServiceLister | None = None) -> dict[str, str]:
+                  services: ServiceLister | None = None,
+                  cluster_domain: str = resolvconf.CLUSTER_DOMAIN) -> dict[str, str]:
     """The full environment of a container (base, envFrom, then env in order); ConfigError when it cannot be built."""
     meta = pod.get("metadata") or {}
     objs = _Objects(client, str(meta.get("namespace") or ""))
     env = {k: os.environ[k] for k in BASE_KEYS if k in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    env["HOSTNAME"] = str((pod.get("spec") or {}).get("hostname") or meta.get("name") or "")
+    # As containerd sets it: the sandbox's hostname, the node's for a host-network pod.
+    env["HOSTNAME"] = socket.gethostname() if (pod.get("spec") or {}).get("hostNetwork") else \
+        etchosts.uts_hostname(pod, cluster_domain=cluster_domain)
     env.update(await _service_links(client, pod, in_pod_network=in_pod_network, services=services))
     own: dict[str, str] = {}
     for src in container.get("envFrom") or []:

@@ -325,19 +325,20 @@ def _must_exist(program: str, env: Mapping[str, str]) -> None:
 
 
 async def spawn(cmd: list[str], *, env: Mapping[str, str], stdio: containerio.Stdio | None,
-                setsid: str | None, netns: str | None = None) -> spawn_mod.Process:
+                setsid: str | None, netns: str | None = None, hostname: str | None = None) -> spawn_mod.Process:
     """Start a container's process in a session of its own, its stdin /dev/null, a pipe or its terminal, in the
-    pod's network namespace at path netns when given.
+    pod's network namespace at path netns and a UTS namespace named hostname when given.
 
     Without a terminal its stdout and stderr are two pipes, kept apart in its log and for attach, as kube does."""
     _must_exist(cmd[0], env)
     if stdio is None or not stdio.tty:
         stdin = subprocess.DEVNULL if stdio is None else stdio.child_stdin
         return await spawn_mod.start(die_with_agent(cmd), stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True, netns=netns)
+                                     stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True, netns=netns,
+                                     hostname=hostname)
     # setsid makes the pty on its stdin the new session's controlling terminal (job control, ^C), as runc does.
     tty = stdio.child_stdin
     if setsid:
         cmd = [setsid, "--ctty", *cmd]
     return await spawn_mod.start(die_with_agent(cmd), stdin=tty, stdout=tty, stderr=tty, env=env, cwd="/",
-                                 start_new_session=not setsid, netns=netns)
+                                 start_new_session=not setsid, netns=netns, hostname=hostname)

@@ -196,7 +196,8 @@ class ProcessRuntime:
             vols = asyncio.get_running_loop().create_task(
                 self.volumes.mounts(self.sandboxes.with_ips(pod, ips), uid, now=now), name=f"volumes-{uid}")
             try:
-                resolv_events = await asyncio.to_thread(self._create_sandbox, pod, uid, ips[0] if own_netns else "")
+                resolv_events = await asyncio.to_thread(self._create_sandbox, pod, uid, ips[0] if own_netns else "",
+                                                        ips)
             except podnet.NetworkError as e:
                 await _drop(vols)
                 self.sandboxes.ips.release(ips[0])
@@ -316,13 +317,13 @@ class ProcessRuntime:
             await self.services.close()
         await self._reaper.close()
 
-    def _create_sandbox(self, pod: Mapping[str, Any], uid: str, ip: str) -> list[runtime.Event]:
+    def _create_sandbox(self, pod: Mapping[str, Any], uid: str, ip: str, ips: list[str]) -> list[runtime.Event]:
         """In a thread: the sandbox (Sandboxes.create) and the on-disk log directory of each container."""
         spec = pod.get("spec") or {}
         for key in ("initContainers", "containers"):
             for c in spec.get(key) or []:
                 os.makedirs(os.path.join(self.pod_dir(uid), str(c.get("name") or "")), exist_ok=True)
-        return self.sandboxes.create(pod, uid, ip)
+        return self.sandboxes.create(pod, uid, ip, ips=ips)
 
     def _remove_dirs(self, uid: str) -> None:
         """In a thread: the pod's directory on disk (its logs, volumes) and in the state root."""

@@ -1,17 +1,18 @@
-"""A pod's sandbox on this node: its IPs, its network namespace and the /etc/resolv.conf formed for it."""
+"""A pod's sandbox on this node: its IPs, network namespace, hostname, and the resolv.conf and hosts files formed for it."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pocketkube.network import podnet, resolvconf
+from pocketkube.network import etchosts, podnet, resolvconf
 from pocketkube.node import runtime
 
 log = logging.getLogger("pocketkube.node.sandbox")
 
 RESOLV_CONF = "/etc/resolv.conf"
+HOSTS = "/etc/hosts"
 
 
 class Sandboxes:
@@ -27,8 +28,9 @@ class Sandboxes:
         self.ips = runtime.IPAllocator(pod_cidr)
         # A pod's directory in the node's state root, where its resolv.conf goes.
         self._run_dir = run_dir
-        # Per pod: its resolv.conf, when one was formed.
+        # Per pod: its resolv.conf, when one was formed, and its hosts file.
         self._resolv: dict[str, str] = {}
+        self._hosts: dict[str, str] = {}
 
     def ips_for(self, pod: Mapping[str, Any]) -> list[str]:
         """The IPs a new sandbox gets: the host's, the one its status already reports (if still free), or a new one."""
@@ -46,16 +48,31 @@ class Sandboxes:
         """The pod's network namespace, when it has one."""
         return self.network.netns_path(uid) if self.network is not None else None
 
-    def create(self, pod: Mapping[str, Any], uid: str, ip: str) -> list[runtime.Event]:
-        """In a thread: the pod's network namespace with ip (none when ip is ""; NetworkError when it fails) and
-        its resolv.conf; the events the resolv.conf warrants."""
+    def create(self, pod: Mapping[str, Any], uid: str, ip: str, *, ips: Sequence[str] = ()) -> list[runtime.Event]:
+        """In a thread: the pod's network namespace with ip (none when ip is ""; NetworkError when it fails), its
+        resolv.conf and its hosts file naming ips; the events the resolv.conf warrants."""
         if ip and self.network is not None:
             self.network.add(uid, ip)
+        self._write_hosts(pod, uid, ips or ([ip] if ip else []))
         return self._write_resolv(pod, uid)
 
     def resolv_file(self, uid: str) -> str | None:
         """The resolv.conf formed for the pod (None: it sees the host's)."""
         return self._resolv.get(uid)
+
+    def hosts_file(self, uid: str) -> str | None:
+        """The hosts file the kubelet manages for the pod (None: it sees the host's)."""
+        return self._hosts.get(uid)
+
+    def hostname(self, pod: Mapping[str, Any]) -> str | None:
+        """The hostname of the pod's own UTS namespace (None: a host-network pod shares the node's)."""
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return None
+        return etchosts.uts_hostname(pod, cluster_domain=self.cluster_domain()) or None
+
+    def cluster_domain(self) -> str:
+        """The kubelet's --cluster-domain."""
+        return self.dns.cluster_domain if self.dns is not None else resolvconf.CLUSTER_DOMAIN
 
     def with_ips(self, pod: Mapping[str, Any], ips: list[str]) -> Mapping[str, Any]:
         """The pod with the IPs its status will report: the first start comes before the first status write,
@@ -67,6 +84,7 @@ class Sandboxes:
 
     def forget(self, uid: str) -> None:
         self._resolv.pop(uid, None)
+        self._hosts.pop(uid, None)
 
     async def remove(self, uid: str, ips: list[str]) -> None:
         """Give the pod's IPs back and remove its network namespace."""
@@ -88,3 +106,17 @@ class Sandboxes:
         self._resolv[uid] = path
         return [runtime.Event(runtime.WARNING, reason, message) for reason, message in formed.events]
 
+    def _write_hosts(self, pod: Mapping[str, Any], uid: str, ips: Sequence[str]) -> None:
+        """Write the pod's hosts file in its run directory, as the kubelet manages /etc/hosts for every pod."""
+        node_hosts = ""
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            try:
+                with open(HOSTS, encoding="utf-8", errors="replace") as f:
+                    node_hosts = f.read(1 << 20)
+            except OSError:
+                node_hosts = ""
+        content = etchosts.render(pod, ips, cluster_domain=self.cluster_domain(), node_hosts=node_hosts)
+        try:
+            self._hosts[uid] = etchosts.write(self._run_dir(uid), content)
+        except OSError as e:
+            log.warning("cannot write the hosts file of %s: %s", runtime.pod_ref(pod), e)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ctypes
-import functools
 import logging
 import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
+
+from pocketkube.base import threadns
 
 log = logging.getLogger("pocketkube.node.spawn")
 
@@ -211,76 +211,11 @@ def _discard(fut: asyncio.Future[subprocess.Popen[bytes]]) -> None:
     threading.Thread(target=popen.wait, name=f"discard-{popen.pid}", daemon=True).start()
 
 
-CLONE_NEWNET = 0x40000000
-
-
-@functools.cache
-def _libc_setns() -> Any:
-    return ctypes.CDLL(None, use_errno=True).setns
-
-
-def _setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open at fd (os.setns arrived in Python 3.12)."""
-    native = getattr(os, "setns", None)
-    if native is not None:
-        native(fd, CLONE_NEWNET)
-        return
-    if _libc_setns()(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@functools.cache
-def _own_netns() -> int:
-    """A descriptor of the process's own network namespace, which spawn threads go back to."""
-    return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-
-
-def _in_netns(path: str, make: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """Run make (a Popen) with the calling thread in the network namespace at path.
-
-    A child inherits the namespaces of the thread that starts it, so a pod's container starts in the pod's
-    network namespace without an `nsenter` process in front of it. Only the network namespace moves: setns
-    into it is per thread, where a mount namespace would need a single-threaded process."""
-    _own_netns()  # opened before the thread leaves home
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(fd)
-    finally:
-        os.close(fd)
-    try:
-        return make()
-    finally:
-        # The child (if any) is already in the pod's namespace, as it should be: a thread that cannot go back
-        # is remembered by _go_home, and its next start fails instead.
-        with contextlib.suppress(OSError):
-            _go_home()
-
-
-def _go_home() -> None:
-    """Return the calling spawn thread to the agent's network namespace.
-
-    A thread left in a pod's namespace would start its next child there, so one that could not go back is
-    remembered, and every later start on it tries again first and fails (OSError) while it cannot."""
-    tid = threading.get_ident()
-    try:
-        _setns(_own_netns())
-    except OSError as e:
-        _stranded.add(tid)
-        log.error("a spawn thread could not return to the agent's network namespace: %s", e)
-        raise
-    _stranded.discard(tid)
-
-
-# Spawn threads that could not return to the agent's network namespace (see _go_home).
-_stranded: set[int] = set()
-
-
 async def start(argv: Sequence[str], *, stdin: Stdio, stdout: Stdio, stderr: Stdio,
                 env: Mapping[str, str] | None = None, cwd: str | None = None, start_new_session: bool = False,
-                pass_fds: Sequence[int] = (), netns: str | None = None) -> Process:
+                pass_fds: Sequence[int] = (), netns: str | None = None, hostname: str | None = None) -> Process:
     """Start argv without stalling the event loop; stdio as for subprocess.Popen (PIPE gives streams); in the
-    network namespace at path netns when given.
+    network namespace at path netns and a UTS namespace named hostname when given (base/threadns.py).
 
     Raises OSError (FileNotFoundError for a missing program) as Popen does. Cancelling it still lets the
     child start, then kills it."""
@@ -291,9 +226,8 @@ async def start(argv: Sequence[str], *, stdin: Stdio, stdout: Stdio, stderr: Std
                                 start_new_session=start_new_session, pass_fds=tuple(pass_fds), bufsize=0)
 
     def popen() -> subprocess.Popen[bytes]:
-        if threading.get_ident() in _stranded:
-            _go_home()
-        return plain() if netns is None else _in_netns(netns, plain)
+        with threadns.entered(netns=netns, hostname=hostname):
+            return plain()
 
     fut = loop.run_in_executor(_executor(), popen)
     try:

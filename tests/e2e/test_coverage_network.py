@@ -160,8 +160,6 @@ def test_headless_statefulset_names_resolve_in_a_pod(net: Net) -> None:
     assert _lookup(c, "db-1", name="db-1.db.default.svc.cluster.local") == [ips["db-1"]]
 
 
-@pytest.mark.xfail(strict=True, reason="pods share the host's UTS namespace and /etc/hosts: `hostname` prints the "
-                   "host's name, and there is no Kubernetes-managed hosts file")
 def test_pod_hostname_and_hosts_file(net: Net) -> None:
     """A StatefulSet pod's hostname is its name, and /etc/hosts maps its IP to its FQDN as the kubelet writes it."""
     c, _, _ = net

@@ -12,6 +12,7 @@ import time
 import pytest
 import uvloop
 
+from pocketkube.base import threadns
 from pocketkube.node import launcher, spawn
 
 
@@ -332,16 +333,16 @@ async def test_missing_network_namespace_fails_like_a_missing_program(tmp_path):
 async def test_a_thread_that_cannot_go_home_fails_its_next_start(monkeypatch, netns):
     """A spawn thread that could not return to the agent's namespace never starts a child elsewhere: its next
     start fails until it is back."""
-    real = spawn._setns
-    home = spawn._own_netns()
+    real = threadns.setns
+    home = threadns.own("net")
     broken = {"on": True}
 
-    def setns(fd: int) -> None:
+    def setns(fd: int, nstype: int) -> None:
         if fd == home and broken["on"]:
             raise PermissionError(1, "setns: Operation not permitted")
-        real(fd)
+        real(fd, nstype)
 
-    monkeypatch.setattr(spawn, "_setns", setns)
+    monkeypatch.setattr(threadns, "setns", setns)
     monkeypatch.setattr(spawn, "_pool", None)
     monkeypatch.setattr(spawn, "_POOL_SIZE", 1)  # one thread, so the next start lands on the stranded one
     first = await spawn.start(["sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -362,3 +363,33 @@ async def test_a_thread_that_cannot_go_home_fails_its_next_start(monkeypatch, ne
         pool = spawn._pool
         if pool is not None:
             pool.shutdown(wait=False)
+
+
+async def test_child_gets_a_uts_namespace_with_the_hostname():
+    """A child started with hostname runs in a UTS namespace of its own with that name; the agent's stays."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a UTS namespace")
+    before = os.uname().nodename
+    proc = await spawn.start(["hostname"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, hostname="web-0")
+    assert proc.stdout is not None
+    assert await proc.stdout.read() == b"web-0\n"
+    await proc.wait()
+    plain = await spawn.start(["hostname"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    assert plain.stdout is not None
+    assert (await plain.stdout.read()).decode().strip() == before == os.uname().nodename
+    await plain.wait()
+
+
+async def test_without_the_right_to_a_uts_namespace_the_host_name_stays(monkeypatch):
+    """Where a UTS namespace is refused (not root), the child still starts, with the host's name."""
+    def refuse(flags: int) -> None:
+        raise PermissionError(1, "unshare: Operation not permitted")
+
+    monkeypatch.setattr(threadns, "unshare", refuse)
+    proc = await spawn.start(["hostname"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, hostname="web-0")
+    assert proc.stdout is not None
+    assert (await proc.stdout.read()).decode().strip() == os.uname().nodename
+    await proc.wait()
