@@ -8,7 +8,7 @@ import datetime
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
@@ -101,6 +101,8 @@ class Starter:
         binds += await self._hosts_bind(uid, binds)
         argv = [envvars.expand(a, env) for a in res.argv]
         cdir = os.path.join(self.run_dir(uid), name)
+        links = await self._image_links(image, cdir, binds)
+        binds += [launcher.Mount(source=source, target=target, read_only=False) for target, (source, _) in links.items()]
         # A container that ran before counts a restart now that it runs again.
         attempt = cs.restart_count + (1 if cs.container_id else 0)
         error_file = os.path.join(cdir, f"{attempt}.error")
@@ -110,7 +112,7 @@ class Starter:
             # One trip to a thread for the container's files and cgroup: each trip costs more than the work.
             procs, batches = await asyncio.to_thread(
                 self._prepare, pod, c, cdir=cdir, stale=(error_file, started_file), message_file=message_file,
-                binds=binds, fstab=os.path.join(cdir, f"{attempt}.fstab"))
+                binds=binds, fstab=os.path.join(cdir, f"{attempt}.fstab"), links=list(links.values()))
         except _CgroupError as e:
             cs.termination = runtime.Termination(
                 exit_code=launcher.START_ERROR_CODE, reason="StartError", finished_at=now, started_at=now,
@@ -193,6 +195,22 @@ class Starter:
             return []
         return [launcher.Mount(source=path, target=sandbox.RESOLV_CONF, read_only=False)]
 
+    async def _image_links(self, image: str, cdir: str,
+                           binds: list[launcher.Mount]) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+        """The image's directories of stdio links (images.Entry.stdio_links) to bind, each target mapped to the
+        directory _prepare fills with the links and to those links; none that a volume mount hides."""
+        dirs = images.stdio_link_dirs(image)
+        if not dirs or await self._why_no_mounts():
+            return {}
+        out = {}
+        for target, files in dirs.items():
+            if any(target == os.path.normpath(m.target) or target.startswith(os.path.normpath(m.target) + os.sep)
+                   or os.path.normpath(m.target) == "/" for m in binds):
+                continue  # a volume mounted there or above replaces the image's files, as in Docker
+            if os.path.isdir(target):
+                out[target] = (os.path.join(cdir, "image" + target), files)
+        return out
+
     async def _hosts_bind(self, uid: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
         """The bind of the pod's managed hosts file at /etc/hosts, unless the container mounts its own there."""
         path = self.sandboxes.hosts_file(uid)
@@ -203,10 +221,11 @@ class Starter:
         return [launcher.Mount(source=path, target=sandbox.HOSTS, read_only=False)]
 
     def _prepare(self, pod: Mapping[str, Any], c: Mapping[str, Any], *, cdir: str, stale: tuple[str, ...],
-                 message_file: str, binds: list[launcher.Mount],
-                 fstab: str) -> tuple[list[str], list[launcher.Batch]]:
+                 message_file: str, binds: list[launcher.Mount], fstab: str,
+                 links: Sequence[tuple[str, list[tuple[str, str]]]] = ()) -> tuple[list[str], list[launcher.Batch]]:
         """In a thread: the container's directory, no stale marker files, an empty termination message file,
-        the binds' plan and fstab files (fstab: the first one's path), and its cgroups (the cgroup.procs files
+        the image's stdio links (links: directory and its (name, target) pairs), the binds' plan and fstab files
+        (fstab: the first one's path), and its cgroups (the cgroup.procs files
         to join; _CgroupError when the kernel refuses a setting)."""
         os.makedirs(cdir, exist_ok=True)
         for path in stale:
@@ -216,6 +235,12 @@ class Starter:
             with open(message_file, "w"):
                 pass
             os.chmod(message_file, 0o666)  # as the kubelet leaves it: any user of the container may write it
+        for directory, files in links:
+            os.makedirs(directory, exist_ok=True)
+            for file_name, target in files:
+                link = os.path.join(directory, file_name)
+                if not os.path.islink(link):
+                    os.symlink(target, link)
         batches = launcher.write_fstabs(binds, fstab=fstab)
         if self.cgroups is None:
             return [], batches

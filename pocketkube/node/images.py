@@ -27,6 +27,9 @@ class Entry:
     dash_args: bool = False
     # Where the program lives when it is not on PATH (Debian keeps PostgreSQL's in versioned directories).
     search: tuple[str, ...] = ()
+    # Files of the image that are symlinks to the container's stdout or stderr (path, /dev/stdout|/dev/stderr),
+    # as official images point their log files there so that the logs reach `kubectl logs`.
+    stdio_links: tuple[tuple[str, str], ...] = ()
 
 
 # Entrypoint scripts shipped with pocketkube for images whose official entrypoint does real work.
@@ -38,7 +41,8 @@ CATALOGUE = (
     Entry(("docker.io/library/python",), "python3", (), ("python3",)),
     Entry(("docker.io/library/busybox", "registry.k8s.io/busybox", "registry.k8s.io/e2e-test-images/busybox"),
           "busybox", ("busybox",), ("sh",)),
-    Entry(("docker.io/library/nginx",), "nginx", (), ("nginx", "-g", "daemon off;")),
+    Entry(("docker.io/library/nginx",), "nginx", (), ("nginx", "-g", "daemon off;"),
+          stdio_links=(("/var/log/nginx/access.log", "/dev/stdout"), ("/var/log/nginx/error.log", "/dev/stderr"))),
     Entry(("docker.io/library/redis",), "redis-server", (), ("redis-server",), dash_args=True),
     # docker-entrypoint.sh postgres: initdb on an empty PGDATA, then the server as the postgres user.
     Entry(("docker.io/library/postgres",), "postgres", ("sh", os.path.join(ENTRYPOINTS, "postgres.sh")),
@@ -113,3 +117,12 @@ def resolve(container: Mapping[str, Any], *, which: Which | None = None) -> Reso
 def _found_in(entry: Entry) -> bool:
     return any(os.access(os.path.join(d, entry.program), os.X_OK) for pattern in entry.search
                for d in glob.glob(pattern))
+
+
+def stdio_link_dirs(ref: str) -> dict[str, list[tuple[str, str]]]:
+    """The image's directories holding stdio links, each with its (file name, link target) pairs."""
+    entry = lookup(ref)
+    dirs: dict[str, list[tuple[str, str]]] = {}
+    for path, target in entry.stdio_links if entry is not None else ():
+        dirs.setdefault(os.path.dirname(path), []).append((os.path.basename(path), target))
+    return dirs

@@ -108,8 +108,6 @@ def test_nginx_image_serves_its_welcome_page(cluster: cluster_mod.Cluster) -> No
     c.kubectl("delete", "pod", "ng", "--grace-period=1")
 
 
-@pytest.mark.xfail(strict=True, reason="nginx writes its access log to the host's /var/log/nginx/access.log, "
-                   "not to the container's stdout as the nginx image does (access.log -> /dev/stdout)")
 def test_nginx_access_log_reaches_kubectl_logs(cluster: cluster_mod.Cluster) -> None:
     """A request to an nginx pod shows up in `kubectl logs`, as the image links its access log to stdout."""
     c = cluster

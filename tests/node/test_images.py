@@ -60,3 +60,15 @@ def test_unavailable_images(image, installed, needle):
     """An image without its program (or unknown) is refused with how to make it available."""
     got = images.resolve({"image": image}, which=_which(installed))
     assert got.argv == () and needle in got.error and f'image "{image}" is not available' in got.error
+
+
+@pytest.mark.parametrize("image,want", [
+    ("nginx:1.27", {"/var/log/nginx": [("access.log", "/dev/stdout"), ("error.log", "/dev/stderr")]}),
+    ("docker.io/library/nginx@sha256:" + "0" * 64, {"/var/log/nginx": [("access.log", "/dev/stdout"),
+                                                                        ("error.log", "/dev/stderr")]}),
+    ("python:3.12", {}),
+    ("example.com/unknown:1", {}),
+])
+def test_stdio_link_dirs(image, want):
+    """Images whose official build links log files to stdout/stderr say so per directory; others have none."""
+    assert images.stdio_link_dirs(image) == want
