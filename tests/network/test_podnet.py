@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -113,3 +114,71 @@ async def test_add_pod_configures_the_namespace_as_ip_would(tmp_path: pathlib.Pa
         net.close()
         subprocess.run(["ip", "link", "del", net.bridge], capture_output=True, check=False)
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+def test_delete_netns_does_what_ip_netns_del_does() -> None:
+    """A namespace made by `ip netns add` is gone after delete_netns; deleting it again is not an error."""
+    name = "pk-deltest-" + os.urandom(4).hex()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        podnet.delete_netns(name)
+        assert not os.path.exists(os.path.join(podnet.NETNS_DIR, name))
+        assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        with open("/proc/self/mountinfo") as f:
+            assert f"/run/netns/{name} " not in f.read()
+        podnet.delete_netns(name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+async def test_add_pod_failure_is_a_clear_error_and_leaves_no_namespace(tmp_path: pathlib.Path) -> None:
+    """A refused in-namespace step (a gateway off the pod's subnet) names the request and removes the namespace."""
+    net = podnet.PodNetwork(str(tmp_path), pod_cidr="10.251.78.0/24", mode="on")
+    await net.setup()
+    if net.problem:
+        pytest.skip(net.problem)
+    try:
+        net.gateway = "192.0.2.1"
+        with pytest.raises(podnet.NetworkError) as e:
+            await net.add_pod("u-2", "10.251.78.5")
+        ns = podnet.netns_name(net.id, "u-2")
+        assert str(e.value) == (f'failed to set up sandbox network for pod "u-2": netns {ns}: route add default '
+                                "via 192.0.2.1 dev eth0: RTNETLINK answers: Network is unreachable")
+        assert not os.path.exists(os.path.join(podnet.NETNS_DIR, ns))
+        assert net.netns_path("u-2") is None
+        # The kernel destroys an unreferenced namespace, and the veth with it, in a work queue shortly after.
+        veth = f"/sys/class/net/{podnet.veth_name(net.id, 'u-2')}"
+        for _ in range(100):
+            if not os.path.exists(veth):
+                break
+            await asyncio.sleep(0.05)
+        assert not os.path.exists(veth)
+    finally:
+        net.close()
+        subprocess.run(["ip", "link", "del", net.bridge], capture_output=True, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+async def test_a_leftover_namespace_that_cannot_be_removed_is_a_network_error(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An earlier try's namespace that will not go away fails the sandbox with NetworkError, not a raw OSError."""
+    net = podnet.PodNetwork(str(tmp_path), pod_cidr="10.251.79.0/24", mode="on")
+    await net.setup()
+    if net.problem:
+        pytest.skip(net.problem)
+    ns = podnet.netns_name(net.id, "u-3")
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        def refuse(name: str) -> None:
+            raise OSError(1, f"cannot remove namespace {name}: umount2: Operation not permitted")
+
+        monkeypatch.setattr(podnet, "delete_netns", refuse)
+        with pytest.raises(podnet.NetworkError, match=r'pod "u-3": .*umount2: Operation not permitted'):
+            await net.add_pod("u-3", "10.251.79.5")
+    finally:
+        monkeypatch.undo()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        net.close()
+        subprocess.run(["ip", "link", "del", net.bridge], capture_output=True, check=False)
