@@ -19,6 +19,9 @@ from pocketkube.base import clock as clock_mod
 
 log = logging.getLogger("pocketkube.apiserver.authn")
 
+# Who an in-process caller (a test's app) already is, when its request carries no credentials.
+USER_KEY: web.RequestKey[context.User] = web.RequestKey("pocketkube.user", context.User)
+
 AUTHENTICATED = "system:authenticated"
 UNAUTHENTICATED = "system:unauthenticated"
 INVALID = "invalid bearer token"
@@ -316,7 +319,7 @@ async def authenticate(server: context.Server, request: web.Request) -> context.
         # A token that was presented but does not authenticate is refused, never treated as anonymous.
         log.info("Unable to authenticate the request: %s", result.status_error())
         raise errors.Unauthorized("Unauthorized")
-    local = request.get("pocketkube.user")
+    local = request.get(USER_KEY)
     if isinstance(local, context.User):
         return local
     return context.ANONYMOUS

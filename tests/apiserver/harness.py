@@ -10,10 +10,21 @@ import orjson
 from aiohttp import test_utils, web
 
 from pocketkube.api import conversion, resources
-from pocketkube.apiserver import context, objects, server
+from pocketkube.apiserver import authn, context, objects, server
 from pocketkube.base import clock as clock_mod
 
 ADMIN = context.User(name="admin", groups=("system:masters", "system:authenticated"))
+
+
+def as_user(user: context.User) -> Any:
+    """A middleware making every request of an app come from user (authn.USER_KEY), as if authenticated."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        request[authn.USER_KEY] = user
+        return await handler(request)
+
+    return middleware
 
 
 @contextlib.asynccontextmanager
@@ -22,13 +33,7 @@ async def admin_client(store: Any) -> AsyncIterator[test_utils.TestClient]:
     api = context.Server(registry=resources.Registry.builtin(), objects=objects.Objects(store, conversion.convert),
                          store=store, clock=clock_mod.Clock())
     app = server.make_app(api)
-
-    @web.middleware
-    async def as_admin(request: web.Request, handler: Any) -> web.StreamResponse:
-        request["pocketkube.user"] = ADMIN
-        return await handler(request)
-
-    app.middlewares.insert(0, as_admin)
+    app.middlewares.insert(0, as_user(ADMIN))
     async with test_utils.TestClient(test_utils.TestServer(app)) as c:
         yield c
 

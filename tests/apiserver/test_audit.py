@@ -14,6 +14,7 @@ from pocketkube.api import conversion, resources
 from pocketkube.apiserver import audit, audit_policy, context, negotiate, objects, requestinfo, server
 from pocketkube.base import clock as clock_mod
 from pocketkube.store import memory
+from tests.apiserver import harness
 
 ALICE = context.User("alice", ("dev", "system:authenticated"))
 BOB = context.User("bob", ("ops", "system:authenticated"))
@@ -203,12 +204,7 @@ async def serve(policy_text: bytes, calls: list[tuple[str, str, Any]], *,
     auditor = audit.Auditor(audit_policy.parse_policy(policy_text), sink, clock=api.clock)  # type: ignore[arg-type]
     app = server.make_app(api, auditor=auditor)
 
-    @web.middleware
-    async def as_user(request: web.Request, handler: Any) -> web.StreamResponse:
-        request["pocketkube.user"] = user
-        return await handler(request)
-
-    app.middlewares.insert(0, as_user)
+    app.middlewares.insert(0, harness.as_user(user))
     async with test_utils.TestClient(test_utils.TestServer(app)) as client:
         for method, path, body in calls:
             data = orjson.dumps(body) if body is not None else None
