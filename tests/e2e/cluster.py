@@ -36,6 +36,21 @@ def eventually(check: Callable[[], T], *, timeout: float = 15.0, every: float = 
 PROCESS_NODE = "pocketkube-node-1"
 
 
+
+def read_until(fd: int, marker: bytes, *, timeout: float) -> bytes:
+    """What a terminal (pty fd) shows until marker appears, it closes, or timeout seconds pass."""
+    out, deadline = b"", time.monotonic() + timeout
+    while marker not in out and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    return out
+
 @contextlib.contextmanager
 def process_node(cluster: Cluster) -> collections.abc.Iterator[str]:
     """A node agent running pods as processes beside the cluster; yields the directory it keeps pods in."""

@@ -53,20 +53,12 @@ def _until_some(check: Callable[[], T | None], *, timeout: float = 15.0, what: s
     return got
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[tuple[cluster_mod.Cluster, int, int]]:
     """`pocketkube up --nodes 1` with pod networking, the kernel service proxy and the ingress on free ports."""
     netutil.require_root_network(nft=True)
     pods, services = netutil.random_cidrs()
-    http_port, https_port = _free_port(), _free_port()
+    http_port, https_port = netutil.free_port(), netutil.free_port()
     c = cluster_mod.Cluster(str(tmp_path_factory.mktemp("pk-netcov"))).start(args=[
         "--nodes", "1", "--cluster-cidr", pods, "--service-cidr", services,
         "--ingress-http-port", str(http_port), "--ingress-https-port", str(https_port)])

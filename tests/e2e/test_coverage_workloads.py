@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import pty
-import select
 import signal
 import struct
 import termios
@@ -300,11 +299,11 @@ def test_exec_it_sh_has_a_terminal(cluster: cluster_mod.Cluster) -> None:
         os.execve(cluster_mod.kubectl_binary(), ["kubectl", "exec", "-it", "shell", "--", "sh"], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     try:
-        out = _until(fd, b"# ", timeout=20)
+        out = cluster_mod.read_until(fd, b"# ", timeout=20)
         os.write(fd, b"echo sum-$((40+2)); stty size; tty; exit 7\r")
-        out += _until(fd, b"exit code 7", timeout=10)
+        out += cluster_mod.read_until(fd, b"exit code 7", timeout=10)
         # Read to the end of kubectl's output: closing the terminal first would hang it up.
-        out += _until(fd, b"\0never", timeout=5)
+        out += cluster_mod.read_until(fd, b"\0never", timeout=5)
     finally:
         done, status = os.waitpid(pid, os.WNOHANG)
         if not done:  # kubectl is stuck: end it so the test fails rather than hangs
@@ -315,21 +314,6 @@ def test_exec_it_sh_has_a_terminal(cluster: cluster_mod.Cluster) -> None:
     assert "sum-42\r\n30 100\r\n/dev/pts/" in text, text
     assert "command terminated with exit code 7" in text and os.waitstatus_to_exitcode(status) == 7
     c.kubectl("delete", "pod", "shell", "--grace-period=1", "--wait=false")
-
-
-def _until(fd: int, marker: bytes, *, timeout: float) -> bytes:
-    """What a terminal shows until marker appears (or it closes, or time runs out)."""
-    out, deadline = b"", time.monotonic() + timeout
-    while marker not in out and time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.2)[0]:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            out += data
-    return out
 
 
 BAD_PROBES = """

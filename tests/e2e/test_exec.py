@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import pty
-import select
 import shutil
 import struct
 import subprocess
@@ -240,35 +239,20 @@ def test_run_with_a_terminal(cluster: cluster_mod.Cluster, agent: str) -> None:
                                                  "--image=busybox", "term", "--", "sh"], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     try:
-        out = _until(fd, b"/ # ", 30)
+        out = cluster_mod.read_until(fd, b"/ # ", timeout=30)
         sent = time.monotonic()
         os.write(fd, b"e")  # the terminal echoes a keystroke at once, not at the next line end
-        out += _until(fd, b"e", 5)  # after the prompt busybox may ask where the cursor is (ESC [6n)
+        out += cluster_mod.read_until(fd, b"e", timeout=5)  # after the prompt busybox may ask where the cursor is (ESC [6n)
         assert time.monotonic() - sent < 0.3, out
         os.write(fd, b"cho sum-$((40+2)); stty size; tty\r")
-        out += _until(fd, b"/dev/pts/", 10)
+        out += cluster_mod.read_until(fd, b"/dev/pts/", timeout=10)
         os.write(fd, b"exit\r")
-        out += _until(fd, b'pod "term" deleted', 30)
+        out += cluster_mod.read_until(fd, b'pod "term" deleted', timeout=30)
     finally:
         os.close(fd)
         os.waitpid(pid, 0)
     text = out.decode(errors="replace")
     assert "sum-42\r\n30 100\r\n/dev/pts/" in text, text
-
-
-def _until(fd: int, marker: bytes, timeout: float) -> bytes:
-    """What a terminal shows until marker appears (or it closes, or time runs out)."""
-    out, deadline = b"", time.monotonic() + timeout
-    while marker not in out and time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.2)[0]:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            out += data
-    return out
 
 
 def test_cp_both_ways(cluster: cluster_mod.Cluster, agent: str, tmp_path: Any) -> None:
