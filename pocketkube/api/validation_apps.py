@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zoneinfo
 from typing import Any
 
 from pocketkube.api import errors, names, quantity
@@ -421,6 +422,32 @@ def parse_cron(schedule: str) -> None:
         _cron_field(text, lo, hi, named)
 
 
+# One component of a tz database name (the tz "Theory" rules, with digits and + for legacy names).
+_TZ_PART = re.compile(r"[A-Za-z.\-_0-9+]{1,14}")
+
+
+def _time_zone(tz: str) -> list[FE]:
+    """kube's validateTimeZone: the name rules, no "Local", and a zone the tz database (LoadLocation) knows."""
+    if tz == "":
+        return [errors.invalid("spec.timeZone", "", "timeZone must be nil or non-empty string")]
+    for part in tz.split("/"):
+        if part in (".", "..") or part.startswith("-") or not _TZ_PART.fullmatch(part):
+            return [errors.invalid("spec.timeZone", tz, f"unknown time zone {tz}")]
+    out: list[FE] = []
+    if tz.lower() == "local":
+        out.append(errors.invalid("spec.timeZone", tz, "timeZone must be an explicit time zone as defined in "
+                                                       "https://www.iana.org/time-zones"))
+    if tz not in ("UTC", "Local"):
+        if ".." in tz:
+            out.append(errors.invalid("spec.timeZone", tz, "time: invalid location name"))
+        else:
+            try:
+                zoneinfo.ZoneInfo(tz)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+                out.append(errors.invalid("spec.timeZone", tz, f"unknown time zone {tz}"))
+    return out
+
+
 def _cron_job_spec(spec: dict[str, Any], old: dict[str, Any] | None) -> list[FE]:
     out: list[FE] = []
     schedule = str(spec.get("schedule") or "")
@@ -441,13 +468,7 @@ def _cron_job_spec(spec: dict[str, Any], old: dict[str, Any] | None) -> list[FE]
                                       "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"))
     out.extend(names.validate_nonnegative(spec.get("startingDeadlineSeconds"), "spec.startingDeadlineSeconds"))
     if tz is not None and (old is None or old.get("timeZone") != tz):
-        if tz == "":
-            out.append(errors.invalid("spec.timeZone", "", "timeZone must be nil or non-empty string"))
-        elif str(tz).lower() == "local":
-            out.append(errors.invalid("spec.timeZone", tz, "timeZone must be an explicit time zone as defined in "
-                                                           "https://www.iana.org/time-zones"))
-        elif not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", str(tz)):
-            out.append(errors.invalid("spec.timeZone", tz, f"unknown time zone {tz}"))
+        out.extend(_time_zone(str(tz)))
     cp = spec.get("concurrencyPolicy") or ""
     if not cp:
         out.append(errors.required("spec.concurrencyPolicy"))

@@ -249,6 +249,10 @@ class ProcessRuntime:
                 if run is not None and run.post_start is not None and not run.post_start.done():
                     break  # as the kubelet does, the next container starts once this one's postStart is done
             killed = await self._probe(pod, ps, now=now, result=result, wake=wake)
+            if killed:
+                # The kill waited out a grace period: the restarted container starts (and its probes' initial
+                # delay counts) from now, not from when this sync began.
+                now = self.clock.now()
             for c in spec.get("containers") or []:
                 if c.get("name") in killed:  # restart (or settle) what a failed probe killed, as for an exit
                     await self._step(pod, ps, c, init=False, policy=policy, mounts=mounts, now=now, result=result,
