@@ -76,7 +76,17 @@ class Containers:
         # Set once the runtime found its cgroup hierarchy.
         self.cgroups: cgroups.Manager | None = None
         self.notify: Callable[[str], None] | None = None
+        # Records an event at once (the pod workers' recorder); without it events go back with the result.
+        self.record: Callable[[Mapping[str, Any], runtime.Event], None] | None = None
         self._events: dict[str, list[runtime.Event]] = {}
+
+    def announce(self, pod: Mapping[str, Any], event: runtime.Event, result: list[runtime.Event]) -> None:
+        """Record an event that precedes a wait (Killing, before the grace period) now, as the kubelet does;
+        into result when nothing records at once."""
+        if self.record is not None:
+            self.record(pod, event)
+        else:
+            result.append(event)
 
     def event(self, uid: str, event: runtime.Event) -> None:
         """Keep an event that happened outside a sync (a hook's outcome) for the pod's next sync or kill."""
@@ -215,8 +225,8 @@ class Containers:
                 # A container still in its postStart hook (waiting, not yet running) is stopped too.
                 if run is None or cs is None or run.proc.returncode is not None:
                     continue
-                events.append(runtime.Event(runtime.NORMAL, "Killing", f"Stopping container {name}",
-                                            field_path(init, name)))
+                self.announce(pod, runtime.Event(runtime.NORMAL, "Killing", f"Stopping container {name}",
+                                                 field_path(init, name)), events)
                 runs.append(self.stop(run, grace=grace))
             await asyncio.gather(*runs)
         return events

@@ -76,6 +76,7 @@ class PodWorkers:
         self._terminating: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._teardown_slots = asyncio.Semaphore(TEARDOWNS)
         rt.set_notify(self._on_runtime_change)
+        rt.set_recorder(lambda pod, ev: self._record(dict(pod), [ev]))
 
     def _on_runtime_change(self, uid: str) -> None:
         key = self._keys.get(uid)

@@ -98,6 +98,9 @@ class ProcessRuntime:
     def set_notify(self, notify: Callable[[str], None]) -> None:
         self.containers.notify = notify
 
+    def set_recorder(self, record: Callable[[Mapping[str, Any], runtime.Event], None]) -> None:
+        self.containers.record = record
+
     def pod_status(self, uid: str) -> runtime.PodStatus | None:
         return self._pods.get(uid)
 
@@ -399,8 +402,8 @@ class ProcessRuntime:
             r = self._runs.get((ps.uid, kill.name))
             if r is None:
                 continue
-            result.events.append(runtime.Event(runtime.NORMAL, "Killing", kill.message,
-                                               containerwatch.field_path(False, kill.name)))
+            self.containers.announce(pod, runtime.Event(runtime.NORMAL, "Killing", kill.message,
+                                                        containerwatch.field_path(False, kill.name)), result.events)
             grace = kill.grace if kill.grace is not None else pod_grace if isinstance(pod_grace, int) else 30
             await self.containers.stop(r, grace=grace)
         if verdict.retry_after is not None:

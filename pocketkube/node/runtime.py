@@ -102,6 +102,10 @@ class Runtime(Protocol):
     def set_notify(self, notify: Callable[[str], None]) -> None:
         """Register a callback taking a pod uid, called when that pod changes on its own (an exit)."""
 
+    def set_recorder(self, record: Callable[[Mapping[str, Any], Event], None]) -> None:
+        """Register a callback recording a pod's event at once, for events that must not wait for the end of
+        what the runtime is doing (Killing, before a grace period is waited out)."""
+
     async def sync_pod(self, pod: Mapping[str, Any]) -> SyncResult:
         """Bring the pod's sandbox and containers to what its spec and restart policy ask for now."""
 
@@ -293,6 +297,9 @@ class VirtualRuntime:
 
     def set_notify(self, notify: Callable[[str], None]) -> None:
         self._notify = notify
+
+    def set_recorder(self, record: Callable[[Mapping[str, Any], Event], None]) -> None:
+        """Virtual pods stop at once: their Killing events come back from kill_pod."""
 
     def pod_status(self, uid: str) -> PodStatus | None:
         return self._pods.get(uid)

@@ -169,8 +169,6 @@ def test_liveness_kill_uses_the_probe_grace_period(cluster: cluster_mod.Cluster,
     assert 3 <= lived <= 10, f"the container lived {lived}s"
 
 
-@pytest.mark.xfail(strict=True, reason="the process runtime records a sync's events after the sync, so Killing is "
-                                       "stamped when the kill has finished; the kubelet records it before stopping")
 def test_killing_event_comes_before_the_grace_period(cluster: cluster_mod.Cluster, agent: str) -> None:
     """The Killing event is recorded when the kill starts, so the container ends a grace period after it."""
     cs, killing = _liveness_kill(cluster, "stubborn2")

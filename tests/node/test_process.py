@@ -327,3 +327,19 @@ async def test_a_start_that_raises_unexpectedly_releases_its_mount_points(h, tmp
         await h.rt.sync_pod(p)
     assert target not in launcher._IN_USE
     assert not os.path.exists(tmp_path / "made")
+
+
+async def test_killing_is_recorded_before_the_grace_period(h):
+    """With a recorder set, Killing is recorded when the kill starts, a grace period before the container ends,
+    and not returned again with kill_pod's events."""
+    recorded: list[tuple[str, float]] = []
+    h.rt.set_recorder(lambda pod, ev: recorded.append((ev.reason, time.monotonic())))
+    p = pod(policy="Always", command=["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"])
+    p["metadata"]["deletionGracePeriodSeconds"] = 1
+    await h.rt.sync_pod(p)
+    await asyncio.sleep(0.3)  # the shell sets its trap
+    began = time.monotonic()
+    events = await h.rt.kill_pod(p, grace_seconds=1)
+    ended = time.monotonic()
+    assert [r for r, _ in recorded] == ["Killing"] and "Killing" not in [e.reason for e in events]
+    assert recorded[0][1] - began < 0.2 and ended - began >= 0.9
