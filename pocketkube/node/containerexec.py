@@ -14,7 +14,7 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from pocketkube.base import clock as clock_mod
@@ -41,6 +41,8 @@ class Target:
     pid: int
     working_dir: str
     running: Callable[[], bool]
+    # The environment the runtime gave the container, when it knows it (else read from /proc/PID/environ).
+    env: Mapping[str, str] | None = None
 
 
 def namespace_flags(pid: int, *, proc: str = "/proc") -> list[str]:
@@ -67,13 +69,18 @@ def parse_environ(raw: bytes) -> dict[str, str]:
     return env
 
 
-def container_env(pid: int, *, tty: bool) -> dict[str, str]:
-    """The environment the container's process started with; a tty session also gets TERM=xterm, as containerd sets."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = parse_environ(f.read())
-    except OSError:
-        env = {}
+def container_env(pid: int, *, tty: bool, known: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the container's process started with (known: as the runtime gave it, which a program that
+    rewrites its process title, as nginx does, leaves no trace of in /proc/PID/environ); a tty session also gets
+    TERM=xterm, as containerd sets."""
+    if known is not None:
+        env = dict(known)
+    else:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = parse_environ(f.read())
+        except OSError:
+            env = {}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     if tty:
         env.setdefault("TERM", "xterm")
@@ -213,7 +220,7 @@ async def run(session: remotecommand.Session, target: Target, *, clock: clock_mo
     """Run the session's command in the target container, relaying its streams; returns the Status to report."""
     opts = session.opts
     command = list(opts.command)
-    env = await asyncio.to_thread(container_env, target.pid, tty=opts.tty)
+    env = await asyncio.to_thread(container_env, target.pid, tty=opts.tty, known=target.env)
     flags = await asyncio.to_thread(namespace_flags, target.pid)
     procs = await asyncio.to_thread(target_cgroups, target.pid)
     report_r, report_w = os.pipe()

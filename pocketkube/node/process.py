@@ -121,6 +121,11 @@ class ProcessRuntime:
         """Whether the container's current run may still add to its log (it runs, or its output still drains)."""
         return (uid, container) in self._runs
 
+    def env(self, uid: str, container: str) -> Mapping[str, str] | None:
+        """The environment a running container was started with (None when it does not run)."""
+        run = self._runs.get((uid, container))
+        return run.probe_target.env if run is not None and run.proc.returncode is None else None
+
     def pid(self, uid: str, container: str) -> int | None:
         """The process id of a running container, if it runs."""
         run = self._runs.get((uid, container))

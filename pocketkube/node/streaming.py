@@ -70,7 +70,8 @@ class Handlers:
 
         async def run_exec(session: remotecommand.Session) -> None:
             target = containerexec.Target(pid=pid, working_dir=str(spec.get("workingDir") or "/"),
-                                          running=lambda: self.runtime.pid(uid, container) == pid)
+                                          running=lambda: self.runtime.pid(uid, container) == pid,
+                                          env=self.runtime.env(uid, container))
             await session.finish(await containerexec.run(session, target, clock=self.clock))
 
         async def run_attach(session: remotecommand.Session) -> None:

@@ -118,6 +118,8 @@ def test_nginx_access_log_reaches_kubectl_logs(cluster: cluster_mod.Cluster) -> 
         _fetch(f"http://{ip}/from-the-e2e-test")
         cluster_mod.eventually(lambda: '"GET /from-the-e2e-test HTTP/1.1" 404' in c.kubectl("logs", "nglog").stdout,
                                timeout=5, what="the access log line in kubectl logs")
+        # nginx rewrites its process title over its environment: exec still gets the container's env.
+        assert c.kubectl("exec", "nglog", "--", "sh", "-c", "echo $HOSTNAME").stdout == "nglog\n"
     finally:
         c.kubectl("delete", "pod", "nglog", "--grace-period=1", "--wait=false")
 

@@ -149,6 +149,14 @@ def test_parse_environ(raw: bytes, want: dict[str, str]) -> None:
     assert containerexec.parse_environ(raw) == want
 
 
+def test_container_env_prefers_what_the_runtime_knows() -> None:
+    """The runtime's own record of a container's env wins over /proc/PID/environ (which nginx overwrites when it
+    sets its process title); a tty session adds TERM=xterm and PATH is always there."""
+    env = containerexec.container_env(os.getpid(), tty=True, known={"HOSTNAME": "web-0", "PATH": "/bin"})
+    assert env == {"HOSTNAME": "web-0", "PATH": "/bin", "TERM": "xterm"}
+    assert containerexec.container_env(os.getpid(), tty=False)["PATH"] == os.environ["PATH"]
+
+
 MOUNTINFO = """\
 30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
 31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
@@ -296,6 +304,9 @@ class FakeRuntime:
 
     def pid(self, uid: str, container: str) -> int | None:
         return os.getpid() if self.running and (uid, container) == ("u1", "c") else None
+
+    def env(self, uid: str, container: str) -> dict[str, str] | None:
+        return None  # read from /proc/PID/environ, like a runtime that does not know it
 
     def pod_dir(self, uid: str) -> str:
         return os.path.join(self.data_dir, uid)
