@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
 import hashlib
 import ipaddress
@@ -19,6 +20,7 @@ import sys
 import threading
 from typing import Any
 
+from pocketkube.base import threadns
 from pocketkube.network import rtnetlink
 
 log = logging.getLogger("pocketkube.network.podnet")
@@ -143,21 +145,88 @@ def _must(*args: str) -> None:
         raise NetworkError(f"ip {' '.join(args)}: {(cp.stderr or cp.stdout).strip()}")
 
 
-def _must_batch(commands: list[str]) -> None:
-    """Several `ip` commands in one process (`ip -batch`): a pod's sandbox costs one spawn instead of four."""
-    argv = ["ip", "-batch", "-"]
-    cp = subprocess.run(argv, input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=20,
-                        check=False)
-    if cp.returncode != 0:
-        raise NetworkError(f"{' '.join(argv[:-2])}: {(cp.stderr or cp.stdout).strip()}")
-
-
 MNT_DETACH = 2
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 0x100000
 
 
 @functools.cache
 def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(source: str, target: str, flags: int) -> int:
+    """mount(2) with no file system type or data: 0, or the errno."""
+    if _libc().mount(source.encode(), target.encode(), b"none", flags, None) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+_run_dir_lock = threading.Lock()
+_run_dir_shared: list[bool] = []
+
+
+def _share_run_dir() -> None:
+    """Make NETNS_DIR a shared mount point, as `ip netns add` does: a namespace unmounted in one mount namespace
+    is then unmounted in all, so it is freed sooner. Once per process, under ip's flock of the directory, so
+    this and concurrent `ip` processes never stack the bind mount twice."""
+    with _run_dir_lock:
+        if _run_dir_shared:
+            return
+        os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+        lock = os.open(NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with contextlib.suppress(OSError):  # ip goes on without the lock too
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            made = False
+            while err := _mount("", NETNS_DIR, MS_SHARED | MS_REC):
+                if err != errno.EINVAL or made:
+                    raise OSError(err, f"mount --make-shared {NETNS_DIR} failed: {os.strerror(err)}")
+                # EINVAL: not a mount point yet, so make it one by binding it on itself.
+                if err := _mount(NETNS_DIR, NETNS_DIR, MS_BIND | MS_REC):
+                    raise OSError(err, f"mount --bind {NETNS_DIR} {NETNS_DIR} failed: {os.strerror(err)}")
+                made = True
+        finally:
+            os.close(lock)  # which releases the flock
+        _run_dir_shared.append(True)
+
+
+def create_netns(name: str) -> str:
+    """What `ip netns add NAME` does, without its process; returns the namespace's path.
+
+    The calling thread makes a new network namespace of its own (unshare is per thread for it), binds it
+    onto /run/netns/NAME so that it outlives the thread's stay, and goes back home. A thread that cannot go
+    back raises and stays marked (base/threadns.py): its next netns work first retries the way home. On a
+    failure nothing is left: no file, no mount."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f'Invalid netns name "{name}"')
+    threadns.ensure_home()
+    # Opened before the unshare: /proc/self is the main thread's, which may be this very thread.
+    threadns.own("net")
+    _share_run_dir()
+    path = os.path.join(NETNS_DIR, name)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+    except OSError as e:
+        raise OSError(e.errno, f'Cannot create namespace file "{path}": {e.strerror}') from e
+    try:
+        try:
+            threadns.unshare(threadns.CLONE_NEWNET)
+        except OSError as e:
+            raise OSError(e.errno, f'Failed to create a new network namespace "{name}": '
+                                   f"{os.strerror(e.errno or 0)}") from e
+        try:
+            # The thread's own namespace: /proc/self/ns/net is the main thread's.
+            if err := _mount("/proc/thread-self/ns/net", path, MS_BIND):
+                raise OSError(err, f"Bind /proc/thread-self/ns/net -> {path} failed: {os.strerror(err)}")
+        finally:
+            threadns.go_home(("net",))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            delete_netns(name)
+        raise
+    return path
 
 
 def delete_netns(name: str) -> None:
@@ -348,19 +417,36 @@ class PodNetwork:
         try:
             if os.path.exists(os.path.join(NETNS_DIR, ns)):
                 delete_netns(ns)  # a half-made sandbox of an earlier try
-            _must_batch([
-                f"netns add {ns}",
-                f"link add {veth} type veth peer name eth0 address {pod_mac(ip)} netns {ns}",
-                f"link set {veth} master {self.bridge} up",
-                # A pod reaching itself through a Service IP comes back out of the port it went in by.
-                f"link set {veth} type bridge_slave hairpin on",
-            ])
+            try:
+                path = create_netns(ns)
+            except OSError as e:
+                raise NetworkError(e.strerror or str(e)) from e
+            self._veth(path, ns, veth, ip)
             self._configure(ns, ip)
         except (NetworkError, OSError) as e:
             with contextlib.suppress(OSError):
                 delete_netns(ns)
             raise NetworkError(f'failed to set up sandbox network for pod "{uid}": {e}') from e
         self._pods[uid] = ns
+
+    def _veth(self, path: str, ns: str, veth: str, ip: str) -> None:
+        """From home: the veth pair with eth0 in the pod's namespace and the host end up on the bridge.
+
+        Two netlink requests from this process, instead of an `ip -batch` process (~4.6 ms of CPU a pod)."""
+        try:
+            threadns.ensure_home()  # the host end is made in the namespace the socket is opened in
+            bridge = rtnetlink.index(self.bridge)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with rtnetlink.Route() as route:
+                    route.veth_add(veth, peer="eth0", peer_mac=pod_mac(ip), netns=ns, netns_fd=fd,
+                                   master=self.bridge, master_index=bridge)
+                    # A pod reaching itself through a Service IP comes back out of the port it went in by.
+                    route.hairpin_on(rtnetlink.index(veth), name=veth)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise NetworkError(e.strerror or str(e)) from e
 
     def _configure(self, ns: str, ip: str) -> None:
         """Inside the pod's namespace: lo and eth0 up, ip on eth0, the default route via the bridge.

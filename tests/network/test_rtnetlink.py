@@ -1,4 +1,4 @@
-"""The hand-packed NETLINK_ROUTE client: message bytes, ACK parsing, and a real round trip in a namespace."""
+"""The hand-packed NETLINK_ROUTE client: message bytes, ACK parsing, and real round trips in a namespace."""
 
 from __future__ import annotations
 
@@ -45,6 +45,48 @@ little = pytest.mark.skipif(sys.byteorder != "little", reason="expected bytes ar
 def test_messages_pack_like_the_kernel_structs(got: bytes, want: bytes) -> None:
     """Each request is laid out exactly as nlmsghdr/ifinfomsg/ifaddrmsg/rtmsg/rtattr in the kernel headers."""
     assert got.hex() == want.hex()
+
+
+# What iproute2 6.1 sent (strace -e write=3), seq and indexes as they were: `ip link add pkvtst0 master pkbtst0 up
+# type veth peer name eth0 address 0a:58:0a:00:00:05 netns pktst-a` (bridge index 0x8738, namespace fd 4) ...
+IP_VETH_ADD = H("78000000" "1000" "0506" "5c01046b" "00000000" "00" "00" "0000" "00000000" "01000000" "01000000"
+                "0800" "0a00" "38870000"  # IFLA_MASTER
+                "0c00" "0300" "706b76747374300" "0"  # IFLA_IFNAME "pkvtst0\0"
+                "4400" "1200"  # IFLA_LINKINFO, no NLA_F_NESTED
+                "0800" "0100" "76657468"  # IFLA_INFO_KIND "veth", no NUL
+                "3800" "0200" "3400" "0100"  # IFLA_INFO_DATA { VETH_INFO_PEER { ifinfomsg + attributes } }
+                "00" "00" "0000" "00000000" "00000000" "00000000"
+                "0a00" "0100" "0a580a000005" "0000"  # IFLA_ADDRESS
+                "0800" "1c00" "04000000"  # IFLA_NET_NS_FD
+                "0900" "0300" "6574683000" "000000")  # IFLA_IFNAME "eth0\0"
+# ... and `ip link set pkvtst0 type bridge_slave hairpin on` (the veth's index 0x8739).
+IP_HAIRPIN_ON = H("40000000" "1000" "0500" "5c01046b" "00000000" "00" "00" "0000" "39870000" "00000000" "00000000"
+                  "2000" "1200" "1000" "0100" "6272696467655f736c617665"  # IFLA_INFO_KIND "bridge_slave"
+                  "0c00" "0500" "0500" "0400" "01" "000000")  # IFLA_INFO_SLAVE_DATA { IFLA_BRPORT_MODE 1 }
+
+
+@little
+@pytest.mark.parametrize(("got", "want"), [
+    (rtnetlink.veth_add("pkvtst0", peer="eth0", peer_mac="0a:58:0a:00:00:05", netns_fd=4, master=0x8738, up=True,
+                        seq=0x6b04015c), IP_VETH_ADD),
+    # Without master and up: the same request less IFLA_MASTER and with ifi_flags/ifi_change 0.
+    (rtnetlink.veth_add("pkvtst0", peer="eth0", peer_mac="0a:58:0a:00:00:05", netns_fd=4, seq=0x6b04015c),
+     H("70000000") + IP_VETH_ADD[4:24] + H("00000000" "00000000") + IP_VETH_ADD[40:]),
+    (rtnetlink.hairpin_on(0x8739, seq=0x6b04015c), IP_HAIRPIN_ON),
+])
+def test_link_requests_are_what_ip_sends(got: bytes, want: bytes) -> None:
+    """The veth pair and hairpin requests are byte for byte those iproute2 sends for the same commands."""
+    assert got.hex() == want.hex()
+
+
+@pytest.mark.parametrize(("name", "peer", "mac"), [
+    ("", "eth0", "0a:58:0a:00:00:05"), ("a" * 16, "eth0", "0a:58:0a:00:00:05"), ("a/b", "eth0", "0a:58:0a:00:00:05"),
+    ("veth0", "", "0a:58:0a:00:00:05"), ("veth0", "eth0", "0a:58:0a:00:00"), ("veth0", "eth0", "zz:58:0a:00:00:05"),
+])
+def test_veth_add_refuses_bad_names_and_macs(name: str, peer: str, mac: str) -> None:
+    """An interface name the kernel would refuse or a MAC that is not 6 bytes is a ValueError before sending."""
+    with pytest.raises(ValueError):
+        rtnetlink.veth_add(name, peer=peer, peer_mac=mac, netns_fd=4, seq=1)
 
 
 @pytest.mark.parametrize(("index", "address", "prefix"), [(1, "10.0.0.300", 24), (1, "fd00::1", 64), (1, "10.0.0.1", 33)])
@@ -195,3 +237,21 @@ def test_a_thread_that_cannot_go_home_is_never_used_inside(netns: str, monkeypat
         return seen
 
     assert _in_thread(scenario) == [errno.EPERM, errno.EPERM, True, False, True]
+
+
+@needs_root
+def test_a_refused_veth_pair_is_undone_whole(netns: str) -> None:
+    """A veth request the kernel refuses (no such master) says what failed and leaves neither end behind."""
+    name = f"pkvt{uuid.uuid4().hex[:8]}"
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        with rtnetlink.Route() as route, pytest.raises(OSError) as e:
+            route.veth_add(name, peer="eth0", peer_mac="0a:58:0a:00:00:09", netns=netns, netns_fd=fd,
+                           master="nobridge", master_index=0x7FFFFFF0)
+    finally:
+        os.close(fd)
+    assert e.value.errno == errno.EINVAL
+    assert e.value.strerror == (f"link add {name} master nobridge up type veth peer name eth0 address "
+                                f"0a:58:0a:00:00:09 netns {netns}: RTNETLINK answers: Invalid argument")
+    assert not os.path.exists(f"/sys/class/net/{name}")
+    assert "eth0" not in {link["ifname"] for link in _ip_json("-n", netns, "link")}
