@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import time
 
 from pocketkube.network import podnet
 
@@ -16,6 +18,8 @@ MOUNTS = "/proc/mounts"
 PREFIX = "pocketkube-"
 # Inside a root on tmpfs: the data dir it belongs to, so a later agent can tell a dead cluster's leftover.
 OWNER = ".data-dir"
+# How old a root without its owner file must be to count as left over (see StateDir._sweep).
+ORPHAN_SECONDS = 60.0
 
 
 def _unescape(field: str) -> str:
@@ -120,8 +124,15 @@ class StateDir:
             try:
                 with open(os.path.join(path, OWNER), encoding="utf-8") as f:
                     owner = f.read()
+            except FileNotFoundError:
+                # One being made gets its owner file at once; one without it for a minute was made again by work
+                # still finishing in a thread as its agent stopped and removed it.
+                with contextlib.suppress(OSError):
+                    if time.time() - os.lstat(path).st_mtime > ORPHAN_SECONDS and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                continue
             except OSError:
-                continue  # not one of ours, or one being made
+                continue  # not one of ours
             if owner and not os.path.exists(owner) and path != self.root:
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import time
 
 import pytest
 
@@ -87,6 +88,20 @@ def test_reset_sweeps_only_roots_of_vanished_data_dirs(tmp_path: pathlib.Path) -
     other.mkdir()
     _on_shm(tmp_path, tmp_path / "data").reset()
     assert not os.path.exists(gone.root) and os.path.exists(live.root) and other.exists()
+
+
+def test_reset_sweeps_ownerless_roots_once_they_are_a_minute_old(tmp_path: pathlib.Path) -> None:
+    """A root without its owner file (made again by a thread finishing after its agent removed it) goes once it
+    is a minute old; a fresh one, which may be one being made, stays."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    old, fresh = shm / "pocketkube-old", shm / "pocketkube-fresh"
+    for root in (old, fresh):
+        (root / "pods" / "u1" / "c").mkdir(parents=True)
+    stale = time.time() - statedir.ORPHAN_SECONDS - 5
+    os.utime(old, (stale, stale))
+    _on_shm(tmp_path, tmp_path / "data").reset()
+    assert not old.exists() and fresh.exists()
 
 
 def test_reset_falls_back_when_the_root_cannot_be_made(tmp_path: pathlib.Path) -> None:
