@@ -157,7 +157,7 @@ def plan(mounts: list[Mount], *, fstab: str, mounted: Collection[str] = ()) -> l
 
     fstab is the path of the first batch's fstab file ("" for none: every bind its own mount). libmount's
     `mount -a` skips an entry whose target already has the same source mounted, whatever its options (a
-    read-only bind would stay writable), so mounted (the targets already mount points) are bound one by one."""
+    read-only bind would stay writable), so mounted (the targets it would take for mounted already) are bound one by one."""
     batches: list[list[Mount]] = []
     level: dict[str, int] = {}
     for m in sorted(mounts, key=lambda m: os.path.normpath(m.target).count("/")):
@@ -196,16 +196,41 @@ def _fstab_escape(path: str) -> str:
     return path
 
 
-def mount_points() -> set[str]:
-    """The mount points of this process's mount namespace (a container's starts as a copy of it)."""
-    points = set()
+def mount_table(text: str) -> dict[str, tuple[str, str]]:
+    """A mountinfo text as mount point -> (device, root within its file system) of the mount on top there."""
+    table = {}
+    for line in text.splitlines():
+        fields = line.split(" ", 5)
+        if len(fields) > 4:
+            root, point = (_OCTAL.sub(lambda o: chr(int(o.group(1), 8)), p) if "\\" in p else p for p in fields[3:5])
+            table[point] = (fields[2], root)  # later lines are mounted over earlier ones
+    return table
+
+
+def mount_points() -> dict[str, tuple[str, str]]:
+    """The mount table of this process's mount namespace (a container's starts as a copy of it)."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f.read().splitlines():
-            fields = line.split(" ", 5)
-            if len(fields) > 4:
-                p = fields[4]
-                points.add(_OCTAL.sub(lambda o: chr(int(o.group(1), 8)), p) if "\\" in p else p)
-    return points
+        return mount_table(f.read())
+
+
+def fs_root(path: str, table: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """The (device, path within its file system) of a resolved path, from the mount holding it."""
+    point = path
+    while point not in table:
+        parent = os.path.dirname(point)
+        if parent == point:
+            return "", path
+        point = parent
+    dev, root = table[point]
+    rest = os.path.relpath(path, point)
+    return dev, os.path.normpath(os.path.join(root, rest)) if rest != "." else root
+
+
+def skipped_by_mount_all(m: Mount, table: dict[str, tuple[str, str]]) -> bool:
+    """Whether `mount -a` would take m's target for mounted already: the same file system and root (m's source)
+    mounted there, which libmount checks whatever the options are."""
+    target = os.path.realpath(m.target)
+    return target in table and table[target] == fs_root(os.path.realpath(m.source), table)
 
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -218,11 +243,11 @@ def write_fstabs(mounts: list[Mount], *, fstab: str) -> list[Batch]:
     if not mounts:
         return []
     try:
-        points = mount_points()
+        table = mount_points()
     except OSError:
         fstab = ""  # without the mount table no entry is known not to be skipped: bind each on its own
-        points = set()
-    mounted = {m.target for m in mounts if os.path.realpath(m.target) in points}
+        table = {}
+    mounted = {m.target for m in mounts if skipped_by_mount_all(m, table)}
     batches = plan(mounts, fstab=fstab, mounted=mounted)
     for b in batches:
         if b.fstab:

@@ -193,3 +193,36 @@ def test_odd_characters_survive_the_fstab(tmp_path):
              "sh", "-c", 'cat "$0/k" && ! touch "$0/w" 2>/dev/null', str(dst), shims=("mount",))
     assert (cp.returncode, cp.stdout) == (0, "K"), cp.stderr
     assert (tmp_path / "programs").read_text().split() == ["mount"], "mount -a read it all, no fallback"
+
+
+MOUNTINFO = (
+    "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+    "25 22 0:21 / /dev/shm rw shared:4 - tmpfs tmpfs rw\n"
+    "30 22 254:0 /srv/data /mnt/data rw shared:1 - ext4 /dev/vda rw\n"
+    "31 22 254:0 /srv/with\\040space /mnt/sp rw shared:1 - ext4 /dev/vda rw\n"
+)
+
+
+@pytest.mark.parametrize(("path", "want"), [
+    ("/etc/hosts", ("254:0", "/etc/hosts")),
+    ("/dev/shm", ("0:21", "/")),
+    ("/dev/shm/pocketkube-1/pods/u/shm", ("0:21", "/pocketkube-1/pods/u/shm")),
+    ("/mnt/data/x", ("254:0", "/srv/data/x")),
+    ("/mnt/sp", ("254:0", "/srv/with space")),
+])
+def test_fs_root(path: str, want: tuple[str, str]) -> None:
+    """A path's device and path within its file system come from the mount holding it (escapes decoded)."""
+    assert launcher.fs_root(path, launcher.mount_table(MOUNTINFO)) == want
+
+
+@pytest.mark.parametrize(("source", "target", "skipped"), [
+    ("/dev/shm/pocketkube-1/pods/u/shm", "/dev/shm", False),  # another directory of the same tmpfs
+    ("/dev/shm", "/dev/shm", True),  # the very mount: mount -a would skip it
+    ("/srv/data", "/mnt/data", True),  # the same root bound there already
+    ("/srv/data/sub", "/mnt/data", False),
+    ("/tmp/x", "/var/run/secrets", False),  # the target is no mount point
+])
+def test_skipped_by_mount_all(source: str, target: str, skipped: bool) -> None:
+    """Only a target where the same file system root is mounted already must be bound on its own."""
+    m = launcher.Mount(source=source, target=target, read_only=True)
+    assert launcher.skipped_by_mount_all(m, launcher.mount_table(MOUNTINFO)) is skipped
