@@ -99,6 +99,7 @@ class Starter:
             return
         binds += await self._resolv_bind(uid, binds)
         binds += await self._hosts_bind(uid, binds)
+        binds += await self._shm_bind(pod, uid, binds)
         argv = [envvars.expand(a, env) for a in res.argv]
         cdir = os.path.join(self.run_dir(uid), name)
         links = await self._image_links(image, cdir, binds)
@@ -210,6 +211,18 @@ class Starter:
             if os.path.isdir(target):
                 out[target] = (os.path.join(cdir, "image" + target), files)
         return out
+
+    async def _shm_bind(self, pod: Mapping[str, Any], uid: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
+        """The bind of the pod's own /dev/shm, unless the container mounts something there (an emptyDir of medium
+        Memory, commonly) or above it."""
+        path = self.sandboxes.shm_dir(pod, uid)
+        if path is None or any(os.path.normpath(m.target) in ("/", "/dev") or
+                               (os.path.normpath(m.target) + "/").startswith(sandbox.SHM + "/") for m in binds):
+            return []
+        if await self._why_no_mounts() or not os.path.isdir(sandbox.SHM) or not os.path.isdir(path):
+            return []
+        # Last: it covers the state root, where the other binds' sources are.
+        return [launcher.Mount(source=path, target=sandbox.SHM, read_only=False, last=True)]
 
     async def _hosts_bind(self, uid: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
         """The bind of the pod's managed hosts file at /etc/hosts, unless the container mounts its own there."""

@@ -139,6 +139,8 @@ class Mount:
     source: str
     target: str
     read_only: bool
+    # Bound after every other mount: it covers the sources of others (the pod's /dev/shm covers the state root).
+    last: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,13 +162,17 @@ def plan(mounts: list[Mount], *, fstab: str, mounted: Collection[str] = ()) -> l
     read-only bind would stay writable), so mounted (the targets it would take for mounted already) are bound one by one."""
     batches: list[list[Mount]] = []
     level: dict[str, int] = {}
-    for m in sorted(mounts, key=lambda m: os.path.normpath(m.target).count("/")):
+    for m in sorted((m for m in mounts if not m.last), key=lambda m: os.path.normpath(m.target).count("/")):
         # The batch after the last one mounting a target that encloses m's (those come first, being shallower).
         n = max((lv + 1 for t, lv in level.items() if _within(m.target, t)), default=0)
         level[m.target] = n
         if n == len(batches):
             batches.append([])
         batches[n].append(m)
+    if any(m.last for m in mounts):
+        if not batches:
+            batches.append([])
+        batches[-1] += [m for m in mounts if m.last]
     out = []
     for i, batch in enumerate(batches):
         table = [m for m in batch if m.target not in mounted] if fstab else []
@@ -263,9 +269,14 @@ def launcher(batches: list[Batch], *, working_dir: str, error_file: str, started
     It joins the container's cgroups first, so everything it becomes or starts is limited and counted.
     Anything failing before the exec is written to error_file and ends the launcher with 128, so a
     container never runs without its volumes or limits; started_file marks that the exec happened.
-    Only builtins run when mount points exist: each program started costs more than the container's start."""
+    Only builtins run when mount points exist: each program started costs more than the container's start.
+    The two files are reached through a descriptor of their directory (fd 9, closed for the command), which a
+    mount over it (the pod's /dev/shm over the state root) does not hide."""
     q = shlex.quote
-    lines = [f"fail() {{ printf '%s\\n' \"$1\" > {q(error_file)}; exit {START_ERROR_CODE}; }}"]
+    marks = "/proc/self/fd/9/"
+    error_at, started_at = q(marks + os.path.basename(error_file)), q(marks + os.path.basename(started_file))
+    lines = [f"exec 9< {q(os.path.dirname(error_file) or '.')} || exit {START_ERROR_CODE}",
+             f"fail() {{ printf '%s\\n' \"$1\" > {error_at}; exit {START_ERROR_CODE}; }}"]
     for procs in cgroup_procs or []:
         msg = f"failed to join cgroup: cannot write {procs}"
         lines.append(f"echo $$ > {q(procs)} || fail {q(OCI_PREFIX + msg)}")
@@ -283,8 +294,8 @@ def launcher(batches: list[Batch], *, working_dir: str, error_file: str, started
         lines.append(f"{{ [ -d {wd} ] || mkdir -p {wd}; }} && cd {wd} || fail {q(OCI_PREFIX + msg)}")
     lines.append('command -v "$1" >/dev/null 2>&1 || fail "' + OCI_PREFIX.replace('"', '\\"')
                  + 'exec: \\"$1\\": executable file not found in \\$PATH: unknown"')
-    lines.append(f": > {q(started_file)}")
-    lines.append('exec "$@"')
+    lines.append(f": > {started_at}")
+    lines.append('exec "$@" 9<&-')
     return "\n".join(lines) + "\n"
 
 

@@ -158,6 +158,7 @@ class ProcessRuntime:
             # One reset however many pods sync at once: a second would empty the root under the first's pods.
             self._state_ready = asyncio.ensure_future(asyncio.to_thread(self.state.reset))
         await asyncio.shield(self._state_ready)
+        self.sandboxes.private_shm = self.state.in_memory
         if self.cgroups is None:
             layout = self._layout
             if layout is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ log = logging.getLogger("pocketkube.node.sandbox")
 
 RESOLV_CONF = "/etc/resolv.conf"
 HOSTS = "/etc/hosts"
+SHM = "/dev/shm"
 
 
 class Sandboxes:
@@ -31,6 +33,8 @@ class Sandboxes:
         # Per pod: its resolv.conf, when one was formed, and its hosts file.
         self._resolv: dict[str, str] = {}
         self._hosts: dict[str, str] = {}
+        # Whether pods get a /dev/shm of their own, from the run directory (only when that is on tmpfs).
+        self.private_shm = False
 
     def ips_for(self, pod: Mapping[str, Any]) -> list[str]:
         """The IPs a new sandbox gets: the host's, the one its status already reports (if still free), or a new one."""
@@ -54,6 +58,7 @@ class Sandboxes:
         if ip and self.network is not None:
             self.network.add(uid, ip)
         self._write_hosts(pod, uid, ips or ([ip] if ip else []))
+        self._make_shm(pod, uid)
         return self._write_resolv(pod, uid)
 
     def resolv_file(self, uid: str) -> str | None:
@@ -63,6 +68,12 @@ class Sandboxes:
     def hosts_file(self, uid: str) -> str | None:
         """The hosts file the kubelet manages for the pod (None: it sees the host's)."""
         return self._hosts.get(uid)
+
+    def shm_dir(self, pod: Mapping[str, Any], uid: str) -> str | None:
+        """The pod's own /dev/shm, shared by its containers as the sandbox's is (None: they see the host's)."""
+        if not self.private_shm or (pod.get("spec") or {}).get("hostIPC"):
+            return None
+        return os.path.join(self._run_dir(uid), "shm")
 
     def hostname(self, pod: Mapping[str, Any]) -> str | None:
         """The hostname of the pod's own UTS namespace (None: a host-network pod shares the node's)."""
@@ -120,3 +131,14 @@ class Sandboxes:
             self._hosts[uid] = etchosts.write(self._run_dir(uid), content)
         except OSError as e:
             log.warning("cannot write the hosts file of %s: %s", runtime.pod_ref(pod), e)
+
+    def _make_shm(self, pod: Mapping[str, Any], uid: str) -> None:
+        """Make the pod's /dev/shm (sticky and open to all, as the kernel's is), unless it shares the host's IPC."""
+        path = self.shm_dir(pod, uid)
+        if path is None:
+            return
+        try:
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, 0o1777)
+        except OSError as e:
+            log.warning("cannot make the /dev/shm of %s: %s", runtime.pod_ref(pod), e)

@@ -79,7 +79,10 @@ class StateDir:
         self.data_dir = os.path.abspath(data_dir)
         self.shm = shm
         self.root = root if root is not None else choose(self.data_dir, shm=shm, mounts=mounts)
+        self.mounts = mounts
         self.created = False
+        # Whether the root is on tmpfs (known once reset): then it can hold the pods' own /dev/shm too.
+        self.in_memory = False
 
     def pod(self, uid: str) -> str:
         """<root>/pods/<uid>: one pod's runtime state."""
@@ -103,6 +106,7 @@ class StateDir:
             self.root = fallback(self.data_dir)
             _make_private(self.root)
         self.created = True
+        self.in_memory = mount_of(self.root, mounts=self.mounts)[0] == "tmpfs"
 
     def remove_pod(self, uid: str) -> None:
         shutil.rmtree(self.pod(uid), ignore_errors=True)

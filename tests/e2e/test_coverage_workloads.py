@@ -418,3 +418,25 @@ def test_no_process_outlives_the_pods_of_this_module(cluster: cluster_mod.Cluste
                     pids += [f"{os.path.relpath(d, root)}:{p}" for p in f.read().split()]
         return pids
     cluster_mod.eventually(lambda: not left(), timeout=15, what=f"no process under {root}")
+
+
+def test_pod_has_its_own_dev_shm(cluster: cluster_mod.Cluster) -> None:
+    """A pod's containers share a /dev/shm of their own, as the sandbox's; the host's stays untouched, and the
+    command does not inherit the launcher's descriptors."""
+    c = cluster
+    name = f"pk-e2e-shm-{os.getpid()}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shm"},
+           "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+               {"name": "a", "image": "busybox", "command": [
+                   "sh", "-c", f"ls /proc/$$$$/fd > /dev/shm/{name}.fds; echo hi > /dev/shm/{name}; sleep 3600"]},  # $$: kube escape
+               {"name": "b", "image": "busybox", "command": ["sleep", "3600"]}]}}
+    c.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    c.kubectl("wait", "--for=condition=Ready", "pod/shm", "--timeout=30s", timeout=45)
+    try:
+        cluster_mod.eventually(lambda: c.kubectl("exec", "shm", "-c", "b", "--", "cat", f"/dev/shm/{name}",
+                                                 check=False).stdout == "hi\n", timeout=10, what="b to see a's file")
+        assert not os.path.exists(f"/dev/shm/{name}")
+        fds = c.kubectl("exec", "shm", "-c", "a", "--", "cat", f"/dev/shm/{name}.fds").stdout.split()
+        assert "9" not in fds and {"0", "1", "2"} <= set(fds)  # (10: the shell's saved stdout for the redirection)
+    finally:
+        c.kubectl("delete", "pod", "shm", "--grace-period=0", "--wait=false")

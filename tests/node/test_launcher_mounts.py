@@ -72,7 +72,11 @@ def test_launcher_runs_builtins_then_one_mount():
     script = launcher.launcher(batches, working_dir="/w", error_file="/c/0.error", started_file="/c/0.started")
     lines = script.splitlines()
     assert "dirname" not in script
-    assert lines[1] == ("if [ -d /p/resolv.conf ]; then [ -d /etc/resolv.conf ] || mkdir -p /etc/resolv.conf; "
+    # The marker files through a descriptor of their directory, which no mount can hide; closed for the command.
+    assert lines[0] == "exec 9< /c || exit 128"
+    assert lines[1] == "fail() { printf '%s\\n' \"$1\" > /proc/self/fd/9/0.error; exit 128; }"
+    assert lines[-2:] == [": > /proc/self/fd/9/0.started", 'exec "$@" 9<&-']
+    assert lines[2] == ("if [ -d /p/resolv.conf ]; then [ -d /etc/resolv.conf ] || mkdir -p /etc/resolv.conf; "
                         "else [ -e /etc/resolv.conf ] || { { [ -d /etc ] || mkdir -p /etc; } && : > /etc/resolv.conf; }; "
                         "fi || fail 'error mounting '\"'\"'/p/resolv.conf'\"'\"' to rootfs at '\"'\"'/etc/resolv.conf'\"'\"': "
                         "cannot create mount point'")
@@ -226,3 +230,13 @@ def test_skipped_by_mount_all(source: str, target: str, skipped: bool) -> None:
     """Only a target where the same file system root is mounted already must be bound on its own."""
     m = launcher.Mount(source=source, target=target, read_only=True)
     assert launcher.skipped_by_mount_all(m, launcher.mount_table(MOUNTINFO)) is skipped
+
+
+def test_a_last_mount_comes_after_every_other():
+    """A bind marked last (the pod's /dev/shm, which covers the state root) ends the last batch, after deeper ones."""
+    shm = launcher.Mount(source="/dev/shm/pk/pods/u/shm", target="/dev/shm", read_only=False, last=True)
+    inner = launcher.Mount(source="/d/data", target="/data", read_only=False)
+    nested = launcher.Mount(source="/d/conf", target="/data/conf", read_only=True)
+    batches = launcher.plan([shm, nested, inner], fstab="/c/0.fstab")
+    assert [b.mounts for b in batches] == [(inner,), (nested, shm)]
+    assert batches[-1].table == (nested, shm)

@@ -343,3 +343,32 @@ async def test_killing_is_recorded_before_the_grace_period(h):
     ended = time.monotonic()
     assert [r for r, _ in recorded] == ["Killing"] and "Killing" not in [e.reason for e in events]
     assert recorded[0][1] - began < 0.2 and ended - began >= 0.9
+
+
+@pytest.mark.skipif(process.probe_mounts(process.shutil.which("unshare")) != "" or
+                    process.statedir.mount_of("/dev/shm")[0] != "tmpfs",
+                    reason="needs mount namespaces and a tmpfs /dev/shm")
+async def test_a_pod_has_its_own_dev_shm_shared_by_its_containers(h):
+    """/dev/shm is the pod's own (in its run directory, gone with it), shared by its containers, never the host's;
+    a hostIPC pod keeps the host's."""
+    name = f"pk-test-{os.getpid()}"
+    p = pod(policy="Never", command=["sh", "-c", f"echo from-a > /dev/shm/{name}; sleep 30"])
+    p["spec"]["containers"].append({"name": "b", "image": "busybox", "command": [
+        "sh", "-c", f"for i in $(seq 50); do cat /dev/shm/{name} 2>/dev/null && exit 0; sleep 0.1; done; exit 1"]})
+    await h.rt.sync_pod(p)
+    own = os.path.join(h.rt.run_dir("u1"), "shm")
+    for _ in range(50):
+        if h.rt.pod_status("u1").containers["b"].state == runtime.TERMINATED:
+            break
+        await asyncio.sleep(0.1)
+    log_b = open(h.rt.log_path("u1", "b", 0)).read()
+    assert h.rt.pod_status("u1").containers["b"].termination.exit_code == 0, log_b
+    assert open(os.path.join(own, name)).read() == "from-a\n" and not os.path.exists(f"/dev/shm/{name}")
+    assert os.stat(own).st_mode & 0o7777 == 0o1777
+    await h.rt.kill_pod(p, grace_seconds=0)
+    await h.rt.remove_pod("u1")
+    assert not os.path.exists(own)
+    host_ipc = pod(uid="u2", policy="Never", command=["true"])
+    host_ipc["spec"]["hostIPC"] = True
+    await h.rt.sync_pod(host_ipc)
+    assert h.rt.sandboxes.shm_dir(host_ipc, "u2") is None
