@@ -20,6 +20,7 @@ import pytest
 
 from pocketkube.base import threadns
 from pocketkube.network import podnet
+from tests.network import nsthreads
 
 
 @pytest.mark.parametrize(("cidr", "index", "want"), [
@@ -122,7 +123,6 @@ async def test_add_pod_configures_the_namespace_as_ip_would(tmp_path: pathlib.Pa
         subprocess.run(["ip", "link", "del", net.bridge], capture_output=True, check=False)
 
 
-
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
 def test_delete_netns_does_what_ip_netns_del_does() -> None:
     """A namespace made by `ip netns add` is gone after delete_netns; deleting it again is not an error."""
@@ -191,25 +191,7 @@ async def test_a_leftover_namespace_that_cannot_be_removed_is_a_network_error(
         subprocess.run(["ip", "link", "del", net.bridge], capture_output=True, check=False)
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
-
-
-def _on_thread(fn: Callable[[], Any]) -> Any:
-    """Run fn on a thread of its own, so no failure can leave the test's thread in another namespace."""
-    box: list[Any] = []
-
-    def work() -> None:
-        try:
-            box.append(fn())
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
-            box.append(e)
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
+needs_root = nsthreads.needs_root
 
 
 def _mounts(path: str) -> list[tuple[str, str, str]]:
@@ -240,7 +222,7 @@ def test_create_netns_makes_what_ip_netns_add_makes(ns_name: str) -> None:
     def create() -> tuple[str, str]:
         return podnet.create_netns(ns_name), os.readlink("/proc/thread-self/ns/net")
 
-    path, after = _on_thread(create)
+    path, after = nsthreads.on_thread(create)
     assert path == f"/run/netns/{ns_name}" and after == home
     assert ns_name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert [link["ifname"] for link in _ip_json("-n", ns_name, "link")] == ["lo"]
@@ -282,7 +264,7 @@ def test_create_netns_failure_leaves_nothing(ns_name: str, monkeypatch: pytest.M
             return e, os.readlink("/proc/thread-self/ns/net")
         raise AssertionError("create_netns did not fail")
 
-    err, after = _on_thread(create)
+    err, after = nsthreads.on_thread(create)
     assert isinstance(err, OSError) and err.strerror == want.format(name=ns_name)
     assert after == home
     assert not os.path.exists(f"/run/netns/{ns_name}") and not _mounts(f"/run/netns/{ns_name}")
@@ -293,7 +275,7 @@ def test_create_netns_never_touches_an_existing_namespace(ns_name: str) -> None:
     """A name already taken is EEXIST as ip words it, and the namespace there keeps working."""
     subprocess.run(["ip", "netns", "add", ns_name], check=True)
     with pytest.raises(OSError) as e:
-        _on_thread(lambda: podnet.create_netns(ns_name))
+        nsthreads.on_thread(lambda: podnet.create_netns(ns_name))
     assert e.value.errno == errno.EEXIST
     assert e.value.strerror == f'Cannot create namespace file "/run/netns/{ns_name}": File exists'
     assert _ip_json("-n", ns_name, "link")[0]["ifname"] == "lo"
@@ -326,7 +308,7 @@ def test_a_thread_that_cannot_go_home_makes_no_namespace(ns_name: str, monkeypat
         seen.append(os.readlink("/proc/thread-self/ns/net") == home)
         return seen
 
-    assert _on_thread(scenario) == [(errno.EPERM, False, False), (errno.EPERM, False, False), True, True]
+    assert nsthreads.on_thread(scenario) == [(errno.EPERM, False, False), (errno.EPERM, False, False), True, True]
     assert _ip_json("-n", ns_name, "link")[0]["ifname"] == "lo"
 
 
@@ -338,11 +320,11 @@ def test_the_namespace_directory_becomes_a_shared_mount_once(tmp_path: pathlib.P
     monkeypatch.setattr(podnet, "NETNS_DIR", run_dir)
     monkeypatch.setattr(podnet, "_run_dir_shared", [])
     try:
-        path = _on_thread(lambda: podnet.create_netns("one"))
+        path = nsthreads.on_thread(lambda: podnet.create_netns("one"))
         assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o755
         assert [m[1] for m in _mounts(run_dir)] == ["shared"]
         monkeypatch.setattr(podnet, "_run_dir_shared", [])  # another process: the mount point is there already
-        _on_thread(lambda: podnet.create_netns("two"))
+        nsthreads.on_thread(lambda: podnet.create_netns("two"))
         assert len(_mounts(run_dir)) == 1
         assert [m[2] for m in _mounts(path)] == ["nsfs"]
         podnet.delete_netns("one")

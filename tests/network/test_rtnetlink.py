@@ -5,19 +5,19 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pocketkube.base import threadns
 from pocketkube.network import rtnetlink
+from tests.network import nsthreads
 
 H = bytes.fromhex
 little = pytest.mark.skipif(sys.byteorder != "little", reason="expected bytes are those of a little-endian host")
@@ -121,7 +121,7 @@ def test_ack_error_refuses_a_truncated_reply(reply: bytes) -> None:
     assert e.value.errno == errno.EPROTO
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+needs_root = nsthreads.needs_root
 
 
 def _ip_json(*args: str) -> list[dict[str, Any]]:
@@ -141,24 +141,6 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def _in_thread(fn: Callable[[], Any]) -> Any:
-    """Run fn on a thread of its own, so no failure here can leave the test's thread in another namespace."""
-    box: list[Any] = []
-
-    def work() -> None:
-        try:
-            box.append(fn())
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
-            box.append(e)
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
 @needs_root
 def test_configures_a_namespace_as_ip_shows_it(netns: str) -> None:
     """Link up, address and default route sent over a socket opened in the namespace are what `ip` reads back."""
@@ -174,7 +156,7 @@ def test_configures_a_namespace_as_ip_shows_it(netns: str) -> None:
             route.default_route("10.252.9.1", veth, name="veth0")
         return home
 
-    assert _in_thread(configure) == own
+    assert nsthreads.on_thread(configure) == own
     links = {link["ifname"]: link for link in _ip_json("-n", netns, "link")}
     assert "UP" in links["lo"]["flags"] and "UP" in links["veth0"]["flags"]
     addrs = [(a["local"], a["prefixlen"], a["scope"]) for link in _ip_json("-n", netns, "-4", "addr", "show", "dev", "veth0")
@@ -196,14 +178,14 @@ def test_refusals_are_oserrors_saying_what_failed(netns: str) -> None:
             route.addr_add(veth, "10.252.9.5", 24, name="veth0")
 
     with pytest.raises(OSError) as e:
-        _in_thread(twice)
+        nsthreads.on_thread(twice)
     assert e.value.errno == errno.EEXIST
     assert e.value.strerror == "addr add 10.252.9.5/24 dev veth0: RTNETLINK answers: File exists"
     with pytest.raises(OSError) as e:
-        _in_thread(lambda: rtnetlink.open_in(f"/run/netns/{netns}", ("eth9",)))
+        nsthreads.on_thread(lambda: rtnetlink.open_in(f"/run/netns/{netns}", ("eth9",)))
     assert e.value.errno == errno.ENODEV and e.value.strerror == 'Cannot find device "eth9"'
     with pytest.raises(FileNotFoundError):
-        _in_thread(lambda: rtnetlink.open_in("/run/netns/pk-rtnl-test-missing", ("lo",)))
+        nsthreads.on_thread(lambda: rtnetlink.open_in("/run/netns/pk-rtnl-test-missing", ("lo",)))
 
 
 @needs_root
@@ -236,7 +218,7 @@ def test_a_thread_that_cannot_go_home_is_never_used_inside(netns: str, monkeypat
         seen.append(os.readlink("/proc/thread-self/ns/net") == own)
         return seen
 
-    assert _in_thread(scenario) == [errno.EPERM, errno.EPERM, True, False, True]
+    assert nsthreads.on_thread(scenario) == [errno.EPERM, errno.EPERM, True, False, True]
 
 
 @needs_root
