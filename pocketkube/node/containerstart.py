@@ -97,8 +97,8 @@ class Starter:
             result.events.append(runtime.Event(runtime.WARNING, "Failed", f"Error: {e}", path))
             _wait(cs, "CreateContainerConfigError", str(e), seconds=CONFIG_RETRY_SECONDS, now=now)
             return
-        binds += await self._resolv_bind(uid, binds)
-        binds += await self._hosts_bind(uid, binds)
+        binds += await self._pod_file_bind(self.sandboxes.resolv_file(uid), sandbox.RESOLV_CONF, binds)
+        binds += await self._pod_file_bind(self.sandboxes.hosts_file(uid), sandbox.HOSTS, binds)
         binds += await self._shm_bind(pod, uid, binds)
         argv = [envvars.expand(a, env) for a in res.argv]
         cdir = os.path.join(self.run_dir(uid), name)
@@ -185,16 +185,17 @@ class Starter:
             self.mount_problem = await asyncio.to_thread(launcher.probe_mounts, self.unshare)
         return self.mount_problem
 
-    async def _resolv_bind(self, uid: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
-        """The bind of the pod's resolv.conf at /etc/resolv.conf, unless the container mounts its own there."""
-        path = self.sandboxes.resolv_file(uid)
-        if path is None or any(os.path.normpath(m.target) in ("/", "/etc", sandbox.RESOLV_CONF) for m in binds):
+    async def _pod_file_bind(self, path: str | None, target: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
+        """The bind of a file the sandbox formed for the pod (its resolv.conf, its hosts file; None: none) at
+        target, unless the container mounts its own there or above it."""
+        parent = os.path.dirname(target)
+        if path is None or any(os.path.normpath(m.target) in ("/", parent, target) for m in binds):
             return []
         # Without mount namespaces the container sees the host's file (never a reason to refuse it), nor is a
-        # missing or dangling /etc/resolv.conf created on the host for it.
-        if await self._why_no_mounts() or not os.path.exists(sandbox.RESOLV_CONF):
+        # missing or dangling one created on the host for it.
+        if await self._why_no_mounts() or not os.path.exists(target):
             return []
-        return [launcher.Mount(source=path, target=sandbox.RESOLV_CONF, read_only=False)]
+        return [launcher.Mount(source=path, target=target, read_only=False)]
 
     async def _image_links(self, image: str, cdir: str,
                            binds: list[launcher.Mount]) -> dict[str, tuple[str, list[tuple[str, str]]]]:
@@ -223,15 +224,6 @@ class Starter:
             return []
         # Last: it covers the state root, where the other binds' sources are.
         return [launcher.Mount(source=path, target=sandbox.SHM, read_only=False, last=True)]
-
-    async def _hosts_bind(self, uid: str, binds: list[launcher.Mount]) -> list[launcher.Mount]:
-        """The bind of the pod's managed hosts file at /etc/hosts, unless the container mounts its own there."""
-        path = self.sandboxes.hosts_file(uid)
-        if path is None or any(os.path.normpath(m.target) in ("/", "/etc", sandbox.HOSTS) for m in binds):
-            return []
-        if await self._why_no_mounts() or not os.path.exists(sandbox.HOSTS):
-            return []
-        return [launcher.Mount(source=path, target=sandbox.HOSTS, read_only=False)]
 
     def _prepare(self, pod: Mapping[str, Any], c: Mapping[str, Any], *, cdir: str, stale: tuple[str, ...],
                  message_file: str, binds: list[launcher.Mount], fstab: str,
